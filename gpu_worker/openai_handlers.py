@@ -53,7 +53,8 @@ async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestError(413, f"the request body is larger than {exc.max_size} bytes") from exc
+        limit = request.app[STATE_KEY].cfg.max_body_bytes
+        raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
 
 
 def _check_model(state: WorkerState, model: str) -> None:
