@@ -68,3 +68,8 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_worker_command_says_not_available(capsys) -> None:
     assert main(["worker"]) == 2
     assert "not" in capsys.readouterr().err
+
+
+def test_bad_flag_value_is_a_clear_error(capsys) -> None:
+    assert main(["sim-worker", "--num-blocks", "0"]) == 2
+    assert "num_blocks" in capsys.readouterr().err

@@ -17,7 +17,9 @@ from config.protocol import (
     error_body,
     validate_completion,
 )
+from gpu_worker.engine_api import RequestMeta
 from gpu_worker.kv_events import KvEventHub
+from gpu_worker.openai_handlers import request_meta
 
 
 def test_requests_ignore_unknown_fields_and_accept_both_max_token_names() -> None:
@@ -86,3 +88,21 @@ def test_hub_cuts_off_a_subscriber_that_falls_behind() -> None:
     assert slow.overflowed and not fast.overflowed
     assert hub.num_subscribers == 1
     assert len(slow.backlog) == 3  # bounded: nothing was queued after the cut
+
+
+def test_hint_headers_become_request_meta() -> None:
+    headers = {
+        "x-kvgate-category": "code",
+        "x-kvgate-turn": "3",
+        "x-kvgate-conversation": "77",
+        "x-kvgate-cache-salt": "tenant-1",
+        "x-kvgate-deadline-ms": "1500",
+    }
+    meta = request_meta(headers, now_s=100.0)
+    assert meta == RequestMeta(
+        category="code", turn=3, conversation=77, cache_salt="tenant-1", deadline_s=101.5
+    )
+    assert request_meta({}, now_s=5.0) == RequestMeta()
+    with pytest.raises(RequestError) as err:
+        request_meta({"x-kvgate-deadline-ms": "soon"}, now_s=0.0)
+    assert err.value.status == 400
