@@ -330,8 +330,8 @@ def validate_completion(req: CompletionRequest) -> str | list[int]:
             ids = [int(t) for t in prompt]
             if not ids:
                 raise RequestError(400, "prompt must not be empty", param="prompt")
-            if min(ids) < 0:
-                raise RequestError(400, "token ids must not be negative", param="prompt")
+            if min(ids) < 0 or max(ids) >= 2**31:
+                raise RequestError(400, "token ids must be in [0, 2**31)", param="prompt")
             return ids
         else:
             raise RequestError(

@@ -41,3 +41,28 @@ async def test_engine_failure_fails_requests_and_health() -> None:
             assert health.status_code == 503
     finally:
         await handle.close()
+
+
+class _RefusesLongPrompts(SimEngine):
+    def __init__(self) -> None:
+        super().__init__(make_engine(time_scale=0.01).cfg, model_id=MODEL)
+
+    def add_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        if len(request.prompt_token_ids) > 10:
+            raise ValueError("too long for this engine")
+        super().add_request(request)
+
+
+async def test_engine_refusing_one_request_fails_only_that_one() -> None:
+    handle = await start(_RefusesLongPrompts())
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            url = handle.url + "/v1/completions"
+            refused = await http.post(url, json={"model": MODEL, "prompt": "x" * 20})
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "engine_refused"
+            fine = await http.post(url, json={"model": MODEL, "prompt": "x", "max_tokens": 2})
+            assert fine.status_code == 200
+            assert (await http.get(handle.url + "/stats")).json()["pending_requests"] == 0
+    finally:
+        await handle.close()
