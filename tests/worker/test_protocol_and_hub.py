@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 
@@ -17,9 +19,9 @@ from config.protocol import (
     error_body,
     validate_completion,
 )
-from gpu_worker.engine_api import RequestMeta
+from gpu_worker.engine_api import RequestMeta, RequestOutput
 from gpu_worker.kv_events import KvEventHub
-from gpu_worker.openai_handlers import request_meta
+from gpu_worker.openai_handlers import _coalesce, request_meta
 
 
 def test_requests_ignore_unknown_fields_and_accept_both_max_token_names() -> None:
@@ -106,3 +108,19 @@ def test_hint_headers_become_request_meta() -> None:
     with pytest.raises(RequestError) as err:
         request_meta({"x-kvgate-deadline-ms": "soon"}, now_s=0.0)
     assert err.value.status == 400
+
+
+async def test_stream_coalesces_outputs_already_queued() -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    outs = [
+        RequestOutput(request_id="r", new_token_ids=[i], text_delta=t, num_output_tokens=i + 1)
+        for i, t in enumerate(["a", "b", "c"])
+    ]
+    outs[-1].finished, outs[-1].finish_reason = True, "length"
+    for out in outs[1:]:
+        queue.put_nowait(out)
+    merged = _coalesce(outs[0], queue)
+    assert (merged.text_delta, merged.new_token_ids) == ("abc", [0, 1, 2])
+    assert merged.finished and merged.finish_reason == "length" and merged.num_output_tokens == 3
+    assert queue.empty()
+    assert _coalesce(outs[0], queue) is outs[0]  # nothing queued: passed through
