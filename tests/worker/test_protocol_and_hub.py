@@ -124,3 +124,9 @@ async def test_stream_coalesces_outputs_already_queued() -> None:
     assert merged.finished and merged.finish_reason == "length" and merged.num_output_tokens == 3
     assert queue.empty()
     assert _coalesce(outs[0], queue) is outs[0]  # nothing queued: passed through
+
+
+def test_decoded_request_re_encodes_without_nulls() -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}'
+    again = msgspec.json.decode(msgspec.json.encode(decode_request(body, ChatCompletionRequest)))
+    assert again == {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
