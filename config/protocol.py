@@ -3,8 +3,9 @@
 Shared by the worker's server and the gateway, so both sides read and write exactly these shapes.
 Request structs ignore unknown fields on purpose (real OpenAI clients send many: `logprobs`,
 `presence_penalty`, `tools`, …); only the config structs in config/ forbid them. Stream chunks
-leave out what is UNSET (`usage`, delta parts) as OpenAI does. Requests re-encode without their unset
-fields (`omit_defaults`), so a gateway that forwards a decoded request sends no `null`s.
+leave out what is UNSET (`usage`, delta parts) as OpenAI does. Requests re-encode without
+their unset fields (`omit_defaults`), so a gateway that forwards a decoded request sends no
+`null`s.
 
 Type checks happen at decode (`decode_request`); value rules (max_tokens >= 1, n == 1, …) are
 checked by `validate_*` so every rejection carries the OpenAI error shape and the offending param.
