@@ -159,3 +159,34 @@ async def test_close_ends_open_streams_and_joins_the_engine_thread() -> None:
             assert [line async for line in kv_lines if line.startswith("data: ")] == []
     assert not handle.state.engine_thread.alive
     assert not handle.state.engine_thread._thread.is_alive()
+
+
+async def test_many_requests_with_disconnects_leave_no_block_held() -> None:
+    handle = await start(make_engine(time_scale=0.1, num_blocks=64, max_batch_size=8))
+    url = handle.url + "/v1/chat/completions"
+
+    async def one(http: httpx.AsyncClient, i: int) -> None:
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"shared head {i % 3} " * 8 + str(i)}],
+            "max_tokens": 40,
+            "stream": True,
+        }
+        async with http.stream("POST", url, json=body) as resp:
+            assert resp.status_code == 200
+            seen = 0
+            async for line in resp.aiter_lines():
+                seen += line.startswith("data: ")
+                if i % 2 and seen == 3:
+                    return  # leave mid-stream: the worker must abort and free the request
+
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            await asyncio.gather(*(one(http, i) for i in range(24)))
+            stats = await _wait_stats(http, handle.url, running=0, waiting=0, pending_requests=0)
+        assert (stats["running"], stats["waiting"], stats["pending_requests"]) == (0, 0, 0)
+        assert stats["free_blocks"] + stats["cached_blocks"] == stats["total_blocks"]
+        pool = handle.state.engine._pool  # type: ignore[attr-defined]
+        assert pool.num_private == 0 and pool.num_referenced() == 0
+    finally:
+        await handle.close()
