@@ -1,0 +1,172 @@
+"""Route a request to a worker and relay the worker's reply to the client as it arrives.
+
+Rules:
+- The request body goes upstream as the client sent it; streamed chunks come back byte for byte
+  (no per-chunk decoding), so the gateway adds copies, not work.
+- A worker that fails before the first byte of its reply body (refused, reset, died) is taken out
+  of rotation and the request goes to another worker, up to `max_attempts` workers in all. Nothing
+  has reached the client yet, so the retry is invisible to it.
+- A timeout is answered 504 and never retried (a slow fleet must not get more load).
+- A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
+  client is never left hanging. A non-streamed reply that breaks off is answered 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+import msgspec
+from aiohttp import web
+
+from backends.openai_upstream import UpstreamClient
+from gateway.errors import error_body, no_healthy_worker, upstream_failed, upstream_timeout
+from gateway.fleet import FleetView, WorkerState
+from gateway.metrics import GatewayMetrics
+from policies.routing import RequestView, RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+_SSE_DONE = b"data: [DONE]\n\n"
+
+
+class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One parsed, authenticated request, ready to be sent to a worker."""
+
+    endpoint: str  # metrics label, e.g. "chat"
+    path: str  # worker path, e.g. "/v1/chat/completions"
+    body: bytes  # the client's body, forwarded unchanged
+    headers: Mapping[str, str]
+    model: str
+    stream: bool
+    view: RequestView
+
+
+class Relay:
+    def __init__(
+        self,
+        fleet: FleetView,
+        router: RoutingPolicy,
+        upstream: UpstreamClient,
+        metrics: GatewayMetrics,
+        max_attempts: int,
+        read_timeout_s: float,
+    ) -> None:
+        self._fleet = fleet
+        self._router = router
+        self._upstream = upstream
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._read_timeout_s = read_timeout_s
+
+    def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
+        candidates = self._fleet.candidates(call.model, exclude)
+        if not candidates:
+            return None
+        views = [w.view() for w in candidates]
+        return candidates[self._router.select(call.view, views, time.monotonic())]
+
+    async def forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+        start = time.perf_counter()
+        tried: set[str] = set()
+        last_error = ""
+        for _ in range(self._max_attempts):
+            worker = self.pick(call, tried)
+            if worker is None:
+                break
+            tried.add(worker.worker_id)
+            self._fleet.acquire(worker)
+            response: httpx.Response | None = None
+            try:
+                response = await self._upstream.open(worker.url, call.path, call.body, call.headers)
+                chunks = response.aiter_raw()
+                first = await _first_chunk(chunks)
+            except BaseException as exc:
+                self._fleet.release(worker)
+                if response is not None:
+                    await response.aclose()
+                if isinstance(exc, _RETRYABLE):
+                    last_error = f"{worker.worker_id}: {type(exc).__name__}"
+                    self._fleet.mark_failed(worker, last_error)
+                    self._metrics.error("upstream_retry")
+                    self._metrics.retries.inc()
+                    continue
+                if isinstance(exc, httpx.TimeoutException):
+                    raise upstream_timeout(self._read_timeout_s) from exc
+                if isinstance(exc, httpx.HTTPError):
+                    raise upstream_failed(type(exc).__name__) from exc
+                raise
+            ttft_s = time.perf_counter() - start
+            try:
+                if call.stream and response.status_code == 200:
+                    reply = await self._stream(request, worker, response, first, chunks)
+                else:
+                    reply = await self._whole(response, first, chunks)
+            finally:
+                await response.aclose()
+                self._fleet.release(worker)
+            self._metrics.observe(call.endpoint, reply.status, time.perf_counter() - start, ttft_s)
+            return reply
+        if last_error:
+            raise upstream_failed(f"no worker answered ({last_error})")
+        raise no_healthy_worker(call.model)
+
+    async def _whole(
+        self, response: httpx.Response, first: bytes, chunks: AsyncIterator[bytes]
+    ) -> web.Response:
+        parts = [first]
+        try:
+            async for chunk in chunks:
+                parts.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise upstream_timeout(self._read_timeout_s) from exc
+        except httpx.HTTPError as exc:
+            raise upstream_failed(f"reply broke off: {type(exc).__name__}") from exc
+        return web.Response(
+            status=response.status_code,
+            body=b"".join(parts),
+            headers={"Content-Type": response.headers.get("content-type", "application/json")},
+        )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        worker: WorkerState,
+        response: httpx.Response,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+    ) -> web.StreamResponse:
+        reply = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": response.headers.get("content-type", "text/event-stream"),
+                "Cache-Control": "no-cache",
+            },
+        )
+        await reply.prepare(request)
+        await reply.write(first)
+        try:
+            async for chunk in chunks:
+                await reply.write(chunk)
+        except httpx.HTTPError as exc:
+            kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "upstream_error"
+            log.warning("stream from %s broke off: %s", worker.worker_id, type(exc).__name__)
+            self._metrics.error(f"mid_stream_{kind}")
+            if not isinstance(exc, httpx.TimeoutException):
+                self._fleet.mark_failed(worker, f"stream broke off: {type(exc).__name__}")
+            message = f"the worker's stream broke off ({type(exc).__name__})"
+            await reply.write(b"data: " + error_body(message, "server_error", None, kind) + b"\n\n")
+            await reply.write(_SSE_DONE)
+        await reply.write_eof()
+        return reply
+
+
+async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes:
+    """The first bytes of the body (b"" for an empty body); transport errors propagate."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return b""
