@@ -17,7 +17,7 @@ from gateway.auth import Authenticator
 from gateway.errors import error_middleware
 from gateway.fleet import FleetView
 from gateway.health import HealthProber
-from gateway.keys import AUTH, CONFIG, FLEET, METRICS, RELAY, ROUTER, UPSTREAM
+from gateway.keys import AUTH, CONFIG, FLEET, METRICS, PROBER, RELAY, ROUTER, UPSTREAM
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
 from policies.routing import build_routing
@@ -56,6 +56,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         cfg.upstream.read_timeout_s,
     )
     prober = HealthProber(app[FLEET], upstream, cfg.health)
+    app[PROBER] = prober
     # One round before serving, so the first request already sees the healthy workers.
     await prober.probe_all()
     task = asyncio.create_task(prober.run(), name="kvgate-health")

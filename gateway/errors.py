@@ -54,10 +54,9 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code="invalid_request")
 
 
-def no_healthy_worker(model: str) -> ApiError:
-    return ApiError(
-        503, f"no healthy worker serves model {model!r}", "server_error", code="no_healthy_worker"
-    )
+def no_healthy_worker(model: str, detail: str = "") -> ApiError:
+    message = f"no healthy worker serves model {model!r}" + (f" ({detail})" if detail else "")
+    return ApiError(503, message, "server_error", code="no_healthy_worker")
 
 
 def upstream_timeout(seconds: float) -> ApiError:

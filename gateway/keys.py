@@ -8,6 +8,7 @@ from backends.openai_upstream import UpstreamClient
 from config.gateway import GatewayConfig
 from gateway.auth import Authenticator
 from gateway.fleet import FleetView
+from gateway.health import HealthProber
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
 from policies.routing import RoutingPolicy
@@ -19,3 +20,4 @@ AUTH = web.AppKey("auth", Authenticator)
 ROUTER = web.AppKey("router", RoutingPolicy)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 RELAY = web.AppKey("relay", Relay)
+PROBER = web.AppKey("prober", HealthProber)

@@ -110,9 +110,10 @@ class Relay:
                 self._fleet.release(worker)
             self._metrics.observe(call.endpoint, reply.status, time.perf_counter() - start, ttft_s)
             return reply
-        if last_error:
+        if last_error and self._fleet.candidates(call.model, tried):
+            # Healthy workers remain but the attempts are spent: the fleet is failing, not gone.
             raise upstream_failed(f"no worker answered ({last_error})")
-        raise no_healthy_worker(call.model)
+        raise no_healthy_worker(call.model, last_error)
 
     async def _whole(
         self, response: httpx.Response, first: bytes, chunks: AsyncIterator[bytes]
