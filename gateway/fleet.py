@@ -59,6 +59,7 @@ class FleetView:
 
     def acquire(self, worker: WorkerState) -> None:
         worker.in_flight += 1
+        self._metrics.sent.labels(worker.worker_id).inc()
         self._metrics.in_flight.labels(worker.worker_id).set(worker.in_flight)
 
     def release(self, worker: WorkerState) -> None:

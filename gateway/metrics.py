@@ -55,6 +55,12 @@ class GatewayMetrics:
             ["worker"],
             registry=r,
         )
+        self.sent = Counter(
+            "kvgate_worker_requests",
+            "Requests sent to a worker (retries included)",
+            ["worker"],
+            registry=r,
+        )
         self.healthy = Gauge(
             "kvgate_worker_healthy", "1 while the worker is in rotation", ["worker"], registry=r
         )
