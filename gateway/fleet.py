@@ -7,6 +7,7 @@ A worker leaves rotation when a request to it fails or a probe fails
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Iterable
 
@@ -38,6 +39,7 @@ class FleetView:
         self.workers = [WorkerState(f"w{i}", url) for i, url in enumerate(urls)]
         self._metrics = metrics
         self._unhealthy_after = unhealthy_after_failures
+        self._changed: asyncio.Event | None = None  # made on first wait (needs a running loop)
         for w in self.workers:
             metrics.healthy.labels(w.worker_id).set(0)
             metrics.in_flight.labels(w.worker_id).set(0)
@@ -93,6 +95,15 @@ class FleetView:
             )
             self._set_healthy(worker, False)
 
+    async def health_changed(self) -> None:
+        """Return after the next time some worker leaves or rejoins rotation."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        await self._changed.wait()
+
     def _set_healthy(self, worker: WorkerState, healthy: bool) -> None:
+        if worker.healthy != healthy and self._changed is not None:
+            self._changed.set()
+            self._changed = None
         worker.healthy = healthy
         self._metrics.healthy.labels(worker.worker_id).set(1 if healthy else 0)

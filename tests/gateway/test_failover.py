@@ -81,7 +81,7 @@ async def test_background_probes_bring_a_worker_back(make_worker, make_gateway):
 
     async def until(healthy: bool) -> None:
         while fleet.workers[0].healthy != healthy:
-            await asyncio.sleep(0.02)  # the prober runs on its own timer; watch its effect
+            await fleet.health_changed()
 
     await asyncio.wait_for(until(False), 10)
     worker.restart()
