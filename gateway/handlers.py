@@ -16,7 +16,8 @@ from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
 
 Parser = Callable[[bytes, str], RouteInfo]
-TENANT_HEADER = "x-kvgate-tenant"
+# Hints for the worker (config.protocol's x-kvgate-* headers) join these as later stages fill them.
+_JSON = {"Content-Type": "application/json"}
 
 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:
@@ -34,14 +35,11 @@ async def _proxy(
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):
         raise unknown_model(info.model)
-    headers = {"Content-Type": "application/json"}
-    if tenant:
-        headers[TENANT_HEADER] = tenant
     call = UpstreamCall(
         endpoint=endpoint,
         path=path,
         body=body,
-        headers=headers,
+        headers=_JSON,
         model=info.model,
         stream=info.stream,
         view=info.view,
