@@ -28,7 +28,7 @@ class UpstreamConfig(Frozen):
     # answer may take minutes, but a worker that says nothing for this long is treated as hung.
     read_timeout_s: PositiveS = 60.0
     max_connections: PositiveInt = 512
-    max_keepalive_connections: PositiveInt = 128
+    keepalive_timeout_s: PositiveS = 30.0  # an idle pooled connection is closed after this
     # Tries on *different* workers when one fails before its first byte (connection refused,
     # reset before any reply). A timeout is never retried: a slow fleet must not get more load.
     max_attempts: PositiveInt = 2

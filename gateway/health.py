@@ -10,9 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
-
-from backends.openai_upstream import UpstreamClient
+from backends.openai_upstream import UpstreamClient, UpstreamError
 from config.gateway import HealthConfig
 from gateway.fleet import FleetView, WorkerState
 
@@ -51,7 +49,7 @@ class HealthProber:
                 models = model_ids(
                     await self._upstream.get_json(worker.url, "/v1/models", timeout_s)
                 )
-        except (httpx.HTTPError, ValueError) as exc:
+        except (UpstreamError, ValueError) as exc:
             self._fleet.probe_failed(worker, f"{type(exc).__name__}: {exc}")
             return
         self._fleet.probe_ok(worker, models)

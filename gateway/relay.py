@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
-import httpx
 import msgspec
 from aiohttp import web
 
-from backends.openai_upstream import UpstreamClient
+from backends.openai_upstream import (
+    UpstreamClient,
+    UpstreamReply,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.errors import error_body, no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
@@ -29,7 +33,6 @@ from policies.routing import RequestView, RoutingPolicy
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 _SSE_DONE = b"data: [DONE]\n\n"
 
 
@@ -79,95 +82,79 @@ class Relay:
                 break
             tried.add(worker.worker_id)
             self._fleet.acquire(worker)
-            response: httpx.Response | None = None
+            reply: UpstreamReply | None = None
             try:
-                response = await self._upstream.open(worker.url, call.path, call.body, call.headers)
-                chunks = response.aiter_raw()
-                first = await _first_chunk(chunks)
+                reply = await self._upstream.open(worker.url, call.path, call.body, call.headers)
+                first = await reply.read_chunk()
+            except UpstreamUnavailable as exc:
+                self._fleet.release(worker)
+                if reply is not None:
+                    reply.close()
+                last_error = f"{worker.worker_id}: {exc}"
+                self._fleet.mark_failed(worker, str(exc))
+                self._metrics.error("upstream_unavailable")
+                self._metrics.retries.inc()
+                continue
             except BaseException as exc:
                 self._fleet.release(worker)
-                if response is not None:
-                    await response.aclose()
-                if isinstance(exc, _RETRYABLE):
-                    last_error = f"{worker.worker_id}: {type(exc).__name__}"
-                    self._fleet.mark_failed(worker, last_error)
-                    self._metrics.error("upstream_retry")
-                    self._metrics.retries.inc()
-                    continue
-                if isinstance(exc, httpx.TimeoutException):
+                if reply is not None:
+                    reply.close()
+                if isinstance(exc, UpstreamTimeout):
                     raise upstream_timeout(self._read_timeout_s) from exc
-                if isinstance(exc, httpx.HTTPError):
-                    raise upstream_failed(type(exc).__name__) from exc
                 raise
             ttft_s = time.perf_counter() - start
             try:
-                if call.stream and response.status_code == 200:
-                    reply = await self._stream(request, worker, response, first, chunks)
+                if call.stream and reply.status == 200:
+                    response = await self._stream(request, worker, reply, first)
                 else:
-                    reply = await self._whole(response, first, chunks)
+                    response = await self._whole(reply, first)
             finally:
-                await response.aclose()
+                reply.close()
                 self._fleet.release(worker)
-            self._metrics.observe(call.endpoint, reply.status, time.perf_counter() - start, ttft_s)
-            return reply
+            self._metrics.observe(
+                call.endpoint, response.status, time.perf_counter() - start, ttft_s
+            )
+            return response
         if last_error and self._fleet.candidates(call.model, tried):
             # Healthy workers remain but the attempts are spent: the fleet is failing, not gone.
             raise upstream_failed(f"no worker answered ({last_error})")
         raise no_healthy_worker(call.model, last_error)
 
-    async def _whole(
-        self, response: httpx.Response, first: bytes, chunks: AsyncIterator[bytes]
-    ) -> web.Response:
-        parts = [first]
+    async def _whole(self, reply: UpstreamReply, first: bytes) -> web.Response:
         try:
-            async for chunk in chunks:
-                parts.append(chunk)
-        except httpx.TimeoutException as exc:
+            rest = await reply.read_all()
+        except UpstreamTimeout as exc:
             raise upstream_timeout(self._read_timeout_s) from exc
-        except httpx.HTTPError as exc:
-            raise upstream_failed(f"reply broke off: {type(exc).__name__}") from exc
+        except UpstreamUnavailable as exc:
+            raise upstream_failed(f"reply broke off: {exc}") from exc
         return web.Response(
-            status=response.status_code,
-            body=b"".join(parts),
-            headers={"Content-Type": response.headers.get("content-type", "application/json")},
+            status=reply.status,
+            body=first + rest if rest else first,
+            headers={"Content-Type": reply.content_type},
         )
 
     async def _stream(
-        self,
-        request: web.Request,
-        worker: WorkerState,
-        response: httpx.Response,
-        first: bytes,
-        chunks: AsyncIterator[bytes],
+        self, request: web.Request, worker: WorkerState, reply: UpstreamReply, first: bytes
     ) -> web.StreamResponse:
-        reply = web.StreamResponse(
-            status=200,
-            headers={
-                "Content-Type": response.headers.get("content-type", "text/event-stream"),
-                "Cache-Control": "no-cache",
-            },
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
         )
-        await reply.prepare(request)
-        await reply.write(first)
+        await response.prepare(request)
+        chunk = first
         try:
-            async for chunk in chunks:
-                await reply.write(chunk)
-        except httpx.HTTPError as exc:
-            kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "upstream_error"
-            log.warning("stream from %s broke off: %s", worker.worker_id, type(exc).__name__)
+            while chunk:
+                await response.write(chunk)
+                chunk = await reply.read_chunk()
+        except (UpstreamTimeout, UpstreamUnavailable) as exc:
+            kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+            log.warning("stream from %s broke off: %s", worker.worker_id, exc)
             self._metrics.error(f"mid_stream_{kind}")
-            if not isinstance(exc, httpx.TimeoutException):
-                self._fleet.mark_failed(worker, f"stream broke off: {type(exc).__name__}")
-            message = f"the worker's stream broke off ({type(exc).__name__})"
-            await reply.write(b"data: " + error_body(message, "server_error", None, kind) + b"\n\n")
-            await reply.write(_SSE_DONE)
-        await reply.write_eof()
-        return reply
-
-
-async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes:
-    """The first bytes of the body (b"" for an empty body); transport errors propagate."""
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return b""
+            if isinstance(exc, UpstreamUnavailable):
+                self._fleet.mark_failed(worker, f"stream broke off: {exc}")
+            message = f"the worker's stream broke off ({kind})"
+            await response.write(
+                b"data: " + error_body(message, "server_error", None, kind) + b"\n\n"
+            )
+            await response.write(_SSE_DONE)
+        await response.write_eof()
+        return response
