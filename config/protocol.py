@@ -1,0 +1,381 @@
+"""The wire contract of kvgate: OpenAI request/response structs, worker `/stats`, KV events.
+
+Shared by the worker's server and the gateway, so both sides read and write exactly these shapes.
+Request structs ignore unknown fields on purpose (real OpenAI clients send many: `logprobs`,
+`presence_penalty`, `tools`, …); only the config structs in config/ forbid them. Responses omit
+fields left at `None` where OpenAI omits them too.
+
+Type checks happen at decode (`decode_request`); value rules (max_tokens >= 1, n == 1, …) are
+checked by `validate_*` so every rejection carries the OpenAI error shape and the offending param.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+# Gateway → worker hints (all optional). The deadline is *relative* (ms from the moment the
+# worker reads the request), so it survives clock differences between machines.
+T = TypeVar("T")
+
+HEADER_CATEGORY = "x-kvgate-category"
+HEADER_TURN = "x-kvgate-turn"
+HEADER_CONVERSATION = "x-kvgate-conversation"
+HEADER_CACHE_SALT = "x-kvgate-cache-salt"
+HEADER_DEADLINE_MS = "x-kvgate-deadline-ms"
+
+
+# ---------------------------------------------------------------- requests
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    """One part of a multi-part message content; only text parts are served."""
+
+    type: str = "text"
+    text: str = ""
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text (text parts joined); non-text parts are rejected by validation."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class _SamplingFields(msgspec.Struct, kw_only=True):
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # extension (vLLM has it too); 0 or -1 = off
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    user: str | None = None
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        if isinstance(self.stop, str):
+            return (self.stop,) if self.stop else ()
+        return tuple(s for s in self.stop if s)
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(_SamplingFields, kw_only=True):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None  # newer name of max_tokens; wins when both are set
+
+    def requested_max_tokens(self) -> int | None:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+
+class CompletionRequest(_SamplingFields, kw_only=True):
+    # Text, token ids, or a one-element list of text (what some clients send). A mixed or longer
+    # list is rejected by `validate_completion`.
+    prompt: str | list[int | str]
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+# ---------------------------------------------------------------- responses
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int = 0
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    # Always set by kvgate workers; `None` only from upstreams that send null.
+    prompt_tokens_details: PromptTokensDetails | None = msgspec.field(
+        default_factory=PromptTokensDetails
+    )
+
+
+def make_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+    )
+
+
+# We send "stop" or "length"; `str` so the gateway also decodes other upstreams' reasons.
+FinishReason = str
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: str = "assistant"
+    content: str | None = ""
+
+
+class ChatChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class CompletionResponse(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ChatDelta(msgspec.Struct, kw_only=True):
+    # UNSET fields are left out of the JSON (a delta names only what it carries).
+    role: str | None | msgspec.UnsetType = msgspec.UNSET
+    content: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class ChatChunkChoice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: ChatDelta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    """One SSE event of a streamed chat completion. With `include_usage`, the last chunk before
+    `[DONE]` has `choices == []` and `usage` set; the others omit `usage`."""
+
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class CompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "kvgate"
+    max_model_len: int | None = None
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: ErrorDetail
+
+
+# OpenAI's `type` per HTTP status; a caller may pass another.
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def error_body(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    type: str | None = None,  # noqa: A002 - the OpenAI field's name
+) -> bytes:
+    """The JSON bytes of an OpenAI error body for `status`."""
+    detail = ErrorDetail(
+        message=message,
+        type=type or ERROR_TYPES.get(status, "invalid_request_error"),
+        param=param,
+        code=code,
+    )
+    return msgspec.json.encode(ErrorBody(error=detail))
+
+
+class RequestError(Exception):
+    """A request the server answers with an OpenAI error (never a 500)."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> bytes:
+        return error_body(self.status, self.message, param=self.param, code=self.code)
+
+
+def decode_request(body: bytes, cls: type[T]) -> T:
+    """Decode a request body; bad JSON or types raise `RequestError(400)` naming the field."""
+    if not body:
+        raise RequestError(400, "the request body is empty; expected a JSON object")
+    try:
+        return msgspec.json.decode(body, type=cls)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in text else None
+        raise RequestError(400, f"invalid request: {text}", param=param) from exc
+    except msgspec.DecodeError as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}") from exc
+
+
+def validate_sampling(req: _SamplingFields) -> None:
+    """Value rules shared by both endpoints (types are already checked by decoding)."""
+    max_tokens = req.requested_max_tokens()  # type: ignore[attr-defined]
+    if max_tokens is not None and max_tokens < 1:
+        raise RequestError(400, "max_tokens must be at least 1", param="max_tokens")
+    if req.temperature is not None and not 0.0 <= req.temperature <= 2.0:
+        raise RequestError(400, "temperature must be in [0, 2]", param="temperature")
+    if req.top_p is not None and not 0.0 < req.top_p <= 1.0:
+        raise RequestError(400, "top_p must be in (0, 1]", param="top_p")
+    if req.top_k is not None and req.top_k < -1:
+        raise RequestError(400, "top_k must be -1, 0 (off) or positive", param="top_k")
+    if req.n is not None and req.n != 1:
+        raise RequestError(400, "only n=1 is supported", param="n")
+    if isinstance(req.stop, list) and len(req.stop) > 16:
+        raise RequestError(400, "at most 16 stop strings are allowed", param="stop")
+
+
+def validate_chat(req: ChatCompletionRequest) -> None:
+    validate_sampling(req)
+    if not req.messages:
+        raise RequestError(400, "messages must not be empty", param="messages")
+    for i, msg in enumerate(req.messages):
+        if msg.role not in ("system", "user", "assistant", "developer", "tool"):
+            raise RequestError(400, f"unknown role {msg.role!r}", param=f"messages[{i}].role")
+        if isinstance(msg.content, list) and any(p.type != "text" for p in msg.content):
+            raise RequestError(
+                400, "only text content parts are supported", param=f"messages[{i}].content"
+            )
+
+
+def validate_completion(req: CompletionRequest) -> str | list[int]:
+    """Checks the request; returns the prompt as text or as token ids."""
+    validate_sampling(req)
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            ids = [int(t) for t in prompt]
+            if not ids:
+                raise RequestError(400, "prompt must not be empty", param="prompt")
+            if min(ids) < 0:
+                raise RequestError(400, "token ids must not be negative", param="prompt")
+            return ids
+        else:
+            raise RequestError(
+                400,
+                "prompt must be a string, a list of token ids, or a list of one string",
+                param="prompt",
+            )
+    if not prompt:
+        raise RequestError(400, "prompt must not be empty", param="prompt")
+    return prompt
+
+
+# ---------------------------------------------------------------- worker state
+
+
+class WorkerStats(msgspec.Struct, kw_only=True):
+    """`GET /stats` of a worker: the engine's `EngineStats` fields plus the server's own."""
+
+    model: str
+    tokenizer: str = ""  # a name the gateway can check it tokenizes alike ("byte", "smollm2")
+    running: int = 0
+    waiting: int = 0
+    free_blocks: int = 0
+    total_blocks: int = 0
+    cached_blocks: int = 0
+    queued_prefill_tokens: int = 0
+    block_size: int = 16
+    num_preemptions: int = 0
+    pending_requests: int = 0  # accepted by the server and not finished (incl. not yet queued)
+    max_pending_requests: int = 0
+    max_model_len: int = 0
+    kv_seq: int = 0  # sequence number of the latest KV event batch
+
+
+class KvEventBatch(msgspec.Struct, kw_only=True):
+    """One event of `GET /kv_events`.
+
+    The first event on a connection has `snapshot=True`: `stored` lists every block hash the
+    worker holds at `seq` (and `removed` is empty). Each later event has `seq` one more than the
+    previous: the net change since it (a hash is never in both lists). A subscriber that sees a
+    gap, or whose stream ends, reconnects and starts again from the snapshot.
+    """
+
+    seq: int
+    snapshot: bool = False
+    stored: list[int] = msgspec.field(default_factory=list)
+    removed: list[int] = msgspec.field(default_factory=list)

@@ -1,0 +1,254 @@
+"""`POST /v1/chat/completions` and `POST /v1/completions`: parse and validate (→ OpenAI errors),
+tokenize with the engine's tokenizer, hand the request to the engine thread, and answer with one
+JSON body or an SSE stream. A handler that ends before its request finished (client gone, error)
+aborts the request in the engine, so its blocks are freed at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+from aiohttp import web
+
+from config import protocol as p
+from config.protocol import RequestError
+from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
+from gpu_worker.worker_state import STATE_KEY, WorkerState
+
+Kind = Literal["chat", "completion"]
+
+
+async def handle_chat(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    req = p.decode_request(await _read_body(request), p.ChatCompletionRequest)
+    p.validate_chat(req)
+    _check_model(state, req.model)
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+    prompt_ids = state.engine.tokenizer.apply_chat_template(messages)
+    return await _serve(request, state, "chat", req, prompt_ids)
+
+
+async def handle_completion(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    req = p.decode_request(await _read_body(request), p.CompletionRequest)
+    prompt = p.validate_completion(req)
+    _check_model(state, req.model)
+    if isinstance(prompt, str):
+        prompt_ids = state.engine.tokenizer.encode(prompt)
+    else:
+        vocab = getattr(state.engine.tokenizer, "vocab_size", None)
+        if vocab is not None and max(prompt) >= vocab:
+            raise RequestError(
+                400, f"token ids must be below the vocab size {vocab}", param="prompt"
+            )
+        prompt_ids = prompt
+    return await _serve(request, state, "completion", req, prompt_ids)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestError(413, f"the request body is larger than {exc.max_size} bytes") from exc
+
+
+def _check_model(state: WorkerState, model: str) -> None:
+    if model != state.engine.model_id:
+        raise RequestError(
+            404,
+            f"the model `{model}` does not exist on this worker (it serves"
+            f" `{state.engine.model_id}`)",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
+    """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
+
+    def number(name: str) -> int | None:
+        raw = headers.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise RequestError(400, f"header {name} must be an integer, got {raw!r}") from None
+
+    deadline_ms = number(p.HEADER_DEADLINE_MS)
+    return RequestMeta(
+        category=headers.get(p.HEADER_CATEGORY, ""),
+        turn=number(p.HEADER_TURN) or 0,
+        conversation=number(p.HEADER_CONVERSATION),
+        cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
+        deadline_s=None if deadline_ms is None else now_s + deadline_ms / 1000.0,
+    )
+
+
+def _sampling(
+    state: WorkerState, req: p.ChatCompletionRequest | p.CompletionRequest, num_prompt: int
+) -> SamplingParams:
+    engine = state.engine
+    if num_prompt > engine.max_prompt_tokens:
+        raise RequestError(
+            400,
+            f"the prompt has {num_prompt} tokens; this worker takes at most"
+            f" {engine.max_prompt_tokens} (context {engine.max_model_len})",
+            param="messages" if isinstance(req, p.ChatCompletionRequest) else "prompt",
+            code="context_length_exceeded",
+        )
+    room = engine.max_model_len - num_prompt
+    max_tokens = req.requested_max_tokens()
+    if max_tokens is None:
+        max_tokens = min(state.cfg.default_max_tokens, room)
+    elif max_tokens > room:
+        raise RequestError(
+            400,
+            f"max_tokens {max_tokens} + the prompt's {num_prompt} tokens exceed the context of"
+            f" {engine.max_model_len} tokens",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(0, req.top_k or 0),
+        seed=req.seed,
+        stop=req.stop_list(),
+    )
+
+
+async def _serve(
+    request: web.Request,
+    state: WorkerState,
+    kind: Kind,
+    req: p.ChatCompletionRequest | p.CompletionRequest,
+    prompt_ids: list[int],
+) -> web.StreamResponse:
+    if not prompt_ids:
+        raise RequestError(400, "the prompt is empty after tokenization", param="prompt")
+    sampling = _sampling(state, req, len(prompt_ids))
+    meta = request_meta(request.headers, time.monotonic())
+    prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+    request_id = prefix + uuid.uuid4().hex
+    engine_request = EngineRequest(
+        request_id=request_id, prompt_token_ids=prompt_ids, sampling=sampling, meta=meta
+    )
+    outputs = state.submit(engine_request)
+    reply = _Reply(kind, request_id, req.model, int(time.time()))
+    finished = False
+    try:
+        if req.stream:
+            resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await resp.prepare(request)
+            if kind == "chat":
+                await resp.write(reply.sse(reply.role_chunk()))
+            while not finished:
+                item = await outputs.get()
+                if isinstance(item, RequestError):
+                    finished = True  # the engine is gone: say so inside the stream
+                    await resp.write(b"data: " + item.body() + b"\n\n")
+                    return resp
+                finished = item.finished
+                if item.text_delta or item.finished:
+                    await resp.write(reply.sse(reply.delta_chunk(item)))
+            if req.include_usage():
+                await resp.write(reply.sse(reply.usage_chunk()))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        parts: list[str] = []
+        while not finished:
+            item = await outputs.get()
+            if isinstance(item, RequestError):
+                finished = True
+                raise item
+            finished = item.finished
+            parts.append(item.text_delta)
+            reply.track(item)
+        return web.Response(
+            body=msgspec.json.encode(reply.full("".join(parts))), content_type="application/json"
+        )
+    finally:
+        if not finished:
+            state.abort(request_id)
+
+
+class _Reply:
+    """Builds the response structs of one request (chat or completion)."""
+
+    def __init__(self, kind: Kind, request_id: str, model: str, created: int) -> None:
+        self.kind = kind
+        self.id = request_id
+        self.model = model
+        self.created = created
+        self.usage = p.make_usage(0, 0, 0)
+        self.finish_reason: p.FinishReason | None = None
+
+    def track(self, out: RequestOutput) -> None:
+        self.usage = p.make_usage(
+            out.num_prompt_tokens, out.num_output_tokens, out.num_cached_tokens
+        )
+        if out.finished:
+            # "abort" never reaches a client (its handler is gone); anything else maps to OpenAI's.
+            self.finish_reason = "length" if out.finish_reason == "length" else "stop"
+
+    def full(self, text: str) -> p.ChatCompletionResponse | p.CompletionResponse:
+        if self.kind == "chat":
+            choice = p.ChatChoice(
+                message=p.AssistantMessage(content=text), finish_reason=self.finish_reason
+            )
+            return p.ChatCompletionResponse(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                choices=[choice],
+                usage=self.usage,
+            )
+        return p.CompletionResponse(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[p.CompletionChoice(text=text, finish_reason=self.finish_reason)],
+            usage=self.usage,
+        )
+
+    def role_chunk(self) -> p.ChatCompletionChunk:
+        delta = p.ChatDelta(role="assistant", content="")
+        return self._chat_chunk([p.ChatChunkChoice(delta=delta)])
+
+    def delta_chunk(self, out: RequestOutput) -> p.ChatCompletionChunk | p.CompletionChunk:
+        self.track(out)
+        reason = self.finish_reason if out.finished else None
+        if self.kind == "chat":
+            delta = p.ChatDelta(content=out.text_delta) if out.text_delta else p.ChatDelta()
+            return self._chat_chunk([p.ChatChunkChoice(delta=delta, finish_reason=reason)])
+        choice = p.CompletionChoice(text=out.text_delta, finish_reason=reason)
+        return p.CompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=[choice]
+        )
+
+    def usage_chunk(self) -> p.ChatCompletionChunk | p.CompletionChunk:
+        if self.kind == "chat":
+            return self._chat_chunk([], usage=self.usage)
+        return p.CompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=[], usage=self.usage
+        )
+
+    def _chat_chunk(
+        self, choices: list[p.ChatChunkChoice], usage: p.Usage | msgspec.UnsetType = msgspec.UNSET
+    ) -> p.ChatCompletionChunk:
+        return p.ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
+        )
+
+    @staticmethod
+    def sse(chunk: msgspec.Struct) -> bytes:
+        return b"data: " + msgspec.json.encode(chunk) + b"\n\n"
