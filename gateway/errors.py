@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import orjson
 from aiohttp import web
+
+from config.protocol import ERROR_TYPES, RequestError, error_body
 
 log = logging.getLogger(__name__)
 
@@ -18,55 +19,45 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorHook = Callable[[str], None]  # told the `code` of every error reply (metrics)
 
 
-def error_body(
-    message: str, type_: str, param: str | None = None, code: str | None = None
-) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
-
-
 class ApiError(Exception):
+    """An error reply; `type` defaults to OpenAI's for the status (`config.protocol`)."""
+
     def __init__(
         self,
         status: int,
         message: str,
-        type_: str = "invalid_request_error",
+        *,
         param: str | None = None,
         code: str | None = None,
+        type_: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
-        self.type = type_
         self.param = param
-        self.code = code or type_
+        self.code = code or ERROR_TYPES.get(status, "error")
+        self.type = type_
 
     def response(self) -> web.Response:
-        return web.Response(
-            status=self.status,
-            body=error_body(self.message, self.type, self.param, self.code),
-            content_type="application/json",
+        body = error_body(
+            self.status, self.message, param=self.param, code=self.code, type=self.type
         )
-
-
-def bad_request(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code="invalid_request")
+        return web.Response(status=self.status, body=body, content_type="application/json")
 
 
 def no_healthy_worker(model: str, detail: str = "") -> ApiError:
     message = f"no healthy worker serves model {model!r}" + (f" ({detail})" if detail else "")
-    return ApiError(503, message, "server_error", code="no_healthy_worker")
+    return ApiError(503, message, code="no_healthy_worker")
 
 
 def upstream_timeout(seconds: float) -> ApiError:
-    return ApiError(
-        504, f"the worker sent nothing for {seconds:g} s", "timeout", code="upstream_timeout"
-    )
+    return ApiError(504, f"the worker sent nothing for {seconds:g} s", code="upstream_timeout")
 
 
 def upstream_failed(detail: str) -> ApiError:
-    return ApiError(502, f"the worker failed: {detail}", "server_error", code="upstream_error")
+    return ApiError(
+        502, f"the worker failed: {detail}", type_="server_error", code="upstream_error"
+    )
 
 
 # aiohttp's own refusals (unknown route, wrong method, body too large) in OpenAI's shape.
@@ -88,17 +79,20 @@ def error_middleware(
         try:
             return await handler(request)
         except ApiError as exc:
-            on_error(exc.code or exc.type)
+            on_error(exc.code)
             return exc.response()
+        except RequestError as exc:  # the wire structs' own refusals (bad JSON, bad field)
+            on_error(exc.code or "invalid_request")
+            return web.Response(status=exc.status, body=exc.body(), content_type="application/json")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             err = from_http_exception(exc)
-            on_error(err.code or err.type)
+            on_error(err.code)
             return err.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             on_error("internal_error")
-            return ApiError(500, "internal error", "server_error", code="internal_error").response()
+            return ApiError(500, "internal error", code="internal_error").response()
 
     return middleware

@@ -26,7 +26,8 @@ from backends.openai_upstream import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.errors import error_body, no_healthy_worker, upstream_failed, upstream_timeout
+from config.protocol import error_body
+from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
@@ -152,9 +153,7 @@ class Relay:
             if isinstance(exc, UpstreamUnavailable):
                 self._fleet.mark_failed(worker, f"stream broke off: {exc}")
             message = f"the worker's stream broke off ({kind})"
-            await response.write(
-                b"data: " + error_body(message, "server_error", None, kind) + b"\n\n"
-            )
-            await response.write(_SSE_DONE)
+            event = error_body(502, message, code=kind, type="server_error")
+            await response.write(b"data: " + event + b"\n\n" + _SSE_DONE)
         await response.write_eof()
         return response

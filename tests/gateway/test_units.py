@@ -2,6 +2,7 @@
 
 import pytest
 
+from config.protocol import RequestError
 from gateway.auth import Authenticator
 from gateway.errors import ApiError
 from gateway.fleet import FleetView
@@ -46,7 +47,7 @@ def test_key_maps_to_tenant():
     ],
 )
 def test_bad_chat_bodies_are_400(body, param):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RequestError) as info:
         parse_chat(body, "")
     assert info.value.status == 400
     assert info.value.param == param
@@ -68,7 +69,7 @@ def test_chat_fields_for_routing():
 
 @pytest.mark.parametrize(
     ("prompt", "tokens"),
-    [(b'"' + b"y" * 80 + b'"', 20), (b"[1, 2, 3]", 3), (b'["abcd", "efgh"]', 2)],
+    [(b'"' + b"y" * 80 + b'"', 20), (b"[1, 2, 3]", 3), (b'["abcdefgh"]', 2)],
 )
 def test_completion_prompt_shapes(prompt, tokens):
     info = parse_completion(b'{"model": "m", "prompt": ' + prompt + b"}", "")
@@ -76,7 +77,7 @@ def test_completion_prompt_shapes(prompt, tokens):
 
 
 def test_completion_prompt_of_mixed_list_is_400():
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RequestError) as info:
         parse_completion(b'{"model": "m", "prompt": [1, "a"]}', "")
     assert (info.value.status, info.value.param) == (400, "prompt")
 
