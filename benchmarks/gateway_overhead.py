@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import aiohttp
 
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
 ROOT = Path(__file__).resolve().parents[1]
 URL = re.compile(r"(http://[\w.\-]+:\d+)")
 
@@ -35,6 +38,7 @@ class Samples:
     total_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     errors: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds
 
     @property
     def count(self) -> int:
@@ -44,6 +48,12 @@ class Samples:
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def _spawn(argv: list[str], marker: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
@@ -85,7 +95,9 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, out: Sampl
     out.total_s.append(time.perf_counter() - start)
 
 
-async def _batch(base: str, n: int, concurrency: int, body: bytes, out: Samples) -> None:
+async def _batch(
+    base: str, n: int, concurrency: int, body: bytes, out: Samples, pids: dict[str, int]
+) -> None:
     url = base + "/v1/chat/completions"
     queue = iter(range(n))
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -95,9 +107,12 @@ async def _batch(base: str, n: int, concurrency: int, body: bytes, out: Samples)
             for _ in queue:
                 await _one(session, url, body, out)
 
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         out.wall_s += time.perf_counter() - start
+        for name, pid in pids.items():
+            out.cpu_s[name] = out.cpu_s.get(name, 0.0) + _cpu_s(pid) - cpu_before[name]
 
 
 def _summary(s: Samples) -> dict[str, float]:
@@ -110,10 +125,12 @@ def _summary(s: Samples) -> dict[str, float]:
         "total_p99_ms": 1e3 * _pct(s.total_s, 0.99),
         "total_mean_ms": 1e3 * statistics.fmean(s.total_s),
         "throughput_rps": s.count / s.wall_s,
-    }
+    } | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
 
 
-async def _measure(args: argparse.Namespace, worker: str, gateway: str) -> dict[str, object]:
+async def _measure(
+    args: argparse.Namespace, worker: str, gateway: str, pids: dict[str, int]
+) -> dict[str, object]:
     body = json.dumps(
         {
             "model": args.model,
@@ -123,13 +140,14 @@ async def _measure(args: argparse.Namespace, worker: str, gateway: str) -> dict[
         }
     ).encode()
     direct, through = Samples(), Samples()
-    await _batch(worker, args.concurrency * 2, args.concurrency, body, Samples())  # warm-up
-    await _batch(gateway, args.concurrency * 2, args.concurrency, body, Samples())
+    warm_up = args.concurrency * 2
+    await _batch(worker, warm_up, args.concurrency, body, Samples(), {})
+    await _batch(gateway, warm_up, args.concurrency, body, Samples(), {})
     per_round = args.requests // args.rounds
     for i in range(args.rounds):
         order = [(worker, direct), (gateway, through)]
         for base, samples in order if i % 2 == 0 else order[::-1]:
-            await _batch(base, per_round, args.concurrency, body, samples)
+            await _batch(base, per_round, args.concurrency, body, samples, pids)
     d, g = _summary(direct), _summary(through)
     added = {k: g[k] - d[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")}
     return {
@@ -151,6 +169,9 @@ def _table(result: dict[str, object]) -> str:
         f"{'x' + format(result['throughput_ratio'], '.3f'):>12}"
     )
     rows.append(f"{'errors':<16}{d['errors']:>12}{g['errors']:>12}")
+    for name in ("worker", "gateway"):
+        key = f"{name}_cpu_ms_per_request"
+        rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
     return "\n".join(rows)
 
 
@@ -160,7 +181,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=4, help="alternations of direct/gateway")
-    p.add_argument("--time-scale", type=float, default=0.05, help="sim worker speed (1 = A100)")
+    p.add_argument("--time-scale", type=float, default=1.0, help="sim worker speed (1 = A100)")
     p.add_argument("--model", default="sim-llama")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -186,7 +207,8 @@ def main() -> int:
             "listening",
         )
         try:
-            result = asyncio.run(_measure(args, worker_url, gateway_url))
+            pids = {"worker": worker.pid, "gateway": gateway.pid}
+            result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
         finally:
             gateway.terminate()
             gateway.wait(10)

@@ -146,6 +146,11 @@ class Relay:
             while chunk:
                 await response.write(chunk)
                 chunk = await reply.read_chunk()
+        except ConnectionError:
+            # The client went away: closing the upstream reply (caller) tells the worker to stop.
+            log.debug("client of a stream from %s disconnected", worker.worker_id)
+            self._metrics.error("client_disconnected")
+            return response
         except (UpstreamTimeout, UpstreamUnavailable) as exc:
             kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
             log.warning("stream from %s broke off: %s", worker.worker_id, exc)

@@ -17,6 +17,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from config.kvgate import KvgateConfig, RemoteWorker
 from config.loader import ConfigError, load
 
@@ -54,17 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        cfg = _load_config(args.config, required=args.command == "gateway")
+        cfg = _load_config(args.config, default=args.command == "up")
     except ConfigError as exc:
         print(f"kvgate: {exc}", file=sys.stderr)
         return 2
     if args.command == "up":
         return _run(_up(cfg, args.host, args.port))
+    if args.config is None:  # no file: only the --worker URLs, not the default sim workers
+        cfg = msgspec.structs.replace(cfg, workers=[])
     return _run(_gateway(cfg, args.host, args.port, args.worker))
 
 
-def _load_config(path: Path | None, required: bool) -> KvgateConfig:
-    if path is None and not required:
+def _load_config(path: Path | None, default: bool) -> KvgateConfig:
+    if path is None and default:
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
     return load(path, KvgateConfig)
 

@@ -86,3 +86,28 @@ async def test_background_probes_bring_a_worker_back(make_worker, make_gateway):
     await asyncio.wait_for(until(False), 10)
     worker.restart()
     await asyncio.wait_for(until(True), 10)
+
+
+async def test_client_gone_mid_stream_frees_the_worker(two_workers, make_gateway):
+    gw = await make_gateway([two_workers[0].url])
+    fleet, metrics = gw.app[FLEET], gw.app[METRICS]
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2000,
+        "stream": True,
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("POST", gw.url + CHAT, json=body) as response:
+            async for _ in response.aiter_lines():
+                break  # hang up after the first event
+    # The relay notices at its next write, the worker at its own; both within a bounded wait.
+    async with httpx.AsyncClient() as http:
+        for _ in range(500):
+            stats = (await http.get(two_workers[0].url + "/stats")).json()
+            if fleet.workers[0].in_flight == 0 and stats["pending_requests"] == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert fleet.workers[0].in_flight == 0
+    assert stats["running"] == 0 and stats["pending_requests"] == 0
+    assert metrics.errors.labels("client_disconnected")._value.get() == 1
