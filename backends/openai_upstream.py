@@ -1,0 +1,141 @@
+"""The one pooled HTTP client for OpenAI-compatible workers (ours, vLLM, anything alike).
+
+One `UpstreamClient` per gateway, shared by every request, so connections are kept alive and
+reused. Built on aiohttp's client rather than httpx: relaying a streamed reply of 64 chunks
+costs ~1.4 ms of CPU per request with aiohttp against ~6.5 ms with httpx (measured on the dev
+box, same worker, same load); the gateway's added latency is mostly that CPU.
+
+Failures come out as three exception types, so callers never see the library's own:
+- `UpstreamUnavailable`: the worker could not be reached, or the connection broke before the
+  reply was complete (refused, reset, died). Safe to retry elsewhere when nothing was relayed yet.
+- `UpstreamTimeout`: the worker said nothing for `read_timeout_s` (or would not connect in
+  `connect_timeout_s`: that one is `UpstreamUnavailable`, it is not slow, it is gone).
+- `UpstreamStatusError`: a probe got a non-2xx answer.
+Rule for callers: `close()` every reply `open()` returns (a reply read to its end goes back to
+the pool; one closed early drops its connection, which tells the worker to stop generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from config.gateway import UpstreamConfig
+
+
+class UpstreamError(Exception):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamStatusError(UpstreamError):
+    pass
+
+
+def _classify(exc: BaseException) -> UpstreamError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamUnavailable(f"connect timeout: {exc}")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(str(exc) or "read timeout")
+    return UpstreamUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class UpstreamReply:
+    """A worker's reply whose headers are in; the body is read chunk by chunk as it arrives."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def content_type(self) -> str:
+        return self._response.headers.get("Content-Type", "application/json")
+
+    async def read_chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; b"" at its end."""
+        try:
+            return await self._response.content.readany()
+        except _ERRORS as exc:
+            raise _classify(exc) from exc
+
+    async def read_all(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _ERRORS as exc:
+            raise _classify(exc) from exc
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class UpstreamClient:
+    """Make inside a running event loop (aiohttp binds its pool to the loop)."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=cfg.max_connections, keepalive_timeout=cfg.keepalive_timeout_s
+            ),
+            timeout=self._timeout,
+            # Workers are local or on a private network: no proxies from the environment, and
+            # no cookies or auto-decompression work on the hot path.
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def open(
+        self, base_url: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> UpstreamReply:
+        """POST `body` as is; returns once the reply's headers are in (its body is not read)."""
+        try:
+            response = await self._session.post(base_url + path, data=body, headers=headers)
+        except _ERRORS as exc:
+            raise _classify(exc) from exc
+        return UpstreamReply(response)
+
+    async def check(self, base_url: str, path: str, timeout_s: float) -> None:
+        """GET `path`; raises unless it answers 2xx (a health probe; the body is ignored)."""
+        await self._get(base_url, path, timeout_s)
+
+    async def get_json(self, base_url: str, path: str, timeout_s: float) -> Any:
+        return orjson.loads(await self._get(base_url, path, timeout_s))
+
+    async def _get(self, base_url: str, path: str, timeout_s: float) -> bytes:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with self._session.get(base_url + path, timeout=timeout) as response:
+                body = await response.read()
+        except _ERRORS as exc:
+            raise _classify(exc) from exc
+        if not 200 <= response.status < 300:
+            raise UpstreamStatusError(f"{path} answered {response.status}")
+        return body

@@ -1,0 +1,225 @@
+"""What the gateway adds: the same load sent straight to one simulated worker and through the
+gateway to that worker, in one run, alternating rounds (so machine noise hits both alike).
+
+    python benchmarks/gateway_overhead.py --requests 2000 --concurrency 32 --max-tokens 64 \
+        --out /tmp/gateway_overhead.json
+
+Worker and gateway run as their own processes (`kvgate sim-worker`, `kvgate gateway`); the load
+generator is this process (aiohttp client). Reports p50/p99 of TTFT (first SSE data line) and of
+total time for both paths, the difference (added latency) and throughput through/direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+ROOT = Path(__file__).resolve().parents[1]
+URL = re.compile(r"(http://[\w.\-]+:\d+)")
+
+
+@dataclass
+class Samples:
+    ttft_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    errors: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds
+
+    @property
+    def count(self) -> int:
+        return len(self.total_s)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def _spawn(argv: list[str], marker: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{argv[3]} exited with {proc.wait()}")
+        match = URL.search(line)
+        if match and marker in line:
+            # Keep reading its output, or a chatty child blocks on a full pipe.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, match.group(1)
+    proc.kill()
+    raise RuntimeError(f"{argv[3]} printed no URL")
+
+
+async def _one(session: aiohttp.ClientSession, url: str, body: bytes, out: Samples) -> None:
+    start = time.perf_counter()
+    ttft = None
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        if r.status != 200:
+            out.errors += 1
+            await r.read()
+            return
+        done = False
+        async for line in r.content:
+            if line.startswith(b"data:"):
+                if ttft is None:
+                    ttft = time.perf_counter() - start
+                if line.startswith(b"data: [DONE]"):
+                    done = True
+    if not done or ttft is None:
+        out.errors += 1
+        return
+    out.ttft_s.append(ttft)
+    out.total_s.append(time.perf_counter() - start)
+
+
+async def _batch(
+    base: str, n: int, concurrency: int, body: bytes, out: Samples, pids: dict[str, int]
+) -> None:
+    url = base + "/v1/chat/completions"
+    queue = iter(range(n))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for _ in queue:
+                await _one(session, url, body, out)
+
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        out.wall_s += time.perf_counter() - start
+        for name, pid in pids.items():
+            out.cpu_s[name] = out.cpu_s.get(name, 0.0) + _cpu_s(pid) - cpu_before[name]
+
+
+def _summary(s: Samples) -> dict[str, float]:
+    return {
+        "requests": s.count,
+        "errors": s.errors,
+        "ttft_p50_ms": 1e3 * _pct(s.ttft_s, 0.50),
+        "ttft_p99_ms": 1e3 * _pct(s.ttft_s, 0.99),
+        "total_p50_ms": 1e3 * _pct(s.total_s, 0.50),
+        "total_p99_ms": 1e3 * _pct(s.total_s, 0.99),
+        "total_mean_ms": 1e3 * statistics.fmean(s.total_s),
+        "throughput_rps": s.count / s.wall_s,
+    } | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
+
+
+async def _measure(
+    args: argparse.Namespace, worker: str, gateway: str, pids: dict[str, int]
+) -> dict[str, object]:
+    body = json.dumps(
+        {
+            "model": args.model,
+            "messages": [{"role": "user", "content": "Say something about paged attention."}],
+            "max_tokens": args.max_tokens,
+            "stream": True,
+        }
+    ).encode()
+    direct, through = Samples(), Samples()
+    warm_up = args.concurrency * 2
+    await _batch(worker, warm_up, args.concurrency, body, Samples(), {})
+    await _batch(gateway, warm_up, args.concurrency, body, Samples(), {})
+    per_round = args.requests // args.rounds
+    for i in range(args.rounds):
+        order = [(worker, direct), (gateway, through)]
+        for base, samples in order if i % 2 == 0 else order[::-1]:
+            await _batch(base, per_round, args.concurrency, body, samples, pids)
+    d, g = _summary(direct), _summary(through)
+    added = {k: g[k] - d[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")}
+    return {
+        "config": vars(args) | {"out": str(args.out) if args.out else None},
+        "direct": d,
+        "gateway": g,
+        "added_ms": added,
+        "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
+    }
+
+
+def _table(result: dict[str, object]) -> str:
+    d, g, a = result["direct"], result["gateway"], result["added_ms"]
+    rows = [f"{'metric':<16}{'direct':>12}{'gateway':>12}{'added':>12}"]
+    for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"):
+        rows.append(f"{key:<16}{d[key]:>12.2f}{g[key]:>12.2f}{a[key]:>+12.2f}")
+    rows.append(
+        f"{'throughput_rps':<16}{d['throughput_rps']:>12.1f}{g['throughput_rps']:>12.1f}"
+        f"{'x' + format(result['throughput_ratio'], '.3f'):>12}"
+    )
+    rows.append(f"{'errors':<16}{d['errors']:>12}{g['errors']:>12}")
+    for name in ("worker", "gateway"):
+        key = f"{name}_cpu_ms_per_request"
+        rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=2000, help="per path (direct, gateway)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=4, help="alternations of direct/gateway")
+    p.add_argument("--time-scale", type=float, default=1.0, help="sim worker speed (1 = A100)")
+    p.add_argument("--model", default="sim-llama")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    python = [sys.executable, "-m", "kvgate"]
+    worker, worker_url = _spawn(
+        [
+            *python,
+            "sim-worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+            args.model,
+            "--time-scale",
+            str(args.time_scale),
+        ],
+        "http",
+    )
+    try:
+        gateway, gateway_url = _spawn(
+            [*python, "--log-level", "WARNING", "gateway", "--port", "0", "--worker", worker_url],
+            "listening",
+        )
+        try:
+            pids = {"worker": worker.pid, "gateway": gateway.pid}
+            result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
+        finally:
+            gateway.terminate()
+            gateway.wait(10)
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    print(_table(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The gateway's own settings (the `gateway:` section of kvgate.yaml).
+
+Every duration is in seconds and every size in bytes, as the names say. `api_keys` maps a key to
+the tenant it stands for; when it is empty the gateway is open and every request belongs to the
+tenant "" (anonymous). Keys are secrets: set them through the environment
+(`KVGATE__GATEWAY__API_KEYS='{sk-abc: team-a}'`) rather than committing them to YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from config.base import Frozen
+from config.routing import RoundRobinRouting, RoutingConfig
+
+PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0 = any free port
+
+
+class UpstreamConfig(Frozen):
+    """The one pooled HTTP client the gateway uses to reach its workers."""
+
+    connect_timeout_s: PositiveS = 2.0
+    # Longest silence between two bytes of a worker's reply (not the whole reply): a streamed
+    # answer may take minutes, but a worker that says nothing for this long is treated as hung.
+    read_timeout_s: PositiveS = 60.0
+    max_connections: PositiveInt = 512
+    keepalive_timeout_s: PositiveS = 30.0  # an idle pooled connection is closed after this
+    # Tries on *different* workers when one fails before its first byte (connection refused,
+    # reset before any reply). A timeout is never retried: a slow fleet must not get more load.
+    max_attempts: PositiveInt = 2
+
+
+class HealthConfig(Frozen):
+    """Active health checks: each worker's `/health` is probed every `interval_s`."""
+
+    interval_s: PositiveS = 2.0
+    timeout_s: PositiveS = 1.0
+    # A worker is taken out after this many failed probes in a row (a failed request takes it
+    # out at once) and put back on its first good probe.
+    unhealthy_after_failures: PositiveInt = 1
+
+
+class GatewayConfig(Frozen):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    max_body_bytes: PositiveInt = 1_048_576
+    api_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    routing: RoutingConfig = RoundRobinRouting()
+    upstream: UpstreamConfig = UpstreamConfig()
+    health: HealthConfig = HealthConfig()

@@ -1,0 +1,67 @@
+"""The gateway's aiohttp app: every shared object lives under a typed `AppKey`; the upstream
+client and the health prober start and stop with the app (`cleanup_ctx`). No module state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+from backends.openai_upstream import UpstreamClient
+from config.gateway import GatewayConfig
+from gateway import handlers
+from gateway.auth import Authenticator
+from gateway.errors import error_middleware
+from gateway.fleet import FleetView
+from gateway.health import HealthProber
+from gateway.keys import AUTH, CONFIG, FLEET, METRICS, PROBER, RELAY, ROUTER, UPSTREAM
+from gateway.metrics import GatewayMetrics
+from gateway.relay import Relay
+from policies.routing import build_routing
+
+
+def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Application:
+    """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`)."""
+    metrics = GatewayMetrics()
+    app = web.Application(
+        middlewares=[error_middleware(metrics.error)], client_max_size=cfg.max_body_bytes
+    )
+    app[CONFIG] = cfg
+    app[METRICS] = metrics
+    app[FLEET] = FleetView(worker_urls, metrics, cfg.health.unhealthy_after_failures)
+    app[AUTH] = Authenticator(cfg.api_keys)
+    app[ROUTER] = build_routing(cfg.routing)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/metrics", handlers.metrics)
+    return app
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    upstream = UpstreamClient(cfg.upstream)
+    app[UPSTREAM] = upstream
+    app[RELAY] = Relay(
+        app[FLEET],
+        app[ROUTER],
+        upstream,
+        app[METRICS],
+        cfg.upstream.max_attempts,
+        cfg.upstream.read_timeout_s,
+    )
+    prober = HealthProber(app[FLEET], upstream, cfg.health)
+    app[PROBER] = prober
+    # One round before serving, so the first request already sees the healthy workers.
+    await prober.probe_all()
+    task = asyncio.create_task(prober.run(), name="kvgate-health")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await upstream.aclose()

@@ -1,0 +1,109 @@
+"""The gateway's view of its workers: health, models served, requests in flight.
+
+Owned by the app; mutated only on the event loop (handlers and the health prober), so no locks.
+A worker leaves rotation when a request to it fails or a probe fails
+(`unhealthy_after_failures` in a row) and comes back on its first good probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Iterable
+
+from gateway.metrics import GatewayMetrics
+from policies.routing import WorkerView
+
+log = logging.getLogger(__name__)
+
+
+class WorkerState:
+    __slots__ = ("worker_id", "url", "healthy", "in_flight", "models", "failures")
+
+    def __init__(self, worker_id: str, url: str) -> None:
+        self.worker_id = worker_id
+        self.url = url.rstrip("/")
+        self.healthy = False  # until its first good probe
+        self.in_flight = 0
+        self.models: frozenset[str] = frozenset()
+        self.failures = 0  # failed probes in a row
+
+    def view(self) -> WorkerView:
+        return WorkerView(worker_id=self.worker_id, in_flight=self.in_flight)
+
+
+class FleetView:
+    def __init__(
+        self, urls: Iterable[str], metrics: GatewayMetrics, unhealthy_after_failures: int = 1
+    ) -> None:
+        self.workers = [WorkerState(f"w{i}", url) for i, url in enumerate(urls)]
+        self._metrics = metrics
+        self._unhealthy_after = unhealthy_after_failures
+        self._changed: asyncio.Event | None = None  # made on first wait (needs a running loop)
+        for w in self.workers:
+            metrics.healthy.labels(w.worker_id).set(0)
+            metrics.in_flight.labels(w.worker_id).set(0)
+
+    def models(self) -> list[str]:
+        """Models some healthy worker serves now."""
+        return sorted({m for w in self.workers if w.healthy for m in w.models})
+
+    def serves(self, model: str) -> bool:
+        """Whether any worker, healthy or not, has ever reported serving `model`."""
+        return any(model in w.models for w in self.workers)
+
+    def candidates(self, model: str, exclude: Collection[str] = ()) -> list[WorkerState]:
+        return [
+            w
+            for w in self.workers
+            if w.healthy and model in w.models and w.worker_id not in exclude
+        ]
+
+    def acquire(self, worker: WorkerState) -> None:
+        worker.in_flight += 1
+        self._metrics.sent.labels(worker.worker_id).inc()
+        self._metrics.in_flight.labels(worker.worker_id).set(worker.in_flight)
+
+    def release(self, worker: WorkerState) -> None:
+        worker.in_flight -= 1
+        self._metrics.in_flight.labels(worker.worker_id).set(worker.in_flight)
+
+    def mark_failed(self, worker: WorkerState, reason: str) -> None:
+        """A request to `worker` failed at the transport level: out of rotation at once."""
+        if worker.healthy:
+            log.warning("worker %s (%s) out of rotation: %s", worker.worker_id, worker.url, reason)
+        self._set_healthy(worker, False)
+
+    def probe_ok(self, worker: WorkerState, models: Iterable[str] | None) -> None:
+        worker.failures = 0
+        if models is not None:
+            worker.models = frozenset(models)
+        if not worker.healthy:
+            log.info(
+                "worker %s (%s) in rotation, models %s",
+                worker.worker_id,
+                worker.url,
+                sorted(worker.models),
+            )
+        self._set_healthy(worker, True)
+
+    def probe_failed(self, worker: WorkerState, reason: str) -> None:
+        worker.failures += 1
+        if worker.healthy and worker.failures >= self._unhealthy_after:
+            log.warning(
+                "worker %s (%s) failed its health probe: %s", worker.worker_id, worker.url, reason
+            )
+            self._set_healthy(worker, False)
+
+    async def health_changed(self) -> None:
+        """Return after the next time some worker leaves or rejoins rotation."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        await self._changed.wait()
+
+    def _set_healthy(self, worker: WorkerState, healthy: bool) -> None:
+        if worker.healthy != healthy and self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        worker.healthy = healthy
+        self._metrics.healthy.labels(worker.worker_id).set(1 if healthy else 0)

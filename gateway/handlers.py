@@ -1,0 +1,79 @@
+"""HTTP handlers: parse → auth → route → relay → record, each step its own object.
+
+Handlers reach the app's objects through the typed keys in `gateway.keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import ApiError
+from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
+from gateway.relay import UpstreamCall
+
+Parser = Callable[[bytes, str], RouteInfo]
+# Hints for the worker (config.protocol's x-kvgate-* headers) join these as later stages fill them.
+_JSON = {"Content-Type": "application/json"}
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"request body over {max_bytes} bytes", code="request_too_large")
+    return await request.read()  # aiohttp enforces client_max_size on chunked bodies (413)
+
+
+async def _proxy(
+    request: web.Request, endpoint: str, path: str, parse: Parser
+) -> web.StreamResponse:
+    app = request.app
+    tenant = app[keys.AUTH].tenant(request.headers.get("Authorization"))
+    body = await _read_body(request, app[keys.CONFIG].max_body_bytes)
+    info = parse(body, tenant)
+    if not app[keys.FLEET].serves(info.model):
+        raise unknown_model(info.model)
+    call = UpstreamCall(
+        endpoint=endpoint,
+        path=path,
+        body=body,
+        headers=_JSON,
+        model=info.model,
+        stream=info.stream,
+        view=info.view,
+    )
+    return await app[keys.RELAY].forward(request, call)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _proxy(request, "chat", "/v1/chat/completions", parse_chat)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _proxy(request, "completions", "/v1/completions", parse_completion)
+
+
+async def models(request: web.Request) -> web.Response:
+    app = request.app
+    app[keys.AUTH].tenant(request.headers.get("Authorization"))
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "kvgate"}
+        for m in app[keys.FLEET].models()
+    ]
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    workers = request.app[keys.FLEET].workers
+    healthy = sum(1 for w in workers if w.healthy)
+    body = {"status": "ok" if healthy else "degraded", "workers": len(workers), "healthy": healthy}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[keys.METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})

@@ -1,0 +1,164 @@
+"""Route a request to a worker and relay the worker's reply to the client as it arrives.
+
+Rules:
+- The request body goes upstream as the client sent it; streamed chunks come back byte for byte
+  (no per-chunk decoding), so the gateway adds copies, not work.
+- A worker that fails before the first byte of its reply body (refused, reset, died) is taken out
+  of rotation and the request goes to another worker, up to `max_attempts` workers in all. Nothing
+  has reached the client yet, so the retry is invisible to it.
+- A timeout is answered 504 and never retried (a slow fleet must not get more load).
+- A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
+  client is never left hanging. A non-streamed reply that breaks off is answered 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import msgspec
+from aiohttp import web
+
+from backends.openai_upstream import (
+    UpstreamClient,
+    UpstreamReply,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from config.protocol import error_body
+from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
+from gateway.fleet import FleetView, WorkerState
+from gateway.metrics import GatewayMetrics
+from policies.routing import RequestView, RoutingPolicy
+
+log = logging.getLogger(__name__)
+
+_SSE_DONE = b"data: [DONE]\n\n"
+
+
+class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One parsed, authenticated request, ready to be sent to a worker."""
+
+    endpoint: str  # metrics label, e.g. "chat"
+    path: str  # worker path, e.g. "/v1/chat/completions"
+    body: bytes  # the client's body, forwarded unchanged
+    headers: Mapping[str, str]
+    model: str
+    stream: bool
+    view: RequestView
+
+
+class Relay:
+    def __init__(
+        self,
+        fleet: FleetView,
+        router: RoutingPolicy,
+        upstream: UpstreamClient,
+        metrics: GatewayMetrics,
+        max_attempts: int,
+        read_timeout_s: float,
+    ) -> None:
+        self._fleet = fleet
+        self._router = router
+        self._upstream = upstream
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._read_timeout_s = read_timeout_s
+
+    def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
+        candidates = self._fleet.candidates(call.model, exclude)
+        if not candidates:
+            return None
+        views = [w.view() for w in candidates]
+        return candidates[self._router.select(call.view, views, time.monotonic())]
+
+    async def forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+        start = time.perf_counter()
+        tried: set[str] = set()
+        last_error = ""
+        for _ in range(self._max_attempts):
+            worker = self.pick(call, tried)
+            if worker is None:
+                break
+            tried.add(worker.worker_id)
+            self._fleet.acquire(worker)
+            reply: UpstreamReply | None = None
+            try:
+                reply = await self._upstream.open(worker.url, call.path, call.body, call.headers)
+                first = await reply.read_chunk()
+            except UpstreamUnavailable as exc:
+                self._fleet.release(worker)
+                if reply is not None:
+                    reply.close()
+                last_error = f"{worker.worker_id}: {exc}"
+                self._fleet.mark_failed(worker, str(exc))
+                self._metrics.error("upstream_unavailable")
+                self._metrics.retries.inc()
+                continue
+            except BaseException as exc:
+                self._fleet.release(worker)
+                if reply is not None:
+                    reply.close()
+                if isinstance(exc, UpstreamTimeout):
+                    raise upstream_timeout(self._read_timeout_s) from exc
+                raise
+            ttft_s = time.perf_counter() - start
+            try:
+                if call.stream and reply.status == 200:
+                    response = await self._stream(request, worker, reply, first)
+                else:
+                    response = await self._whole(reply, first)
+            finally:
+                reply.close()
+                self._fleet.release(worker)
+            self._metrics.observe(
+                call.endpoint, response.status, time.perf_counter() - start, ttft_s
+            )
+            return response
+        if last_error and self._fleet.candidates(call.model, tried):
+            # Healthy workers remain but the attempts are spent: the fleet is failing, not gone.
+            raise upstream_failed(f"no worker answered ({last_error})")
+        raise no_healthy_worker(call.model, last_error)
+
+    async def _whole(self, reply: UpstreamReply, first: bytes) -> web.Response:
+        try:
+            rest = await reply.read_all()
+        except UpstreamTimeout as exc:
+            raise upstream_timeout(self._read_timeout_s) from exc
+        except UpstreamUnavailable as exc:
+            raise upstream_failed(f"reply broke off: {exc}") from exc
+        return web.Response(
+            status=reply.status,
+            body=first + rest if rest else first,
+            headers={"Content-Type": reply.content_type},
+        )
+
+    async def _stream(
+        self, request: web.Request, worker: WorkerState, reply: UpstreamReply, first: bytes
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        chunk = first
+        try:
+            while chunk:
+                await response.write(chunk)
+                chunk = await reply.read_chunk()
+        except ConnectionError:
+            # The client went away: closing the upstream reply (caller) tells the worker to stop.
+            log.debug("client of a stream from %s disconnected", worker.worker_id)
+            self._metrics.error("client_disconnected")
+            return response
+        except (UpstreamTimeout, UpstreamUnavailable) as exc:
+            kind = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+            log.warning("stream from %s broke off: %s", worker.worker_id, exc)
+            self._metrics.error(f"mid_stream_{kind}")
+            if isinstance(exc, UpstreamUnavailable):
+                self._fleet.mark_failed(worker, f"stream broke off: {exc}")
+            message = f"the worker's stream broke off ({kind})"
+            event = error_body(502, message, code=kind, type="server_error")
+            await response.write(b"data: " + event + b"\n\n" + _SSE_DONE)
+        await response.write_eof()
+        return response

@@ -1,0 +1,44 @@
+"""Start and stop a gateway inside a running event loop (CLI, `kvgate up`, tests, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from config.gateway import GatewayConfig
+from gateway.app import create_app
+
+
+class RunningGateway:
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url  # e.g. http://127.0.0.1:8000 (clients add /v1)
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_gateway(
+    cfg: GatewayConfig,
+    worker_urls: Sequence[str],
+    host: str | None = None,
+    port: int | None = None,
+) -> RunningGateway:
+    """Serve on `host:port` (the config's when None; port 0 = a free one) and return its URL."""
+    runner = web.AppRunner(create_app(cfg, worker_urls), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    if ":" in bound_host:
+        bound_host = f"[{bound_host}]"
+    return RunningGateway(runner, f"http://{bound_host}:{bound_port}")

@@ -1,0 +1,66 @@
+"""The official openai client against the gateway over two simulated workers."""
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "sim-llama"
+MESSAGES = [{"role": "user", "content": "Tell me about paged attention."}]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_chat_not_streamed(gateway, openai_client):
+    reply = await openai_client(gateway).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=8
+    )
+    assert reply.model == MODEL
+    assert reply.choices[0].message.content
+    assert 1 <= reply.usage.completion_tokens <= 8
+
+
+async def test_chat_streamed_in_several_chunks(gateway, openai_client):
+    stream = await openai_client(gateway).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=12, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3 and text
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+async def test_completion_streamed_and_not(gateway, openai_client):
+    client = openai_client(gateway)
+    reply = await client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6)
+    assert reply.choices[0].text and reply.usage.completion_tokens <= 6
+    stream = await client.completions.create(
+        model=MODEL, prompt=[1, 2, 3, 4], max_tokens=6, stream=True
+    )
+    parts = [c.choices[0].text async for c in stream if c.choices]
+    assert len(parts) > 1 and "".join(parts)
+
+
+async def test_models_lists_the_fleets_model(gateway, openai_client):
+    models = await openai_client(gateway).models.list()
+    assert [m.id for m in models.data] == [MODEL]
+
+
+async def test_round_robin_uses_both_workers_and_metrics_count(gateway, openai_client):
+    client = openai_client(gateway)
+    for _ in range(4):
+        await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(gateway.url + "/metrics")).text
+        health = (await http.get(gateway.url + "/health")).json()
+    samples = _samples(text)
+    assert samples[("kvgate_worker_requests_total", (("worker", "w0"),))] == 2
+    assert samples[("kvgate_worker_requests_total", (("worker", "w1"),))] == 2
+    assert samples[("kvgate_requests_total", (("endpoint", "chat"), ("status", "200")))] == 4
+    assert samples[("kvgate_time_to_first_token_seconds_count", (("endpoint", "chat"),))] == 4
+    assert samples[("kvgate_worker_in_flight", (("worker", "w0"),))] == 0
+    assert health == {"status": "ok", "workers": 2, "healthy": 2}
