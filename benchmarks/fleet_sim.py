@@ -33,7 +33,7 @@ class TraceRecord:
 @dataclass(frozen=True)
 class FleetSpec:
     num_workers: int
-    capacity_blocks: int = 800
+    capacity_blocks: int = 8000
     block_size: int = 512
     token_budget: int = 8192
     max_num_seqs: int = 256
@@ -48,8 +48,8 @@ class RunResult:
     tpot_p50_s: float
     tpot_p99_s: float
     hit_ratio: float
-    load_ratio: float  # busiest worker's busy time over the mean, during the arrival window
-    busy: float  # fleet-mean fraction of the arrival window spent running steps
+    load_ratio: float  # busiest worker's time-averaged requests in hand over the fleet mean
+    occupied: float  # fleet-mean fraction of the arrival window with a step running
     makespan_s: float  # first arrival to last finish
     dropped: int
     sim_wall_s: float
@@ -111,13 +111,24 @@ def simulate(
     busy_in_window = [w.busy_s for w in workers]
     for w in workers:
         w.advance(math.inf)
-    return _summarise(requests, busy_in_window, window_s, time.perf_counter() - started)
+    return _summarise(
+        requests, spec.num_workers, busy_in_window, window_s, time.perf_counter() - started
+    )
 
 
 def _summarise(
-    requests: list[SimRequest], busy_s: list[float], window_s: float, wall_s: float
+    requests: list[SimRequest],
+    num_workers: int,
+    busy_s: list[float],
+    window_s: float,
+    wall_s: float,
 ) -> RunResult:
     done = [r for r in requests if not r.dropped]
+    # Little's law: the time integral of a worker's requests in hand is the sum of their sojourns.
+    in_hand = [0.0] * num_workers
+    for r in done:
+        in_hand[r.worker] += r.finish_s - r.arrival_s
+    mean_in_hand = sum(in_hand) / num_workers
     ttft = np.array([r.first_token_s - r.arrival_s for r in done])
     tpot = np.array(
         [
@@ -134,8 +145,8 @@ def _summarise(
         tpot_p50_s=float(np.percentile(tpot, 50)),
         tpot_p99_s=float(np.percentile(tpot, 99)),
         hit_ratio=hit,
-        load_ratio=max(busy_s) / mean_busy if mean_busy > 0 else 1.0,
-        busy=mean_busy / window_s,
+        load_ratio=max(in_hand) / mean_in_hand if mean_in_hand > 0 else 1.0,
+        occupied=mean_busy / window_s,
         makespan_s=max((r.finish_s for r in done), default=0.0),
         dropped=len(requests) - len(done),
         sim_wall_s=wall_s,

@@ -114,7 +114,7 @@ def _print_case(case: dict[str, Any]) -> None:
     )
     header = (
         f"{'policy':<20}{'TTFT p50':>9}{'TTFT p99':>9}{'p99/RR':>7}{'TPOT p50':>9}"
-        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'busy':>6}"
+        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}"
     )
     print(header)
     for name, r in case["policies"].items():
@@ -122,7 +122,7 @@ def _print_case(case: dict[str, Any]) -> None:
             f"{name:<20}{r['ttft_p50_s']:>9.2f}{r['ttft_p99_s']:>9.2f}"
             f"{r['ttft_p99_s'] / ref['ttft_p99_s']:>7.2f}{r['tpot_p50_s'] * 1e3:>8.1f}m"
             f"{r['tpot_p99_s'] * 1e3:>8.1f}m{r['hit_ratio']:>6.3f}{r['load_ratio']:>9.3f}"
-            f"{r['busy']:>6.2f}"
+            f"{r['occupied']:>9.2f}"
         )
 
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N requests")
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--busy", type=float, nargs="+", default=[0.6, 0.9])
-    parser.add_argument("--capacity-blocks", type=int, default=800)
+    parser.add_argument("--capacity-blocks", type=int, default=8000)
     parser.add_argument("--token-budget", type=int, default=8192)
     parser.add_argument("--eviction", default='{"type": "lru"}', help="eviction config, JSON")
     parser.add_argument("--out", type=Path, default=None)
