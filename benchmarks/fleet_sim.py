@@ -33,7 +33,7 @@ class TraceRecord:
 @dataclass(frozen=True)
 class FleetSpec:
     num_workers: int
-    capacity_blocks: int = 8000
+    capacity_blocks: int = 800
     block_size: int = 512
     token_budget: int = 8192
     max_num_seqs: int = 256

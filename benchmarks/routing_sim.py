@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N requests")
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--busy", type=float, nargs="+", default=[0.6, 0.9])
-    parser.add_argument("--capacity-blocks", type=int, default=8000)
+    parser.add_argument("--capacity-blocks", type=int, default=800)
     parser.add_argument("--token-budget", type=int, default=8192)
     parser.add_argument("--eviction", default='{"type": "lru"}', help="eviction config, JSON")
     parser.add_argument("--out", type=Path, default=None)

@@ -179,7 +179,7 @@ class SimWorker:
             self.cache[h] = left
             if left == 0:
                 self.eviction.release(h, now)
-        self.context_tokens -= req.input_tokens + req.output_tokens
+        self.context_tokens -= req.input_tokens + max(req.output_tokens, 1)
         self.finished.append(req)
 
     # ---- time ---------------------------------------------------------------------------------
