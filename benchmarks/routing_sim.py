@@ -5,7 +5,7 @@
 
 For each fleet size (4, 8 workers) the arrival rate is calibrated, by bisection on measured
 utilisation under round-robin, so the fleet is ~60 % and ~90 % busy; every policy then replays
-the same arrivals. A last pass repeats the 60 % load with effectively unbounded caches to compare
+the same arrivals. A last pass repeats both loads with effectively unbounded caches to compare
 the fleet-wide hit ratio with the single-cache ideal. Policies are built by
 `policies.routing.build_routing`, the gateway's own factory. Model and numbers: docs/routing.md.
 """
@@ -78,8 +78,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             token_budget=args.token_budget,
             eviction=eviction,
         )
-        low = min(args.busy)
-        cases.append(_case(trace, big, low * saturation, low, "unbounded"))
+        for target in args.busy:
+            cases.append(_case(trace, big, target * saturation, target, "unbounded"))
     return {"trace": str(args.trace), "requests": len(trace), "cases": cases}
 
 

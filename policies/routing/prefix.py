@@ -20,6 +20,6 @@ class PrefixPolicy(RoutingPolicy):
 
     def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
         longest = max(w.matched_blocks for w in workers)
-        # Lexicographic (not longest match, load) as one float-free key: longest first.
+        # Only the longest matches compete; among them the least loaded, then rotation.
         keys = [float("inf") if w.matched_blocks < longest else float(w.load) for w in workers]
         return self._rotation.pick(argmin_tied(keys), len(workers))
