@@ -92,9 +92,16 @@ def simulate(
         for i in range(spec.num_workers)
     ]
     requests: list[SimRequest] = []
+    # The trace has no conversation ids; turns of one conversation share their first two blocks
+    # (the first is a system prompt every request shares), so that pair stands in for one.
+    conversations: dict[tuple[int, ...], list[int]] = {}  # key -> [conversation id, turns seen]
     for rid, rec in enumerate(trace):
         now = rec.arrival_s / load_factor
-        req = SimRequest(rid, now, rec.input_tokens, rec.output_tokens, rec.hash_ids)
+        seen = conversations.setdefault(tuple(rec.hash_ids[:2]), [len(conversations), 0])
+        req = SimRequest(
+            rid, now, rec.input_tokens, rec.output_tokens, rec.hash_ids, seen[1], seen[0]
+        )
+        seen[1] += 1
         requests.append(req)
         for w in workers:
             w.advance(now)

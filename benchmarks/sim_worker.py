@@ -34,6 +34,8 @@ class SimRequest:
     input_tokens: int
     output_tokens: int
     hash_ids: list[int]
+    turn: int = 0  # earlier requests of the same conversation (for the eviction policy)
+    conversation: int | None = None
     matched_blocks: int = 0  # cached prefix blocks found at admission
     prefill_left: int = 0
     out_blocks: int = 0
@@ -139,7 +141,7 @@ class SimWorker:
         for pos in range(matched):
             h = hashes[pos]
             self.cache[h] += 1
-            self.eviction.hit(h, BlockInfo(position=pos), now)
+            self.eviction.hit(h, _info(req, pos), now)
         if need > free:
             for victim in self.eviction.evict(need - free, now):
                 del self.cache[victim]  # type: ignore[arg-type]
@@ -165,10 +167,10 @@ class SimWorker:
             self.reserved_blocks -= 1
             if h in self.cache:  # stored meanwhile by a request with the same prefix
                 self.cache[h] += 1
-                self.eviction.hit(h, BlockInfo(position=pos), now)
+                self.eviction.hit(h, _info(req, pos), now)
             else:
                 self.cache[h] = 1
-                self.eviction.insert(h, BlockInfo(position=pos), now)
+                self.eviction.insert(h, _info(req, pos), now)
 
     def _finish(self, req: SimRequest) -> None:
         req.finish_s = self.now
@@ -249,6 +251,10 @@ class SimWorker:
     def _pop_finished(self) -> None:
         while self.decoding and self.decoding[0][0] <= self.steps_done:
             self._finish(heapq.heappop(self.decoding)[2])
+
+
+def _info(req: SimRequest, position: int) -> BlockInfo:
+    return BlockInfo(turn=req.turn, position=position, conversation=req.conversation)
 
 
 def _steps_to_reach(span_s: float, first_s: float, growth_s: float) -> int:
