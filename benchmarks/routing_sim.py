@@ -1,0 +1,186 @@
+"""Routing simulation: every routing policy on a simulated fleet replaying the Mooncake trace.
+
+    python -m benchmarks.routing_sim --trace ../shared/traces/mooncake_conversation.jsonl \
+        --out routing_sim.json --plots docs/img
+
+For each fleet size (4, 8 workers) the arrival rate is calibrated, by bisection on measured
+utilisation under round-robin, so the fleet is ~60 % and ~90 % busy; every policy then replays
+the same arrivals. A last pass repeats both loads with effectively unbounded caches to compare
+the fleet-wide hit ratio with the single-cache ideal. Policies are built by
+`policies.routing.build_routing`, the gateway's own factory. Model and numbers: docs/routing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks.fleet_sim import FleetSpec, RunResult, TraceRecord, load_trace, simulate
+from config.eviction import EvictionConfig
+from config.routing import (
+    CacheAwareRouting,
+    LeastLoadRouting,
+    LMetricRouting,
+    PrefixRouting,
+    RoundRobinRouting,
+    RoutingConfig,
+    WeightedRouting,
+)
+from policies.routing import build_routing
+
+POLICIES: dict[str, RoutingConfig] = {
+    "lmetric": LMetricRouting(),
+    "lmetric_no_incoming": LMetricRouting(count_incoming=False),
+    "round_robin": RoundRobinRouting(),
+    "least_load": LeastLoadRouting(),
+    "prefix": PrefixRouting(),
+    "weighted": WeightedRouting(),
+    "cache_aware": CacheAwareRouting(),
+}
+REFERENCE = "round_robin"
+UNBOUNDED_BLOCKS = 10_000_000
+
+
+def saturation_load_factor(trace: list[TraceRecord], spec: FleetSpec) -> float:
+    """Load factor at which arrivals match what the fleet can serve under the reference policy.
+
+    Measured, not guessed: replay the whole trace at once (every request arrives at ~0) under
+    round-robin; the fleet's service rate is requests / makespan, and the offered rate at load
+    factor f is requests × f / span, so utilisation ρ(f) = f × makespan / span.
+    """
+    span_s = trace[-1].arrival_s - trace[0].arrival_s
+    drained = simulate(trace, build_routing(POLICIES[REFERENCE]), spec, 1e6)
+    return span_s / drained.makespan_s
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    trace = load_trace(args.trace, args.limit)
+    eviction = msgspec.convert(json.loads(args.eviction), EvictionConfig)
+    cases: list[dict[str, Any]] = []
+    for num_workers in args.workers:
+        spec = FleetSpec(
+            num_workers=num_workers,
+            capacity_blocks=args.capacity_blocks,
+            token_budget=args.token_budget,
+            eviction=eviction,
+        )
+        saturation = saturation_load_factor(trace, spec)
+        for target in args.busy:
+            cases.append(_case(trace, spec, target * saturation, target, "bounded"))
+        big = FleetSpec(
+            num_workers=num_workers,
+            capacity_blocks=UNBOUNDED_BLOCKS,
+            token_budget=args.token_budget,
+            eviction=eviction,
+        )
+        for target in args.busy:
+            cases.append(_case(trace, big, target * saturation, target, "unbounded"))
+    return {"trace": str(args.trace), "requests": len(trace), "cases": cases}
+
+
+def _case(
+    trace: list[TraceRecord],
+    spec: FleetSpec,
+    factor: float,
+    target: float,
+    cache: str,
+) -> dict[str, Any]:
+    results: dict[str, RunResult] = {
+        name: simulate(trace, build_routing(cfg), spec, factor) for name, cfg in POLICIES.items()
+    }
+    case = {
+        "num_workers": spec.num_workers,
+        "capacity_blocks": spec.capacity_blocks,
+        "cache": cache,
+        "target_busy": target,
+        "load_factor": factor,
+        "policies": {name: r.as_dict() for name, r in results.items()},
+    }
+    _print_case(case)
+    return case
+
+
+def _print_case(case: dict[str, Any]) -> None:
+    ref = case["policies"][REFERENCE]
+    print(
+        f"\n{case['num_workers']} workers, {case['cache']} cache "
+        f"({case['capacity_blocks']} blocks each), target busy {case['target_busy']:.0%}, "
+        f"load factor {case['load_factor']:.3f}"
+    )
+    header = (
+        f"{'policy':<20}{'TTFT p50':>9}{'TTFT p99':>9}{'p99/RR':>7}{'TPOT p50':>9}"
+        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}"
+    )
+    print(header)
+    for name, r in case["policies"].items():
+        print(
+            f"{name:<20}{r['ttft_p50_s']:>9.2f}{r['ttft_p99_s']:>9.2f}"
+            f"{r['ttft_p99_s'] / ref['ttft_p99_s']:>7.2f}{r['tpot_p50_s'] * 1e3:>8.1f}m"
+            f"{r['tpot_p99_s'] * 1e3:>8.1f}m{r['hit_ratio']:>6.3f}{r['load_ratio']:>9.3f}"
+            f"{r['occupied']:>9.2f}"
+        )
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = [c for c in result["cases"] if c["cache"] == "bounded"]
+    names = list(POLICIES)
+    paths = []
+    for metric, label, fname in [
+        ("ttft_p99_s", "TTFT p99 / round_robin", "routing_ttft_p99.png"),
+        ("hit_ratio", "prefix hit ratio", "routing_hit_ratio.png"),
+    ]:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        width = 0.8 / len(cases)
+        for j, c in enumerate(cases):
+            ref = c["policies"][REFERENCE][metric] if metric == "ttft_p99_s" else 1.0
+            vals = [c["policies"][n][metric] / ref for n in names]
+            xs = [i + (j - (len(cases) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, vals, width, label=f"{c['num_workers']} workers, {c['target_busy']:.0%}")
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / fname
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", default="../shared/traces/mooncake_conversation.jsonl")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N requests")
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--busy", type=float, nargs="+", default=[0.6, 0.9])
+    parser.add_argument("--capacity-blocks", type=int, default=800)
+    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--eviction", default='{"type": "lru"}', help="eviction config, JSON")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plots", type=Path, default=None, help="directory for PNG plots")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    result = run_all(args)
+    result["wall_s"] = time.perf_counter() - started
+    print(f"\nwhole run: {result['wall_s']:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    if args.plots:
+        for path in plot(result, args.plots):
+            print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
