@@ -12,7 +12,7 @@ import httpx
 import openai
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on (http://[\w.\-]+:\d+)")
+LISTENING = re.compile(r"^kvgate gateway listening on (http://[\w.\-]+:\d+)")
 WORKERS = re.compile(r"workers: (\S+)")
 
 
