@@ -2,8 +2,10 @@
 
 Shared by the worker's server and the gateway, so both sides read and write exactly these shapes.
 Request structs ignore unknown fields on purpose (real OpenAI clients send many: `logprobs`,
-`presence_penalty`, `tools`, …); only the config structs in config/ forbid them. Responses omit
-fields left at `None` where OpenAI omits them too.
+`presence_penalty`, `tools`, …); only the config structs in config/ forbid them. Stream chunks
+leave out what is UNSET (`usage`, delta parts) as OpenAI does. Requests re-encode without
+their unset fields (`omit_defaults`), so a gateway that forwards a decoded request sends no
+`null`s.
 
 Type checks happen at decode (`decode_request`); value rules (max_tokens >= 1, n == 1, …) are
 checked by `validate_*` so every rejection carries the OpenAI error shape and the offending param.
@@ -29,7 +31,7 @@ HEADER_DEADLINE_MS = "x-kvgate-deadline-ms"
 # ---------------------------------------------------------------- requests
 
 
-class StreamOptions(msgspec.Struct, kw_only=True):
+class StreamOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     include_usage: bool = False
 
 
@@ -40,7 +42,7 @@ class ContentPart(msgspec.Struct, kw_only=True):
     text: str = ""
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -54,7 +56,7 @@ class ChatMessage(msgspec.Struct, kw_only=True):
         return "".join(part.text for part in self.content)
 
 
-class _SamplingFields(msgspec.Struct, kw_only=True):
+class _SamplingFields(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
@@ -330,8 +332,8 @@ def validate_completion(req: CompletionRequest) -> str | list[int]:
             ids = [int(t) for t in prompt]
             if not ids:
                 raise RequestError(400, "prompt must not be empty", param="prompt")
-            if min(ids) < 0:
-                raise RequestError(400, "token ids must not be negative", param="prompt")
+            if min(ids) < 0 or max(ids) >= 2**31:
+                raise RequestError(400, "token ids must be in [0, 2**31)", param="prompt")
             return ids
         else:
             raise RequestError(

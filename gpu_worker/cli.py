@@ -1,7 +1,7 @@
 """Command line of a worker process: `sim-worker` (the cost-model engine) and `worker` (the
 torch engine; wired in by the engine integration). `kvgate sim-worker …` calls `main`.
 
-Precedence: defaults < `--config FILE` (a `SimWorkerFile`, env overrides `KVGATE__…` applied)
+Precedence: defaults < `--config FILE` (a `SimWorkerFile`) < env overrides (`KVGATE__…`)
 < command-line flags.
 """
 
@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
-import msgspec
-
-from config.loader import ConfigError, load
+from config.loader import ConfigError, apply_env_overrides, build, load_yaml
 from config.worker import SimWorkerFile
 from gpu_worker.byte_tokenizer import ByteTokenizer
 from gpu_worker.server import start_worker
@@ -47,36 +46,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WORKER_FLAGS = ("host", "port", "model", "max_pending_requests")
+_ENGINE_FLAGS = (
+    "num_blocks",
+    "block_size",
+    "max_batch_size",
+    "max_tokens_per_step",
+    "max_model_len",
+)
+
+
 def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
-    cfg = load(args.config, SimWorkerFile)
-    worker = {
-        k: v
-        for k, v in {
-            "host": args.host,
-            "port": args.port,
-            "model": args.model,
-            "max_pending_requests": args.max_pending_requests,
-        }.items()
-        if v is not None
-    }
-    engine = {
-        k: v
-        for k, v in {
-            "num_blocks": args.num_blocks,
-            "block_size": args.block_size,
-            "max_batch_size": args.max_batch_size,
-            "max_tokens_per_step": args.max_tokens_per_step,
-            "max_model_len": args.max_model_len,
-        }.items()
-        if v is not None
-    }
-    sim_engine = msgspec.structs.replace(cfg.sim_engine, **engine)
+    """File, then env overrides, then flags; validated once, so a bad flag fails like bad YAML."""
+    data = load_yaml(args.config) if args.config else {}
+    data = apply_env_overrides(data, os.environ)
+    worker = data.setdefault("worker", {})
+    engine = data.setdefault("sim_engine", {})
+    if not isinstance(worker, dict) or not isinstance(engine, dict):
+        raise ConfigError("`worker` and `sim_engine` must be mappings")
+    worker.update({k: getattr(args, k) for k in _WORKER_FLAGS if getattr(args, k) is not None})
+    engine.update({k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k) is not None})
     if args.time_scale is not None:
-        cost = msgspec.structs.replace(sim_engine.cost_model, time_scale=args.time_scale)
-        sim_engine = msgspec.structs.replace(sim_engine, cost_model=cost)
-    return SimWorkerFile(
-        worker=msgspec.structs.replace(cfg.worker, **worker), sim_engine=sim_engine
-    )
+        cost = engine.setdefault("cost_model", {})
+        if not isinstance(cost, dict):
+            raise ConfigError("`sim_engine.cost_model` must be a mapping")
+        cost["time_scale"] = args.time_scale
+    return build(data, SimWorkerFile, source=args.config or "flags")
 
 
 async def _serve_sim(cfg: SimWorkerFile) -> None:
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = _sim_config(args)
-    except (ConfigError, msgspec.ValidationError) as exc:
+    except ConfigError as exc:
         print(f"kvgate sim-worker: {exc}", file=sys.stderr)
         return 2
     try:

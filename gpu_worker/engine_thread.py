@@ -47,12 +47,14 @@ class EngineThread:
         loop: asyncio.AbstractEventLoop,
         deliver: Deliver,
         on_fatal: Callable[[BaseException], None],
+        reject: Callable[[str, Exception], None],
         max_commands: int,
     ) -> None:
         self._engine = engine
         self._loop = loop
         self._deliver = deliver
         self._on_fatal = on_fatal
+        self._reject = reject
         self._inbox: queue.Queue[_Command] = queue.Queue(maxsize=max_commands)
         self._stopping = threading.Event()
         self.latest_stats: EngineStats = engine.stats()
@@ -99,7 +101,7 @@ class EngineThread:
                         break
                 for command in commands:
                     if isinstance(command, _Add):
-                        engine.add_request(command.request)
+                        self._add(command.request)
                     elif isinstance(command, _Abort):
                         engine.abort(command.request_id)
                 if self._stopping.is_set():
@@ -114,6 +116,15 @@ class EngineThread:
             self.failed = exc
             self._stopping.set()
             self._call_loop(self._on_fatal, exc)
+
+    def _add(self, request: EngineRequest) -> None:
+        # An engine that refuses one request (it raised before taking it) stays usable: only
+        # that request fails. Anything raised by step() is fatal (state may be inconsistent).
+        try:
+            self._engine.add_request(request)
+        except Exception as exc:
+            log.exception("engine refused request %s", request.request_id)
+            self._call_loop(self._reject, request.request_id, exc)
 
     def _call_loop(self, fn: Callable[..., None], *args: object) -> None:
         try:

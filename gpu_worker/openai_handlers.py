@@ -6,6 +6,7 @@ aborts the request in the engine, so its blocks are freed at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from aiohttp import web
 from config import protocol as p
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
-from gpu_worker.worker_state import STATE_KEY, WorkerState
+from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
 
 Kind = Literal["chat", "completion"]
 
@@ -53,7 +54,8 @@ async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestError(413, f"the request body is larger than {exc.max_size} bytes") from exc
+        limit = request.app[STATE_KEY].cfg.max_body_bytes
+        raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
 
 
 def _check_model(state: WorkerState, model: str) -> None:
@@ -151,7 +153,7 @@ async def _serve(
             if kind == "chat":
                 await resp.write(reply.sse(reply.role_chunk()))
             while not finished:
-                item = await outputs.get()
+                item = _coalesce(await outputs.get(), outputs)
                 if isinstance(item, RequestError):
                     finished = True  # the engine is gone: say so inside the stream
                     await resp.write(b"data: " + item.body() + b"\n\n")
@@ -179,6 +181,32 @@ async def _serve(
     finally:
         if not finished:
             state.abort(request_id)
+
+
+def _coalesce(first: Item, outputs: asyncio.Queue[Item]) -> Item:
+    """`first` merged with every output already queued behind it: when the client or the loop
+    lags the engine, one SSE event carries several tokens instead of one write per token."""
+    if isinstance(first, RequestError) or first.finished or outputs.empty():
+        return first
+    merged = RequestOutput(
+        request_id=first.request_id,
+        new_token_ids=list(first.new_token_ids),
+        text_delta=first.text_delta,
+    )
+    last: RequestOutput = first
+    while not outputs.empty() and not last.finished:
+        item = outputs.get_nowait()
+        if isinstance(item, RequestError):
+            return item
+        merged.new_token_ids += item.new_token_ids
+        merged.text_delta += item.text_delta
+        last = item
+    merged.finished = last.finished
+    merged.finish_reason = last.finish_reason
+    merged.num_prompt_tokens = last.num_prompt_tokens
+    merged.num_cached_tokens = last.num_cached_tokens
+    merged.num_output_tokens = last.num_output_tokens
+    return merged
 
 
 class _Reply:

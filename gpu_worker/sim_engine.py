@@ -40,7 +40,7 @@ class _WordStream:
 
     def __init__(self, tokenizer: Tokenizer, prompt: list[int], seed: int | None) -> None:
         self._tokenizer = tokenizer
-        self._rng = random.Random(hash_block(seed or 0, prompt))
+        self._rng = random.Random(hash_block((seed or 0) & 0xFFFF_FFFF_FFFF_FFFF, prompt))
         self._pending: deque[int] = deque()
         self._words = 0
 

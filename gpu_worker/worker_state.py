@@ -41,6 +41,7 @@ class WorkerState:
             loop,
             self._deliver,
             self._fail_all,
+            self._reject,
             max_commands=2 * cfg.max_pending_requests + 8,
         )
 
@@ -94,6 +95,12 @@ class WorkerState:
             pending.put_nowait(out)
             if out.finished:
                 del self._pending[out.request_id]
+
+    def _reject(self, request_id: str, exc: Exception) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            message = f"the engine refused the request: {type(exc).__name__}: {exc}"
+            pending.put_nowait(RequestError(400, message, code="engine_refused"))
 
     def _fail_all(self, exc: BaseException | None = None) -> None:
         reason = "the worker is shutting down" if exc is None else "the engine failed"

@@ -116,6 +116,7 @@ async def test_same_seed_same_text_other_seed_other_text(client: AsyncOpenAI) ->
 
     assert await text(1) == await text(1)
     assert await text(1) != await text(2)
+    assert await text(-5) == await text(-5)  # any int64 seed is fine
 
 
 async def test_unknown_fields_are_ignored(worker: WorkerHandle) -> None:
