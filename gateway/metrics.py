@@ -76,7 +76,9 @@ class GatewayMetrics:
             "kvgate_errors", "Error replies and failures by kind", ["kind"], registry=r
         )
         self.retries = Counter(
-            "kvgate_upstream_retries", "Worker attempts that failed before the first byte", registry=r
+            "kvgate_upstream_retries",
+            "Worker attempts that failed before the first byte",
+            registry=r,
         )
 
     def error(self, kind: str) -> None:
