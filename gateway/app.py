@@ -27,7 +27,7 @@ def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Applicatio
     """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`)."""
     metrics = GatewayMetrics()
     app = web.Application(
-        middlewares=[error_middleware(metrics.error)], client_max_size=cfg.max_body_bytes
+        middlewares=[error_middleware(metrics.rejected)], client_max_size=cfg.max_body_bytes
     )
     app[CONFIG] = cfg
     app[METRICS] = metrics

@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -74,6 +75,14 @@ class Relay:
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
     async def forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+        try:
+            return await self._forward(request, call)
+        except asyncio.CancelledError:
+            # The client hung up (aiohttp cancels the handler); the reply was closed on the way.
+            self._metrics.error("client_disconnected")
+            raise
+
+    async def _forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""

@@ -30,7 +30,9 @@ async def start_gateway(
     port: int | None = None,
 ) -> RunningGateway:
     """Serve on `host:port` (the config's when None; port 0 = a free one) and return its URL."""
-    runner = web.AppRunner(create_app(cfg, worker_urls), access_log=None)
+    # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
+    # connection, which makes the worker drop the request (no generating for nobody).
+    runner = web.AppRunner(create_app(cfg, worker_urls), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)
     try:
