@@ -140,3 +140,35 @@ def test_greedy_continuation_of_capital_of_france_is_paris(our_model, tokenizer)
         ids.append(int(logits[-1].argmax()))
     continuation = tokenizer.decode(ids[len(tokenizer.encode(PROMPT)) :])
     assert continuation.startswith(" Paris."), continuation
+
+
+def run_engine(engine, request_id: str, prompt: list[int], max_tokens: int):
+    from gpu_worker.engine_api import EngineRequest, SamplingParams
+
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    engine.add_request(
+        EngineRequest(request_id=request_id, prompt_token_ids=prompt, sampling=sampling)
+    )
+    tokens, last = [], None
+    while engine.has_work():
+        for out in engine.step():
+            assert out.request_id == request_id
+            tokens += out.new_token_ids
+            last = out
+    assert last is not None and last.finished
+    return tokens, last
+
+
+@pytest.mark.smollm2
+def test_engine_greedy_continuation_is_paris(smollm2_engine, tokenizer):
+    tokens, _ = run_engine(smollm2_engine, "paris", tokenizer.encode(PROMPT), max_tokens=4)
+    assert tokenizer.decode(tokens).startswith(" Paris."), tokenizer.decode(tokens)
+
+
+@pytest.mark.smollm2
+def test_engine_chat_reply_stops_at_im_end(smollm2_engine, tokenizer):
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}])
+    tokens, last = run_engine(smollm2_engine, "chat", prompt, max_tokens=48)
+    assert last.finish_reason == "stop", (last.finish_reason, tokenizer.decode(tokens))
+    assert tokens[-1] == tokenizer.im_end_id
+    assert tokenizer.decode(tokens).strip()
