@@ -50,8 +50,8 @@ class MemoModel:
         self.model = model
         self.vectors = vectors
 
-    def get_sentence_embedding_dimension(self) -> int:
-        return self.model.get_sentence_embedding_dimension()  # type: ignore[attr-defined]
+    def get_embedding_dimension(self) -> int:
+        return self.model.get_embedding_dimension()  # type: ignore[attr-defined]
 
     def encode(self, texts: list[str], **kwargs: object) -> np.ndarray:
         missing = [t for t in texts if t not in self.vectors]
@@ -367,6 +367,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--single", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-weights", default="")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -48,7 +48,11 @@ class Embedder:
     def __init__(self, cfg: EmbedderConfig, model: Any):
         self.cfg = cfg
         self.model = model
-        self.dim = int(model.get_sentence_embedding_dimension())
+        dim_of = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dim_of())
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvgate-embed")
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
         self._task: asyncio.Task[None] | None = None

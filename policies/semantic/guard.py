@@ -4,7 +4,8 @@ Plain cosine similarity cannot tell "15 % of 80" from "15 % of 90" (similarity ~
 looks at the words of the pair (see pair_features) and answers with a probability that both
 prompts want the same reply. `learned` mode is a logistic model over the pair features; its
 weights are plain numbers (fitted by benchmarks/semantic_eval.py, cross-validated by cluster);
-`rules` mode rejects any difference in numbers, negation or an antonym swap.
+`rules` mode rejects any difference in numbers, negation or an antonym swap; `learned` mode
+applies the same veto, then the model.
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ class Guard:
         if self.mode == "off":
             return 1.0
         features = pair_features(cosine, query, cached)
+        numbers, _, negation, antonym = features[1:5]
+        # Both modes veto a changed number, negation or direction word: these are the false
+        # hits users notice most, and the learned model alone weighs rare ones too lightly.
+        if numbers or negation or antonym:
+            return 0.0
         if self.mode == "rules":
-            numbers, _, negation, antonym = features[1:5]
-            return 0.0 if numbers or negation or antonym else 1.0
+            return 1.0
         assert self.model is not None
         return self.model.probability(features)
 
