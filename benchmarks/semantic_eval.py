@@ -41,6 +41,7 @@ from policies.semantic.pair_features import prompt_terms  # noqa: E402
 
 THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
 MAX_FALSE_RATE = 0.02
+FALSE_HIT_COST = 5.0
 
 
 class MemoModel:
@@ -112,7 +113,9 @@ def cluster_groups(rows: list[dict[str, str]]) -> dict[str, str]:
     return {c: find(c) for c in parent}
 
 
-def make_config(thresholds: dict[str, float], mode: str) -> SemanticCacheConfig:
+def make_config(
+    thresholds: dict[str, float], mode: str, min_probability: float = 0.5
+) -> SemanticCacheConfig:
     categories = {
         c: CategoryPolicy(threshold=thresholds[c], ttl_s=1e9, max_entries=10_000)
         for c in CATEGORIES
@@ -121,7 +124,7 @@ def make_config(thresholds: dict[str, float], mode: str) -> SemanticCacheConfig:
     embedder = EmbedderConfig(max_wait_ms=0.0)
     return SemanticCacheConfig(
         categories=categories,
-        guard=GuardConfig(mode=mode),
+        guard=GuardConfig(mode=mode, min_probability=min_probability),  # type: ignore[arg-type]
         embedder=embedder,  # type: ignore[arg-type]
     )
 
@@ -175,13 +178,15 @@ def total(tallies: dict[str, Tally]) -> Tally:
 
 
 def choose(results: dict[float, dict[str, Tally]], category: str | None) -> float:
-    """Threshold with the most correct hits among those within the false-hit budget;
-    when none is within it, the one with the fewest false hits per hit."""
+    """Threshold with the most correct hits among those within the false-hit budget; when
+    none is within it, the best net value with a false hit costing FALSE_HIT_COST misses."""
     scored = []
     for threshold, tallies in results.items():
         t = total(tallies) if category is None else tallies.get(category, Tally())
         within = t.false_rate <= MAX_FALSE_RATE
-        scored.append((within, t.hit_rate if within else -t.false_rate, threshold, threshold))
+        correct = t.hits - t.false_hits
+        value = t.hit_rate if within else correct - FALSE_HIT_COST * t.false_hits
+        scored.append((within, value, threshold, threshold))
     return max(scored)[3]
 
 
@@ -237,7 +242,12 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
             thresholds = dict.fromkeys(CATEGORIES, t)
             train_res[t] = (
                 await replay(
-                    rows, train, make_config(thresholds, "learned"), memo, categorizer, model
+                    rows,
+                    train,
+                    make_config(thresholds, "learned", args.min_probability),
+                    memo,
+                    categorizer,
+                    model,
                 )
             )[0]
             train_plain[t] = (
@@ -260,7 +270,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
                 res, agree = await replay(
                     rows,
                     test,
-                    make_config(thresholds, mode),
+                    make_config(thresholds, mode, args.min_probability),
                     memo,
                     categorizer,
                     model if mode == "learned" else None,
@@ -275,7 +285,9 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
                 await replay(
                     rows,
                     test,
-                    make_config(dict.fromkeys(CATEGORIES, chosen_global), "learned"),
+                    make_config(
+                        dict.fromkeys(CATEGORIES, chosen_global), "learned", args.min_probability
+                    ),
                     memo,
                     categorizer,
                     model,
@@ -298,7 +310,16 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         )
         merge(
             per_category,
-            (await replay(rows, test, make_config(chosen, "learned"), memo, categorizer, model))[0],
+            (
+                await replay(
+                    rows,
+                    test,
+                    make_config(chosen, "learned", args.min_probability),
+                    memo,
+                    categorizer,
+                    model,
+                )
+            )[0],
         )
 
     # Shipped guard and thresholds: fitted and chosen on all the data.
@@ -309,7 +330,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
             await replay(
                 rows,
                 everything,
-                make_config(dict.fromkeys(CATEGORIES, t), "learned"),
+                make_config(dict.fromkeys(CATEGORIES, t), "learned", args.min_probability),
                 memo,
                 categorizer,
                 final_model,
@@ -367,6 +388,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--min-probability", type=float, default=0.5)
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-weights", default="")
