@@ -35,8 +35,8 @@ def _default_categories() -> dict[str, CategoryPolicy]:
     return {
         "code": CategoryPolicy(threshold=0.75, ttl_s=86_400.0, max_entries=30_000),
         "chat": CategoryPolicy(threshold=0.75, ttl_s=21_600.0, max_entries=20_000),
-        "factual": CategoryPolicy(threshold=0.75, ttl_s=604_800.0, max_entries=30_000),
-        "time_sensitive": CategoryPolicy(threshold=0.75, ttl_s=300.0, max_entries=5_000),
+        "factual": CategoryPolicy(threshold=0.80, ttl_s=604_800.0, max_entries=30_000),
+        "time_sensitive": CategoryPolicy(threshold=0.70, ttl_s=300.0, max_entries=5_000),
         "math": CategoryPolicy(threshold=0.75, ttl_s=604_800.0, max_entries=15_000),
     }
 
@@ -138,7 +138,7 @@ class GuardConfig(Frozen):
     in numbers, negation or an antonym swap; `off`: similarity alone."""
 
     mode: Literal["learned", "rules", "off"] = "learned"
-    min_probability: float = 0.5
+    min_probability: float = 0.8
     weights_path: str = ""
 
 

@@ -71,6 +71,15 @@ class Guard:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
             return 1.0
+        # The same content words, numbers and negation (any order, any stopwords) are taken as
+        # the same question: a linear model alone scores even identical pairs below a strict
+        # cut. This admits word-order swaps ("30 C in F" / "30 F in C"), a known cost.
+        if (query.content, query.numbers, query.negations) == (
+            cached.content,
+            cached.numbers,
+            cached.negations,
+        ):
+            return 1.0
         features = pair_features(cosine, query, cached)
         numbers, _, negation, antonym = features[1:5]
         # Both modes veto a changed number, negation or direction word: these are the false

@@ -84,6 +84,9 @@ class PromptTerms:
     numbers: frozenset[str]
     negations: int
     content: frozenset[str]
+    # Every token in order (stopwords and single letters too): equal only for the same
+    # wording up to case, punctuation and spacing.
+    wording: str = ""
 
 
 def _stem(word: str) -> str:
@@ -99,7 +102,8 @@ def prompt_terms(text: str) -> PromptTerms:
     numbers: set[str] = set()
     negations = 0
     content: set[str] = set()
-    for token in _TOKEN.findall(lowered):
+    tokens = _TOKEN.findall(lowered)
+    for token in tokens:
         if token[0].isdigit():
             numbers.add(token.replace(",", ""))
             continue
@@ -119,7 +123,8 @@ def prompt_terms(text: str) -> PromptTerms:
             continue
         if token not in _STOPWORDS:
             content.add(_stem(token) if token not in _ANTONYMS else token)
-    return PromptTerms(frozenset(numbers), negations, frozenset(content))
+    wording = " ".join(re.findall(r"\w+|[^\w\s]", lowered))
+    return PromptTerms(frozenset(numbers), negations, frozenset(content), wording)
 
 
 def _antonym_swap(a: frozenset[str], b: frozenset[str]) -> bool:
