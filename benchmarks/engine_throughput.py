@@ -70,12 +70,14 @@ def load_weights(dtype: torch.dtype) -> tuple[LlamaForCausalLM, object]:
     return ours, hf.to(dtype).eval()
 
 
-def make_engine(model: LlamaForCausalLM, dtype: str, max_batch_size: int, caching: bool):
+def make_engine(
+    model: LlamaForCausalLM, dtype: str, max_batch_size: int, caching: bool, num_blocks: int
+):
     cfg = EngineConfig(
         model="smollm2",
         device="cpu",
         dtype=dtype,  # type: ignore[arg-type]
-        num_blocks=4096,
+        num_blocks=num_blocks,  # sized to the case: each block costs 737 KB in float32
         block_size=16,
         max_batch_size=max_batch_size,
         max_tokens_per_step=2048,
@@ -136,7 +138,7 @@ def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
     tail = args.ttft_prompt - args.ttft_cached
     prefix = random_prompt(rng, args.ttft_cached, vocab)
     ours_run(engine, [prefix + random_prompt(rng, tail, vocab)], [1])  # caches the prefix
-    cold_engine = make_engine(model, args.dtype, max_batch_size=64, caching=False)
+    cold_engine = make_engine(model, args.dtype, max_batch_size=64, caching=False, num_blocks=128)
     ours_run(cold_engine, warm, [4, 4])
     cached, uncached = [], []
     for _ in range(args.ttft_repeats):
@@ -186,7 +188,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     ours_model, hf = load_weights(dtype)
     vocab = SMOLLM2_135M.vocab_size
-    engine = make_engine(ours_model, args.dtype, max_batch_size=64, caching=True)
+    engine = make_engine(ours_model, args.dtype, max_batch_size=64, caching=True, num_blocks=1024)
     rows: list[dict[str, object]] = []
 
     def done(row: dict[str, object]) -> None:
@@ -223,7 +225,9 @@ def main() -> None:
     prompts = [random_prompt(rng, rng.randint(p_lo, p_hi), vocab) for _ in range(n)]
     outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
     if "b" in args.parts:
-        mix_engine = make_engine(ours_model, args.dtype, max_batch_size=32, caching=True)
+        mix_engine = make_engine(
+            ours_model, args.dtype, max_batch_size=32, caching=True, num_blocks=2048
+        )
         ours_run(mix_engine, warm, [4, 4])
         ours_s = ours_run(mix_engine, prompts, outputs)["wall_s"]
     for hb in [int(b) for b in args.hf_batches.split(",")] if "b" in args.parts else []:
