@@ -18,19 +18,16 @@ EOS so both sides generate exactly the asked number of tokens.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
 import random
 import statistics
 import time
-from unittest import mock
 
 import torch
 
 from config.engine import EngineConfig
-from gpu_worker import engine as engine_module
 from gpu_worker import gguf_loader
 from gpu_worker.engine import TorchEngine
 from gpu_worker.engine_api import EngineRequest, SamplingParams
@@ -83,11 +80,7 @@ def make_engine(
         max_tokens_per_step=2048,
         enable_prefix_caching=caching,
     )
-    if "model" in inspect.signature(TorchEngine).parameters:
-        return TorchEngine(cfg, model=("smollm2", model))  # type: ignore[call-arg]
-    # Engines that only build models by name: hand this one in for the constructor's call.
-    with mock.patch.object(engine_module, "build_model", lambda _cfg: ("smollm2", model)):
-        return TorchEngine(cfg)
+    return TorchEngine(cfg, model=("smollm2", model))
 
 
 def hf_generate(hf, prompts: list[list[int]], new_tokens: int) -> float:

@@ -14,6 +14,7 @@ import torch
 
 from config.engine import EngineConfig
 from gpu_worker.block_manager import BlockManager
+from gpu_worker.detokenizer import IncrementalDetokenizer
 from gpu_worker.engine_api import (
     EngineRequest,
     EngineStats,
@@ -22,8 +23,8 @@ from gpu_worker.engine_api import (
     Tokenizer,
 )
 from gpu_worker.kv_cache import blocks_for_memory
-from gpu_worker.llama_config import TINY
 from gpu_worker.model import LlamaForCausalLM
+from gpu_worker.model_loading import LoadedModel, load_model
 from gpu_worker.model_runner import ModelRunner
 from gpu_worker.scheduler import Scheduler
 from gpu_worker.sequence import Sequence
@@ -42,25 +43,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: EngineConfig) -> tuple[str, LlamaForCausalLM]:
-    """(model id, model with weights) for `cfg.model`, on the CPU in float32."""
-    if cfg.model == "tiny":
-        model = LlamaForCausalLM(TINY)
-        model.init_random(cfg.seed)
-        return "tiny", model
-    raise ValueError(f"unknown model {cfg.model!r}")
-
-
 class TorchEngine:
     """An `Engine` (gpu_worker/engine_api.py) over the paged-attention Llama model."""
 
-    def __init__(self, cfg: EngineConfig, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        tokenizer: Tokenizer | None = None,
+        model: tuple[str, LlamaForCausalLM] | None = None,
+    ) -> None:
+        """`model` (id, model with weights) overrides `cfg.model` (tests and benchmarks that
+        already hold the weights pass it); `tokenizer` overrides the model's own."""
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         self.config = cfg
         self.device = resolve_device(cfg.device)
         dtype = DTYPES[cfg.dtype]
-        self.model_id, model = build_model(cfg)
+        if model is None:
+            loaded = load_model(cfg.model, cfg.seed)
+        else:
+            loaded = LoadedModel(model[0], model[1], tokenizer)  # type: ignore[arg-type]
+        self.model_id, model = loaded.model_id, loaded.model
+        tokenizer = tokenizer or loaded.tokenizer
         model = model.to(device=self.device, dtype=dtype).eval()
         model.requires_grad_(False)
         model.fuse()
@@ -86,6 +90,8 @@ class TorchEngine:
         self.scheduler = Scheduler(self.block_manager, cfg.max_batch_size, cfg.max_tokens_per_step)
         self.runner = ModelRunner(model, num_blocks, cfg.block_size, dtype, self.device, cfg.seed)
         self._seqs: dict[str, Sequence] = {}
+        # Text and stop strings per request (no tokenizer: token ids only, no text).
+        self._detoks: dict[str, IncrementalDetokenizer] = {}
         self._pending: list[RequestOutput] = []  # outputs of aborts, returned by the next step
         self._arrivals = 0
         log.info(
@@ -130,6 +136,9 @@ class TorchEngine:
             generator=generator,
         )
         self._seqs[request.request_id] = seq
+        if self.tokenizer is not None:
+            detok = IncrementalDetokenizer(self.tokenizer, request.sampling.stop)
+            self._detoks[request.request_id] = detok
         self.scheduler.add(seq)
 
     def abort(self, request_id: str) -> None:
@@ -183,20 +192,34 @@ class TorchEngine:
             reason = "length"
         new = seq.token_ids[seq.num_prompt_tokens + seq.num_emitted_tokens :]
         seq.num_emitted_tokens = seq.num_output_tokens
+        detok = self._detoks.get(seq.request_id)
+        text = ""
+        if detok is not None:
+            text = detok.add(new)
+            if detok.stopped:
+                reason = "stop"
         if reason is not None:
-            return self._finish(seq, reason, new)
-        return self._output(seq, new, None)
+            return self._finish(seq, reason, new, text)
+        return self._output(seq, new, None, text)
 
-    def _finish(self, seq: Sequence, reason: FinishReason, new: list[int]) -> RequestOutput:
+    def _finish(
+        self, seq: Sequence, reason: FinishReason, new: list[int], text: str = ""
+    ) -> RequestOutput:
         self.scheduler.remove(seq)
         del self._seqs[seq.request_id]
+        detok = self._detoks.pop(seq.request_id, None)
+        if detok is not None and not detok.stopped and reason != "abort":
+            text += detok.flush()
         seq.finish_reason = reason
-        return self._output(seq, new, reason)
+        return self._output(seq, new, reason, text)
 
-    def _output(self, seq: Sequence, new: list[int], reason: FinishReason | None) -> RequestOutput:
+    def _output(
+        self, seq: Sequence, new: list[int], reason: FinishReason | None, text: str = ""
+    ) -> RequestOutput:
         return RequestOutput(
             request_id=seq.request_id,
             new_token_ids=new,
+            text_delta=text,
             finished=reason is not None,
             finish_reason=reason,
             num_prompt_tokens=seq.num_prompt_tokens,

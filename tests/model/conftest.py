@@ -73,18 +73,11 @@ def hf_tokenizer(gguf_path, transformers_lib):
 @pytest.fixture(scope="session")
 def smollm2_engine(loaded, tokenizer):
     """Our paged engine over the loaded SmolLM2 weights and the GGUF tokenizer."""
-    import inspect
-    from unittest import mock
-
     from config.engine import EngineConfig
-    from gpu_worker import engine as engine_module
+    from gpu_worker.engine import TorchEngine
 
     config, state = loaded
     model = LlamaForCausalLM(config)
     model.load_state_dict(state)
     cfg = EngineConfig(model="smollm2", device="cpu", num_blocks=64, block_size=16)
-    if "model" in inspect.signature(engine_module.TorchEngine).parameters:
-        return engine_module.TorchEngine(cfg, tokenizer, model=("smollm2", model))
-    # Engines that only build models by name: hand this one in for the constructor's call.
-    with mock.patch.object(engine_module, "build_model", lambda _cfg: ("smollm2", model)):
-        return engine_module.TorchEngine(cfg, tokenizer)
+    return TorchEngine(cfg, tokenizer, model=("smollm2", model))
