@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         engine, worker_cfg = _build(args)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:  # bad config, model file, weights
         print(f"kvgate {kind}: {exc}", file=sys.stderr)
         return 2
     try:
