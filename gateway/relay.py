@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
@@ -31,6 +32,9 @@ from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
+
+if TYPE_CHECKING:
+    from gateway.worker_cache import FleetCache
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Relay:
         metrics: GatewayMetrics,
         max_attempts: int,
         read_timeout_s: float,
+        cache: FleetCache | None = None,
     ) -> None:
         self._fleet = fleet
         self._router = router
@@ -65,11 +70,14 @@ class Relay:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._read_timeout_s = read_timeout_s
+        self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
     def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
         candidates = self._fleet.candidates(call.model, exclude)
         if not candidates:
             return None
+        if self._cache is not None:
+            return self._cache.pick(call, candidates, self._router)
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
