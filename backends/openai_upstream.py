@@ -40,7 +40,9 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    pass
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _classify(exc: BaseException) -> UpstreamError:
@@ -122,6 +124,18 @@ class UpstreamClient:
             raise _classify(exc) from exc
         return UpstreamReply(response)
 
+    async def open_stream(self, base_url: str, path: str, read_timeout_s: float) -> UpstreamReply:
+        """GET a long-lived stream (e.g. `/kv_events`); any status comes back, the caller checks
+        it. `read_timeout_s` is the longest silence allowed between two chunks."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeout.connect, sock_read=read_timeout_s
+        )
+        try:
+            response = await self._session.get(base_url + path, timeout=timeout)
+        except _ERRORS as exc:
+            raise _classify(exc) from exc
+        return UpstreamReply(response)
+
     async def check(self, base_url: str, path: str, timeout_s: float) -> None:
         """GET `path`; raises unless it answers 2xx (a health probe; the body is ignored)."""
         await self._get(base_url, path, timeout_s)
@@ -137,5 +151,5 @@ class UpstreamClient:
         except _ERRORS as exc:
             raise _classify(exc) from exc
         if not 200 <= response.status < 300:
-            raise UpstreamStatusError(f"{path} answered {response.status}")
+            raise UpstreamStatusError(f"{path} answered {response.status}", response.status)
         return body

@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 
 from config.base import Frozen
-from config.routing import RoundRobinRouting, RoutingConfig
+from config.routing import DEFAULT_ROUTING, RoutingConfig
 
 PositiveS = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -44,11 +44,34 @@ class HealthConfig(Frozen):
     unhealthy_after_failures: PositiveInt = 1
 
 
+class FleetViewConfig(Frozen):
+    """What the gateway keeps of each worker for routing: its load and its prefix-block hashes.
+
+    Load comes from the worker's `/stats` every `stats_interval_s` (the gateway's own in-flight
+    count fills the gaps between polls). Block hashes come from its `/kv_events` stream; a
+    worker without one (any OpenAI-compatible server) gets a view built from the gateway's own
+    routing decisions, at most `routed_max_hashes` hashes per worker, each forgotten after
+    `routed_ttl_s` without a request.
+    """
+
+    stats_interval_s: PositiveS = 0.5
+    # Silence on the event stream longer than this ends it (the worker pings every 5 s).
+    events_read_timeout_s: PositiveS = 15.0
+    # Waits before reconnecting a lost stream: doubling from min to max, reset by a snapshot.
+    reconnect_min_s: PositiveS = 0.05
+    reconnect_max_s: PositiveS = 5.0
+    max_event_bytes: PositiveInt = 64 * 1024 * 1024  # one snapshot of a large cache fits
+    max_hashes_per_worker: PositiveInt = 4_000_000
+    routed_max_hashes: PositiveInt = 200_000
+    routed_ttl_s: PositiveS = 600.0
+
+
 class GatewayConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 8000
     max_body_bytes: PositiveInt = 1_048_576
     api_keys: dict[str, str] = msgspec.field(default_factory=dict)
-    routing: RoutingConfig = RoundRobinRouting()
+    routing: RoutingConfig = DEFAULT_ROUTING
     upstream: UpstreamConfig = UpstreamConfig()
     health: HealthConfig = HealthConfig()
+    fleet_view: FleetViewConfig = FleetViewConfig()

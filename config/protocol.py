@@ -354,6 +354,9 @@ class WorkerStats(msgspec.Struct, kw_only=True):
 
     model: str
     tokenizer: str = ""  # a name the gateway can check it tokenizes alike ("byte", "smollm2")
+    # The chat template's default system prompt ("" = none), so the gateway builds the same
+    # chat prompt; None = the tokenizer's own default (not reported).
+    system_prompt: str | None = None
     running: int = 0
     waiting: int = 0
     free_blocks: int = 0

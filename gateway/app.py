@@ -17,9 +17,22 @@ from gateway.auth import Authenticator
 from gateway.errors import error_middleware
 from gateway.fleet import FleetView
 from gateway.health import HealthProber
-from gateway.keys import AUTH, CONFIG, FLEET, METRICS, PROBER, RELAY, ROUTER, UPSTREAM
+from gateway.keys import (
+    AUTH,
+    CONFIG,
+    FLEET,
+    FLEET_CACHE,
+    METRICS,
+    PROBER,
+    RELAY,
+    ROUTER,
+    UPSTREAM,
+)
+from gateway.kv_events import KvEventSubscriber
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
+from gateway.stats_poller import StatsPoller
+from gateway.worker_cache import FleetCache
 from policies.routing import build_routing
 
 
@@ -34,6 +47,7 @@ def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Applicatio
     app[FLEET] = FleetView(worker_urls, metrics, cfg.health.unhealthy_after_failures)
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
+    app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
@@ -54,14 +68,31 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         cfg.upstream.max_attempts,
         cfg.upstream.read_timeout_s,
+        app[FLEET_CACHE],
     )
     prober = HealthProber(app[FLEET], upstream, cfg.health)
     app[PROBER] = prober
     # One round before serving, so the first request already sees the healthy workers.
     await prober.probe_all()
-    task = asyncio.create_task(prober.run(), name="kvgate-health")
+    tasks = [asyncio.create_task(prober.run(), name="kvgate-health")]
+    tasks += await _start_fleet_view(app[FLEET_CACHE], upstream)
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await upstream.aclose()
+
+
+async def _start_fleet_view(
+    cache: FleetCache, upstream: UpstreamClient
+) -> list[asyncio.Task[None]]:
+    """Stats polling and one KV event subscriber per worker (gateway/worker_cache.py)."""
+    poller = StatsPoller(cache, upstream, cache.cfg)
+    await poller.poll_all()  # the first request already sees load and tokenizer profiles
+    tasks = [asyncio.create_task(poller.run(), name="kvgate-stats")]
+    for worker_id, worker in cache.workers.items():
+        sub = KvEventSubscriber(worker, upstream, cache.cfg)
+        tasks.append(asyncio.create_task(sub.run(), name=f"kvgate-kv-events-{worker_id}"))
+    return tasks

@@ -76,7 +76,8 @@ class EventPrefixIndex:
 
 class RoutedPrefixIndex:
     def __init__(self, max_hashes: int = 200_000, ttl_s: float = 600.0) -> None:
-        self._seen: OrderedDict[int, float] = OrderedDict()  # hash -> last routed time, oldest first
+        # hash -> last time it was routed, oldest first
+        self._seen: OrderedDict[int, float] = OrderedDict()
         self._max_hashes = max_hashes
         self._ttl_s = ttl_s
 

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
@@ -32,6 +33,9 @@ from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
+
+if TYPE_CHECKING:
+    from gateway.worker_cache import FleetCache
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Relay:
         metrics: GatewayMetrics,
         max_attempts: int,
         read_timeout_s: float,
+        cache: FleetCache | None = None,
     ) -> None:
         self._fleet = fleet
         self._router = router
@@ -66,11 +71,14 @@ class Relay:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._read_timeout_s = read_timeout_s
+        self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
     def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
         candidates = self._fleet.candidates(call.model, exclude)
         if not candidates:
             return None
+        if self._cache is not None:
+            return self._cache.pick(call, candidates, self._router)
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 

@@ -78,6 +78,7 @@ class WorkerState:
         return WorkerStats(
             model=self.engine.model_id,
             tokenizer=self.tokenizer_name,
+            system_prompt=getattr(self.engine.tokenizer, "default_system_prompt", None),
             pending_requests=len(self._pending),
             max_pending_requests=self.cfg.max_pending_requests,
             max_model_len=self.engine.max_model_len,

@@ -60,7 +60,11 @@ def block_hashes(
         raise ValueError("block_size must be positive")
     parent = root_hash(extra)
     out: list[int] = []
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = hash_block(parent, token_ids[start : start + block_size])
+    num_full = len(token_ids) // block_size
+    # One conversion for the whole prompt, sliced per block: the same bytes `hash_block` hashes.
+    data = _token_bytes(token_ids[: num_full * block_size])
+    step = 4 * block_size
+    for start in range(0, num_full * step, step):
+        parent = _h(parent, data[start : start + step])
         out.append(parent)
     return out

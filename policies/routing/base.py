@@ -49,6 +49,8 @@ class WorkerView(msgspec.Struct, frozen=True, kw_only=True):
 
 class RoutingPolicy(ABC):
     name: str = ""
+    # Whether `select` reads `WorkerView.matched_blocks`: the gateway hashes the prompt only then.
+    reads_matched_blocks: bool = True
 
     @abstractmethod
     def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int: ...

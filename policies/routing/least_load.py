@@ -9,6 +9,7 @@ from policies.routing.base import RequestView, RoutingPolicy, WorkerView
 
 class LeastLoadPolicy(RoutingPolicy):
     name = "least_load"
+    reads_matched_blocks = False
 
     def __init__(self) -> None:
         self._turn = 0

@@ -9,6 +9,7 @@ from policies.routing.base import RequestView, RoutingPolicy, WorkerView
 
 class RoundRobinPolicy(RoutingPolicy):
     name = "round_robin"
+    reads_matched_blocks = False
 
     def __init__(self) -> None:
         self._next = 0

@@ -117,7 +117,12 @@ def make_worker() -> Iterator[Callable[..., SimWorker]]:
 
 def gateway_config(**overrides: Any) -> GatewayConfig:
     # Long health interval: tests drive the probes themselves (`app[PROBER].probe_all()`).
-    base: dict[str, Any] = {"port": 0, "health": {"interval_s": 30.0, "timeout_s": 2.0}}
+    # round_robin: these tests count requests per worker; KV-aware routing is tested in kvroute/.
+    base: dict[str, Any] = {
+        "port": 0,
+        "health": {"interval_s": 30.0, "timeout_s": 2.0},
+        "routing": {"type": "round_robin"},
+    }
     return build(base | overrides, GatewayConfig)
 
 

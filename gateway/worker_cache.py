@@ -1,0 +1,196 @@
+"""The routing half of the fleet view: per worker, the prefix blocks it holds and its load, and
+the per-request step that turns them into `WorkerView`s for the routing policy.
+
+Per worker (`WorkerCache`):
+- block hashes from its KV event stream (`EventPrefixIndex`, fed by gateway/kv_events.py); while
+  the stream is down (gap, disconnect, restart) the index is empty and matches nothing, so a
+  worker that lost its cache is never credited with it;
+- for a worker that publishes no events (`/kv_events` is 404: any OpenAI-compatible server), a
+  `RoutedPrefixIndex` of the blocks the gateway itself sent there (bounded, with expiry);
+- load from `/stats` (gateway/stats_poller.py): running, waiting, queued prefill tokens, blocks;
+  between two polls the gateway adds the prefill tokens it has sent there since the last one,
+  and `WorkerView.in_flight` is the gateway's own live count.
+
+Hashing (`FleetCache.pick`): only when the policy reads `matched_blocks`, once per request and
+tokenizer profile. A worker whose tokenizer the gateway lacks (or that has no `/stats`) is
+matched through its routed index with an approximate profile (byte tokens, 64 per block): those
+hashes are only ever compared with hashes the gateway made the same way, so they stay consistent.
+Everything here runs on the event loop; no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from config.gateway import FleetViewConfig
+from config.protocol import HEADER_CACHE_SALT, KvEventBatch, WorkerStats
+from gateway.fleet import FleetView, WorkerState
+from gateway.prefix_index import EventPrefixIndex, RoutedPrefixIndex
+from gateway.relay import UpstreamCall
+from gateway.request_tokens import Profile, RequestTokens, load_tokenizer
+from policies.routing import RequestView, RoutingPolicy, WorkerView
+
+log = logging.getLogger(__name__)
+
+APPROX_BLOCK_BYTES = 64  # ~16 tokens of English text per approximate block
+MAX_PROFILES = 64  # distinct worker setups (tokenizer, block size, model) kept
+_Hashed = tuple[int, list[int]]  # (prompt tokens, block hashes)
+
+
+class WorkerCache:
+    """What the gateway knows of one worker's KV cache and load."""
+
+    def __init__(self, worker: WorkerState, cfg: FleetViewConfig) -> None:
+        self.worker = worker
+        self.events = EventPrefixIndex(cfg.max_hashes_per_worker)
+        self.routed = RoutedPrefixIndex(cfg.routed_max_hashes, cfg.routed_ttl_s)
+        self.publishes_events = False  # set once its /kv_events answers, cleared by a 404
+        self.stats: WorkerStats | None = None  # latest /stats; None for upstreams without one
+        self.profile: Profile | None = None  # how it hashes, from its /stats
+        self.sent_prefill_tokens = 0  # uncached prompt tokens sent there since the last poll
+        self._changed: asyncio.Event | None = None
+
+    def apply(self, batch: KvEventBatch) -> bool:
+        """One event batch; False = a gap (the subscriber resets and resyncs)."""
+        ok = self.events.apply(batch.seq, batch.stored, batch.removed, batch.snapshot)
+        self._notify()
+        return ok
+
+    def events_lost(self) -> None:
+        """The event stream ended: forget what it said until a fresh snapshot arrives."""
+        self.events.reset()
+        self._notify()
+
+    def set_stats(self, stats: WorkerStats | None) -> None:
+        self.stats = stats
+        self.sent_prefill_tokens = 0
+        if stats is not None:
+            self.profile = Profile(
+                stats.tokenizer, stats.system_prompt, stats.block_size, stats.model
+            )
+        self._notify()
+
+    def view(self, matched_blocks: int) -> WorkerView:
+        s = self.stats
+        if s is None:
+            return WorkerView(
+                worker_id=self.worker.worker_id,
+                in_flight=self.worker.in_flight,
+                queued_prefill_tokens=self.sent_prefill_tokens,
+                matched_blocks=matched_blocks,
+            )
+        return WorkerView(
+            worker_id=self.worker.worker_id,
+            running=s.running,
+            waiting=s.waiting,
+            in_flight=self.worker.in_flight,
+            queued_prefill_tokens=s.queued_prefill_tokens + self.sent_prefill_tokens,
+            matched_blocks=matched_blocks,
+            free_blocks=s.free_blocks,
+            total_blocks=s.total_blocks,
+        )
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Return once `condition()` holds after some change (TimeoutError after `timeout_s`)."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+
+class FleetCache:
+    """Per-worker caches of a `FleetView`, and the routing step that reads them."""
+
+    def __init__(self, fleet: FleetView, cfg: FleetViewConfig, needs_hashes: bool) -> None:
+        self.cfg = cfg
+        self.workers = {w.worker_id: WorkerCache(w, cfg) for w in fleet.workers}
+        self.needs_hashes = needs_hashes
+        self._tokens: dict[Profile, RequestTokens | None] = {}
+
+    def pick(
+        self,
+        call: UpstreamCall,
+        candidates: Sequence[WorkerState],
+        router: RoutingPolicy,
+        now: float | None = None,
+    ) -> WorkerState:
+        now = time.monotonic() if now is None else now
+        caches = [self.workers[w.worker_id] for w in candidates]
+        request = call.view
+        matched = [0] * len(caches)
+        hashed: list[_Hashed | None] = [None] * len(caches)
+        routed_ix: list[bool] = [True] * len(caches)
+        if self.needs_hashes:
+            memo: dict[Profile, _Hashed | None] = {}
+            for i, cache in enumerate(caches):
+                profile, exact = self._profile(cache, call.model)
+                if profile not in memo:
+                    memo[profile] = self._hash(profile, call)
+                    if memo[profile] is not None and len(memo) == 1:
+                        request = _sized(request, profile, memo[profile])
+                hashed[i] = got = memo[profile]
+                if got is None:
+                    continue
+                routed_ix[i] = not (exact and cache.publishes_events)
+                if routed_ix[i]:
+                    matched[i] = cache.routed.match(got[1], now)
+                else:
+                    matched[i] = cache.events.match(got[1])
+        views = [c.view(m) for c, m in zip(caches, matched, strict=True)]
+        i = router.select(request, views, now)
+        chosen = caches[i]
+        got = hashed[i]
+        if got is not None and routed_ix[i]:
+            chosen.routed.record(got[1], now)
+        block_size = request.block_size
+        chosen.sent_prefill_tokens += max(request.num_prompt_tokens - matched[i] * block_size, 1)
+        return candidates[i]
+
+    def _profile(self, cache: WorkerCache, model: str) -> tuple[Profile, bool]:
+        """The worker's exact profile when the gateway has its tokenizer, else the approximate."""
+        if cache.profile is not None and self._tokenizer(cache.profile) is not None:
+            return cache.profile, True
+        return Profile("byte", "", APPROX_BLOCK_BYTES, model), False
+
+    def _tokenizer(self, profile: Profile) -> RequestTokens | None:
+        if profile not in self._tokens:
+            tokenizer = load_tokenizer(profile.tokenizer, profile.system_prompt)
+            if tokenizer is None:
+                log.warning(
+                    "no tokenizer like the workers' %r: routing on approximate hashes",
+                    profile.tokenizer,
+                )
+            if len(self._tokens) >= MAX_PROFILES:
+                self._tokens.clear()
+            self._tokens[profile] = None if tokenizer is None else RequestTokens(profile, tokenizer)
+        return self._tokens[profile]
+
+    def _hash(self, profile: Profile, call: UpstreamCall) -> _Hashed | None:
+        tokens = self._tokenizer(profile)
+        if tokens is None:
+            return None
+        ids = tokens.token_ids(call.endpoint, call.body)
+        return len(ids), tokens.hashes(ids, call.headers.get(HEADER_CACHE_SALT))
+
+
+def _sized(request: RequestView, profile: Profile, hashed: _Hashed | None) -> RequestView:
+    """The request sized in the profile's tokens (the parser's size is a guess)."""
+    if hashed is None:
+        return request
+    return RequestView(
+        num_prompt_tokens=max(hashed[0], 1),
+        block_size=profile.block_size,
+        num_blocks=len(hashed[1]),
+        category=request.category,
+        tenant=request.tenant,
+        max_tokens=request.max_tokens,
+    )
