@@ -6,25 +6,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 
 from aiohttp import web
 
 from backends.openai_upstream import UpstreamClient
 from config.gateway import GatewayConfig
-from gateway import handlers
+from gateway import admin, handlers
 from gateway.auth import Authenticator
 from gateway.errors import error_middleware
 from gateway.fleet import FleetView
 from gateway.health import HealthProber
-from gateway.keys import AUTH, CONFIG, FLEET, METRICS, PROBER, RELAY, ROUTER, UPSTREAM
+from gateway.keys import (
+    AUTH,
+    CONFIG,
+    FLEET,
+    METRICS,
+    PROBER,
+    RELAY,
+    ROUTER,
+    SEMANTIC,
+    UPSTREAM,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
+from gateway.semantic.cache import build_semantic_cache
+from gateway.semantic_stage import CacheCollector, SemanticStage
 from policies.routing import build_routing
 
 
-def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Application:
-    """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`)."""
+def create_app(
+    cfg: GatewayConfig,
+    worker_urls: Sequence[str],
+    *,
+    semantic_model: object | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`).
+
+    `semantic_model` reuses a loaded embedding model (tests); `clock` drives the cache's TTLs.
+    """
     metrics = GatewayMetrics()
     app = web.Application(
         middlewares=[error_middleware(metrics.rejected)], client_max_size=cfg.max_body_bytes
@@ -35,11 +58,15 @@ def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Applicatio
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
     app.cleanup_ctx.append(_upstream_ctx)
+    if cfg.semantic_cache.enabled:
+        app.cleanup_ctx.append(partial(_semantic_ctx, model=semantic_model, clock=clock))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/admin/semantic-cache", admin.cache_stats)
+    app.router.add_post("/admin/semantic-cache/clear", admin.cache_clear)
     return app
 
 
@@ -65,3 +92,20 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await upstream.aclose()
+
+
+async def _semantic_ctx(
+    app: web.Application, *, model: object | None, clock: Callable[[], float]
+) -> AsyncIterator[None]:
+    cfg = app[CONFIG].semantic_cache
+    # Loading the model takes seconds: off the loop, once, before serving.
+    cache = await asyncio.to_thread(build_semantic_cache, cfg, clock, model)
+    await cache.start()
+    stage = SemanticStage(cache)
+    app[SEMANTIC] = stage
+    collector = CacheCollector(cache)
+    app[METRICS].registry.register(collector)
+    yield
+    await stage.drain()
+    app[METRICS].registry.unregister(collector)
+    await cache.close()

@@ -11,6 +11,7 @@ from gateway.fleet import FleetView
 from gateway.health import HealthProber
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
+from gateway.semantic_stage import SemanticStage
 from policies.routing import RoutingPolicy
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -21,3 +22,4 @@ ROUTER = web.AppKey("router", RoutingPolicy)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 RELAY = web.AppKey("relay", Relay)
 PROBER = web.AppKey("prober", HealthProber)
+SEMANTIC = web.AppKey("semantic", SemanticStage)  # present only when the cache is enabled
