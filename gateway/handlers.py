@@ -5,6 +5,7 @@ Handlers reach the app's objects through the typed keys in `gateway.keys`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -43,9 +44,13 @@ async def _proxy(
         kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
         result = await stage.lookup(kind, body, tenant, request.headers)
         if result.status == "hit":
-            return await stage.serve_hit(
+            started = time.perf_counter()
+            response = await stage.serve_hit(
                 request, result, kind, body, info.model, info.stream, info.view.num_prompt_tokens
             )
+            elapsed_s = time.perf_counter() - started
+            app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
+            return response
         observer = stage.tap(result, kind)
     call = UpstreamCall(
         endpoint=endpoint,

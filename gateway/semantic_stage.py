@@ -31,11 +31,16 @@ from gateway.semantic.replay import Kind, response_body, sse_chunks
 log = logging.getLogger(__name__)
 
 MAX_KEPT_REPLY_BYTES = 1_048_576  # a longer reply is relayed but not stored
-_BYPASS_TOKENS = CacheResult("bypass", "none", reason="token_prompt")
+# Requests the cache cannot answer: token-id prompts (it compares text) and n > 1 (it stores one
+# choice). They are relayed with `x-kvgate-cache: bypass` and never stored.
+_UNCACHEABLE = CacheResult("bypass", "none", reason="uncacheable_request")
 
 
-def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQuery:
+def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQuery | None:
+    """None when the request cannot be answered from the cache (n > 1)."""
     req = msgspec.json.decode(body, type=ChatCompletionRequest)  # already validated by parse
+    if req.n is not None and req.n > 1:
+        return None
     msgs = req.messages
     last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=len(msgs) - 1)
     system = "\n".join(m.text() for m in msgs[:last] if m.role in ("system", "developer"))
@@ -57,8 +62,10 @@ def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQue
 
 
 def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQuery | None:
-    """None for a token-id prompt (not cacheable: the cache compares text)."""
+    """None for a token-id prompt (not cacheable: the cache compares text) or n > 1."""
     req = msgspec.json.decode(body, type=CompletionRequest)
+    if req.n is not None and req.n > 1:
+        return None
     prompt = req.prompt
     if isinstance(prompt, list):
         if not all(isinstance(p, str) for p in prompt) or len(prompt) != 1:
@@ -158,7 +165,7 @@ class SemanticStage:
             else completion_query(body, tenant, headers)
         )
         if query is None:
-            return _BYPASS_TOKENS
+            return _UNCACHEABLE
         return await self.cache.lookup(query)
 
     def tap(self, result: CacheResult, kind: Kind) -> ReplyTap:

@@ -205,6 +205,8 @@ async def test_metrics_and_admin(make_gateway, client):
         assert r.json()["removed"] == 0
         r = await http.post("/admin/semantic-cache/clear", json={"tenant": "team-a"}, headers=good)
         assert r.json()["removed"] == 1
+        r = await http.post("/admin/semantic-cache/clear", json={"category": "math"}, headers=good)
+        assert r.json()["removed"] == 0
         r = await http.post("/admin/semantic-cache/clear", json=[1], headers=good)
         assert r.status_code == 400 and "error" in r.json()
     assert (await ask(c, PY))[0] == "miss"
