@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from config.loader import ConfigError, apply_env_overrides, build, load_yaml
 from config.worker import EngineWorkerFile, SimWorkerFile, WorkerConfig
@@ -66,16 +67,27 @@ _ENGINE_FLAGS = (
 )
 
 
-def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
-    """File, then env overrides, then flags; validated once, so a bad flag fails like bad YAML."""
+def _sections(
+    args: argparse.Namespace,
+    engine_key: str,
+    worker_flags: tuple[str, ...],
+    engine_flags: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """File, then env overrides, then flags (applied by the caller's `build`, validated once, so
+    a bad flag fails like bad YAML). Returns (whole, `worker` section, engine section)."""
     data = load_yaml(args.config) if args.config else {}
     data = apply_env_overrides(data, os.environ)
     worker = data.setdefault("worker", {})
-    engine = data.setdefault("sim_engine", {})
+    engine = data.setdefault(engine_key, {})
     if not isinstance(worker, dict) or not isinstance(engine, dict):
-        raise ConfigError("`worker` and `sim_engine` must be mappings")
-    worker.update({k: getattr(args, k) for k in _WORKER_FLAGS if getattr(args, k) is not None})
-    engine.update({k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k) is not None})
+        raise ConfigError(f"`worker` and `{engine_key}` must be mappings")
+    worker.update({k: getattr(args, k) for k in worker_flags if getattr(args, k) is not None})
+    engine.update({k: getattr(args, k) for k in engine_flags if getattr(args, k) is not None})
+    return data, worker, engine
+
+
+def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
+    data, _, engine = _sections(args, "sim_engine", _WORKER_FLAGS, _ENGINE_FLAGS)
     if args.time_scale is not None:
         cost = engine.setdefault("cost_model", {})
         if not isinstance(cost, dict):
@@ -97,15 +109,9 @@ _REAL_ENGINE_FLAGS = (
 
 
 def _engine_config(args: argparse.Namespace) -> EngineWorkerFile:
-    data = load_yaml(args.config) if args.config else {}
-    data = apply_env_overrides(data, os.environ)
-    worker = data.setdefault("worker", {})
-    engine = data.setdefault("engine", {})
-    if not isinstance(worker, dict) or not isinstance(engine, dict):
-        raise ConfigError("`worker` and `engine` must be mappings")
-    engine.setdefault("model", "smollm2")  # a worker process serves the embedded model by default
-    worker.update({k: getattr(args, k) for k in _REAL_WORKER_FLAGS if getattr(args, k) is not None})
-    engine.update({k: getattr(args, k) for k in _REAL_ENGINE_FLAGS if getattr(args, k) is not None})
+    data, _, engine = _sections(args, "engine", _REAL_WORKER_FLAGS, _REAL_ENGINE_FLAGS)
+    if args.model is None:
+        engine.setdefault("model", "smollm2")  # a worker process serves the embedded model
     return build(data, EngineWorkerFile, source=args.config or "flags")
 
 
