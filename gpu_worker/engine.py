@@ -54,13 +54,19 @@ def build_model(cfg: EngineConfig) -> tuple[str, LlamaForCausalLM]:
 class TorchEngine:
     """An `Engine` (gpu_worker/engine_api.py) over the paged-attention Llama model."""
 
-    def __init__(self, cfg: EngineConfig, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        tokenizer: Tokenizer | None = None,
+        model: tuple[str, LlamaForCausalLM] | None = None,
+    ) -> None:
+        """`model` (id, model with weights) overrides `cfg.model`: benchmarks and tests pass one."""
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         self.config = cfg
         self.device = resolve_device(cfg.device)
         dtype = DTYPES[cfg.dtype]
-        self.model_id, model = build_model(cfg)
+        self.model_id, model = model or build_model(cfg)
         model = model.to(device=self.device, dtype=dtype).eval()
         model.requires_grad_(False)
         model.fuse()
