@@ -43,7 +43,9 @@ def run_all(engine, max_steps=10_000):
 def prompts(n, seed=0, lo=5, hi=60):
     gen = torch.Generator().manual_seed(seed)
     return [
-        torch.randint(3, 300, (int(torch.randint(lo, hi, (1,), generator=gen)),), generator=gen).tolist()
+        torch.randint(
+            3, 300, (int(torch.randint(lo, hi, (1,), generator=gen)),), generator=gen
+        ).tolist()
         for _ in range(n)
     ]
 

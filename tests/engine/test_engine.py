@@ -122,7 +122,9 @@ def test_cache_salt_isolates_tenants(make_engine, req, run_all, prompts):
 
 def test_seeded_sampling_is_reproducible_and_batch_independent(make_engine, req, run_all, prompts):
     ps = prompts(4, seed=9)
-    sampled = [req(str(i), p, temperature=0.9, top_p=0.9, top_k=50, seed=i) for i, p in enumerate(ps)]
+    sampled = [
+        req(str(i), p, temperature=0.9, top_p=0.9, top_k=50, seed=i) for i, p in enumerate(ps)
+    ]
     alone = one_at_a_time(make_engine(), sampled, run_all)
     engine = make_engine()
     for r in sampled:

@@ -74,5 +74,7 @@ def test_logits_equal_hugging_face():
         got.append(ours(ids[0, :30], torch.arange(30), kv, meta, torch.arange(30)))
         for pos in range(30, n):
             meta = build_metadata([1], [pos + 1], [table], block_size, 1, torch.device("cpu"))
-            got.append(ours(ids[0, pos : pos + 1], torch.tensor([pos]), kv, meta, torch.tensor([0])))
+            got.append(
+                ours(ids[0, pos : pos + 1], torch.tensor([pos]), kv, meta, torch.tensor([0]))
+            )
     torch.testing.assert_close(torch.cat(got), expected, atol=1e-4, rtol=1e-4)

@@ -72,6 +72,6 @@ def test_paged_equals_dense(seed):
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     # and the new K/V landed in the cache at their positions
-    for (q, k, v), table in zip(full, tables, strict=True):
+    for (_q, k, _v), table in zip(full, tables, strict=True):
         pos = k.shape[0] - 1
         torch.testing.assert_close(k_cache[table[pos // block_size], pos % block_size], k[pos])
