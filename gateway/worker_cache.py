@@ -76,10 +76,10 @@ class WorkerCache:
     def view(self, matched_blocks: int) -> WorkerView:
         s = self.stats
         if s is None:
+            # No polls to reset the gateway's prefill count against: in-flight is the load.
             return WorkerView(
                 worker_id=self.worker.worker_id,
                 in_flight=self.worker.in_flight,
-                queued_prefill_tokens=self.sent_prefill_tokens,
                 matched_blocks=matched_blocks,
             )
         return WorkerView(
@@ -151,8 +151,9 @@ class FleetCache:
         got = hashed[i]
         if got is not None and routed_ix[i]:
             chosen.routed.record(got[1], now)
-        block_size = request.block_size
-        chosen.sent_prefill_tokens += max(request.num_prompt_tokens - matched[i] * block_size, 1)
+        if chosen.stats is not None:  # reset by the next poll, which will count it itself
+            uncached = request.num_prompt_tokens - matched[i] * request.block_size
+            chosen.sent_prefill_tokens += max(uncached, 1)
         return candidates[i]
 
     def _profile(self, cache: WorkerCache, model: str) -> tuple[Profile, bool]:
