@@ -8,8 +8,9 @@ Per worker (`WorkerCache`):
 - for a worker that publishes no events (`/kv_events` is 404: any OpenAI-compatible server), a
   `RoutedPrefixIndex` of the blocks the gateway itself sent there (bounded, with expiry);
 - load from `/stats` (gateway/stats_poller.py): running, waiting, queued prefill tokens, blocks;
-  between two polls the gateway adds the prefill tokens it has sent there since the last one,
-  and `WorkerView.in_flight` is the gateway's own live count.
+  between two polls the gateway adds the uncached prompt tokens of the requests it sent there
+  since the last one and that are still in flight, and `WorkerView.in_flight` is the gateway's
+  own live count.
 
 Hashing (`FleetCache.pick`): only when the policy reads `matched_blocks`, once per request and
 tokenizer profile. A worker whose tokenizer the gateway lacks (or that has no `/stats`) is
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from config.gateway import FleetViewConfig
@@ -50,7 +52,10 @@ class WorkerCache:
         self.publishes_events = False  # set once its /kv_events answers, cleared by a 404
         self.stats: WorkerStats | None = None  # latest /stats; None for upstreams without one
         self.profile: Profile | None = None  # how it hashes, from its /stats
-        self.sent_prefill_tokens = 0  # uncached prompt tokens sent there since the last poll
+        # Uncached prompt tokens of the requests sent there since the last poll, newest last;
+        # only the newest `in_flight` of them count (the older ones are taken as finished).
+        self._sent: deque[int] = deque()
+        self._sent_tokens = 0
         self._changed: asyncio.Event | None = None
 
     def apply(self, batch: KvEventBatch) -> bool:
@@ -64,9 +69,22 @@ class WorkerCache:
         self.events.reset()
         self._notify()
 
+    def sent(self, prefill_tokens: int) -> None:
+        self._sent.append(prefill_tokens)
+        self._sent_tokens += prefill_tokens
+
+    @property
+    def sent_prefill_tokens(self) -> int:
+        """Prefill the worker has not reported yet: the gateway's own count since the last poll,
+        of the requests still in flight (the oldest are dropped first as in-flight falls)."""
+        while len(self._sent) > self.worker.in_flight:
+            self._sent_tokens -= self._sent.popleft()
+        return self._sent_tokens
+
     def set_stats(self, stats: WorkerStats | None) -> None:
         self.stats = stats
-        self.sent_prefill_tokens = 0
+        self._sent.clear()  # the poll's own queued_prefill_tokens counts them now
+        self._sent_tokens = 0
         if stats is not None:
             self.profile = Profile(
                 stats.tokenizer, stats.system_prompt, stats.block_size, stats.model
@@ -76,10 +94,10 @@ class WorkerCache:
     def view(self, matched_blocks: int) -> WorkerView:
         s = self.stats
         if s is None:
+            # No polls to reset the gateway's prefill count against: in-flight is the load.
             return WorkerView(
                 worker_id=self.worker.worker_id,
                 in_flight=self.worker.in_flight,
-                queued_prefill_tokens=self.sent_prefill_tokens,
                 matched_blocks=matched_blocks,
             )
         return WorkerView(
@@ -151,8 +169,9 @@ class FleetCache:
         got = hashed[i]
         if got is not None and routed_ix[i]:
             chosen.routed.record(got[1], now)
-        block_size = request.block_size
-        chosen.sent_prefill_tokens += max(request.num_prompt_tokens - matched[i] * block_size, 1)
+        if chosen.stats is not None:  # reset by the next poll, which will count it itself
+            uncached = request.num_prompt_tokens - matched[i] * request.block_size
+            chosen.sent(max(uncached, 1))
         return candidates[i]
 
     def _profile(self, cache: WorkerCache, model: str) -> tuple[Profile, bool]:

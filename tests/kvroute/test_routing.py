@@ -116,7 +116,7 @@ def _sent(text: str) -> dict[str, float]:
 
 async def test_requests_with_nothing_cached_spread_over_the_workers(stack) -> None:
     workers = [await stack.worker() for _ in range(3)]
-    # No stats polls after the first: the scores differ only by the gateway's own accounting.
+    # No stats polls after the first (no stale load); sequential requests: every score ties.
     gw = await stack.gateway([w.url for w in workers], fleet_view={"stats_interval_s": 60})
     await stack.synced(gw)
     client = stack.client(gw)
