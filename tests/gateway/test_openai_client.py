@@ -24,7 +24,10 @@ async def test_chat_not_streamed(gateway, openai_client):
     assert 1 <= reply.usage.completion_tokens <= 8
 
 
-async def test_chat_streamed_in_several_chunks(gateway, openai_client):
+async def test_chat_streamed_in_several_chunks(make_worker, make_gateway, openai_client):
+    # A worker with realistic step times (~5 ms a token): a fast one may rightly coalesce all
+    # its tokens into one or two SSE events when the machine is busy.
+    gateway = await make_gateway([make_worker(time_scale=0.5).url])
     stream = await openai_client(gateway).chat.completions.create(
         model=MODEL, messages=MESSAGES, max_tokens=12, stream=True
     )
