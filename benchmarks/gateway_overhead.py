@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -96,15 +97,26 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, out: Sampl
 
 
 async def _batch(
-    base: str, n: int, concurrency: int, body: bytes, out: Samples, pids: dict[str, int]
+    base: str,
+    n: int,
+    args: argparse.Namespace,
+    body: bytes,
+    out: Samples,
+    pids: dict[str, int],
 ) -> None:
     url = base + "/v1/chat/completions"
+    concurrency = args.concurrency
     queue = iter(range(n))
+    rng = random.Random(n)  # the same think times on both paths
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
             for _ in queue:
+                # Think time: without it, closed-loop clients send their next request the
+                # instant the worker's step ends, in lockstep with its schedule; any delay then
+                # costs a whole engine step, which no real traffic pattern does.
+                await asyncio.sleep(rng.uniform(0.0, args.think_ms / 1e3))
                 await _one(session, url, body, out)
 
         cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
@@ -141,13 +153,13 @@ async def _measure(
     ).encode()
     direct, through = Samples(), Samples()
     warm_up = args.concurrency * 2
-    await _batch(worker, warm_up, args.concurrency, body, Samples(), {})
-    await _batch(gateway, warm_up, args.concurrency, body, Samples(), {})
+    await _batch(worker, warm_up, args, body, Samples(), {})
+    await _batch(gateway, warm_up, args, body, Samples(), {})
     per_round = args.requests // args.rounds
     for i in range(args.rounds):
         order = [(worker, direct), (gateway, through)]
         for base, samples in order if i % 2 == 0 else order[::-1]:
-            await _batch(base, per_round, args.concurrency, body, samples, pids)
+            await _batch(base, per_round, args, body, samples, pids)
     d, g = _summary(direct), _summary(through)
     added = {k: g[k] - d[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")}
     return {
@@ -182,6 +194,7 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=4, help="alternations of direct/gateway")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim worker speed (1 = A100)")
+    p.add_argument("--think-ms", type=float, default=20.0, help="uniform 0..N ms before a request")
     p.add_argument("--model", default="sim-llama")
     p.add_argument("--out", type=Path)
     args = p.parse_args()

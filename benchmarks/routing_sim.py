@@ -126,6 +126,9 @@ def _print_case(case: dict[str, Any]) -> None:
         )
 
 
+IDEAL_HIT_RATIO = 0.366  # one unbounded cache over the whole trace (traces/README.md)
+
+
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -133,20 +136,24 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [c for c in result["cases"] if c["cache"] == "bounded"]
     names = list(POLICIES)
     paths = []
-    for metric, label, fname in [
-        ("ttft_p99_s", "TTFT p99 / round_robin", "routing_ttft_p99.png"),
-        ("hit_ratio", "prefix hit ratio", "routing_hit_ratio.png"),
+    for metric, cache, label, fname in [
+        ("ttft_p99_s", "bounded", "TTFT p99 / round_robin", "routing_ttft_p99.png"),
+        ("hit_ratio", "bounded", "prefix hit ratio", "routing_hit_ratio.png"),
+        ("hit_ratio", "unbounded", "hit ratio, unbounded caches", "routing_hit_unbounded.png"),
     ]:
+        cases = [c for c in result["cases"] if c["cache"] == cache]
         fig, ax = plt.subplots(figsize=(10, 4))
         width = 0.8 / len(cases)
         for j, c in enumerate(cases):
             ref = c["policies"][REFERENCE][metric] if metric == "ttft_p99_s" else 1.0
             vals = [c["policies"][n][metric] / ref for n in names]
             xs = [i + (j - (len(cases) - 1) / 2) * width for i in range(len(names))]
-            ax.bar(xs, vals, width, label=f"{c['num_workers']} workers, {c['target_busy']:.0%}")
+            ax.bar(xs, vals, width, label=f"{c['num_workers']} workers, ρ {c['target_busy']:.1f}")
+        if cache == "unbounded":
+            ax.axhline(IDEAL_HIT_RATIO, color="k", lw=1, label="single-cache ideal")
+            ax.axhline(0.9 * IDEAL_HIT_RATIO, color="k", lw=1, ls="--", label="90 % of it")
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
@@ -170,7 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eviction", default='{"type": "lru"}', help="eviction config, JSON")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plots", type=Path, default=None, help="directory for PNG plots")
+    parser.add_argument(
+        "--replot", type=Path, default=None, help="only redraw the plots from this --out JSON"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        for path in plot(json.loads(args.replot.read_text()), args.plots or Path(".")):
+            print(f"plot: {path}")
+        return
     started = time.perf_counter()
     result = run_all(args)
     result["wall_s"] = time.perf_counter() - started

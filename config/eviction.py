@@ -1,4 +1,8 @@
-"""Eviction policy choice (a tagged union: `eviction: {type: lru}`), shared by engine and sim."""
+"""Eviction policy choice (a tagged union: `eviction: {type: lru}`), shared by engine and sim.
+
+Defaults need no tuning per workload: the workload-aware policy measures the residence time and
+the reuse probabilities it needs; its knobs are ratios and switches for ablation studies.
+"""
 
 from __future__ import annotations
 
@@ -9,4 +13,26 @@ class LruEviction(Tagged, tag="lru"):
     """Least recently released block goes first. The baseline."""
 
 
-EvictionConfig = LruEviction
+class WorkloadAwareEviction(Tagged, tag="workload_aware"):
+    """Keep blocks by their learned chance of reuse (per turn, category and position)."""
+
+    learned: bool = True  # False: structure only (orphans first, deepest first), else as LRU
+    orphans_first: bool = True  # evict blocks whose parent block is gone before anything else
+    use_turn: bool = True  # the turn number the gateway passes (0 without it)
+    use_conversation: bool = False  # the conversation id: classes by its pace between turns
+    use_category: bool = False  # the request category (the gateway's categorizer, or size)
+    use_position: bool = True  # the block's position bucket and whether it is the prompt's last
+    horizon_factor: float = 2.0  # reuse counts within this many typical residence times
+    max_boost: float = 4.0  # a block is kept at most this many times longer than average
+    ghost_factor: float = 1.0  # remember evicted keys, as many as tracked blocks, to see reuse
+    prior_weight: float = 20.0  # pseudo-observations pulling a class toward the all-class mean
+    half_life_obs: int = 50_000  # counts are halved after this many observations
+    max_turn_bucket: int = 4  # turns >= this share one class
+    max_position_bucket: int = 5  # positions 2^(k-1) and beyond share one class
+
+
+class LfuEviction(Tagged, tag="lfu"):
+    """Fewest hits goes first, ties by age (a frequency baseline)."""
+
+
+EvictionConfig = LruEviction | WorkloadAwareEviction | LfuEviction

@@ -14,6 +14,7 @@ import msgspec
 
 from config.base import Frozen
 from config.routing import DEFAULT_ROUTING, RoutingConfig
+from config.semantic import SemanticCacheConfig
 
 PositiveS = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -75,3 +76,9 @@ class GatewayConfig(Frozen):
     upstream: UpstreamConfig = UpstreamConfig()
     health: HealthConfig = HealthConfig()
     fleet_view: FleetViewConfig = FleetViewConfig()
+    # The semantic cache (on by default; `semantic_cache: {enabled: false}` turns it off and
+    # skips loading the embedding model).
+    semantic_cache: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+    # Keys for the /admin endpoints (secrets: set them through the environment). With none
+    # configured the admin endpoints answer 404: they do not exist on that gateway.
+    admin_keys: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ connects (it uses the `remote` entries plus `--worker URL` flags).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -33,7 +33,7 @@ class EngineWorkers(Tagged, tag="engine"):
 
     count: Count = 1
     model: str = "smollm2"
-    device: str = "cpu"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     args: list[str] = msgspec.field(default_factory=list)  # more `kvgate worker` flags
 
 

@@ -10,6 +10,7 @@ import msgspec
 
 from config.base import Frozen
 from config.cost_model import CostModelConfig
+from config.engine import EngineConfig
 from config.eviction import EvictionConfig, LruEviction
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -57,3 +58,10 @@ class SimWorkerFile(Frozen):
 
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     sim_engine: SimEngineConfig = msgspec.field(default_factory=SimEngineConfig)
+
+
+class EngineWorkerFile(Frozen):
+    """The shape of a torch-engine worker's YAML file (`kvgate worker --config FILE`)."""
+
+    worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 
 from aiohttp import web
 
 from backends.openai_upstream import UpstreamClient
 from config.gateway import GatewayConfig
-from gateway import handlers
+from gateway import admin, handlers
 from gateway.auth import Authenticator
 from gateway.errors import error_middleware
 from gateway.fleet import FleetView
@@ -26,21 +28,33 @@ from gateway.keys import (
     PROBER,
     RELAY,
     ROUTER,
+    SEMANTIC,
     UPSTREAM,
 )
 from gateway.kv_events import KvEventSubscriber
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
+from gateway.semantic.cache import build_semantic_cache
+from gateway.semantic_stage import CacheCollector, SemanticStage
 from gateway.stats_poller import StatsPoller
 from gateway.worker_cache import FleetCache
 from policies.routing import build_routing
 
 
-def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Application:
-    """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`)."""
+def create_app(
+    cfg: GatewayConfig,
+    worker_urls: Sequence[str],
+    *,
+    semantic_model: object | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The app for `cfg` over the workers at `worker_urls` (base URLs, no `/v1`).
+
+    `semantic_model` reuses a loaded embedding model (tests); `clock` drives the cache's TTLs.
+    """
     metrics = GatewayMetrics()
     app = web.Application(
-        middlewares=[error_middleware(metrics.error)], client_max_size=cfg.max_body_bytes
+        middlewares=[error_middleware(metrics.rejected)], client_max_size=cfg.max_body_bytes
     )
     app[CONFIG] = cfg
     app[METRICS] = metrics
@@ -49,11 +63,15 @@ def create_app(cfg: GatewayConfig, worker_urls: Sequence[str]) -> web.Applicatio
     app[ROUTER] = build_routing(cfg.routing)
     app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
     app.cleanup_ctx.append(_upstream_ctx)
+    if cfg.semantic_cache.enabled:
+        app.cleanup_ctx.append(partial(_semantic_ctx, model=semantic_model, clock=clock))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/admin/semantic-cache", admin.cache_stats)
+    app.router.add_post("/admin/semantic-cache/clear", admin.cache_clear)
     return app
 
 
@@ -96,3 +114,20 @@ async def _start_fleet_view(
         sub = KvEventSubscriber(worker, upstream, cache.cfg)
         tasks.append(asyncio.create_task(sub.run(), name=f"kvgate-kv-events-{worker_id}"))
     return tasks
+
+
+async def _semantic_ctx(
+    app: web.Application, *, model: object | None, clock: Callable[[], float]
+) -> AsyncIterator[None]:
+    cfg = app[CONFIG].semantic_cache
+    # Loading the model takes seconds: off the loop, once, before serving.
+    cache = await asyncio.to_thread(build_semantic_cache, cfg, clock, model)
+    await cache.start()
+    stage = SemanticStage(cache)
+    app[SEMANTIC] = stage
+    collector = CacheCollector(cache)
+    app[METRICS].registry.register(collector)
+    yield
+    await stage.drain()
+    app[METRICS].registry.unregister(collector)
+    await cache.close()

@@ -16,7 +16,8 @@ from config.protocol import ERROR_TYPES, RequestError, error_body
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ErrorHook = Callable[[str], None]  # told the `code` of every error reply (metrics)
+# Told (path, status, code) of every error reply (metrics).
+ErrorHook = Callable[[str, int, str], None]
 
 
 class ApiError(Exception):
@@ -79,20 +80,20 @@ def error_middleware(
         try:
             return await handler(request)
         except ApiError as exc:
-            on_error(exc.code)
+            on_error(request.path, exc.status, exc.code)
             return exc.response()
         except RequestError as exc:  # the wire structs' own refusals (bad JSON, bad field)
-            on_error(exc.code or "invalid_request")
+            on_error(request.path, exc.status, exc.code or "invalid_request")
             return web.Response(status=exc.status, body=exc.body(), content_type="application/json")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             err = from_http_exception(exc)
-            on_error(err.code)
+            on_error(request.path, err.status, err.code)
             return err.response()
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            on_error("internal_error")
+            on_error(request.path, 500, "internal_error")
             return ApiError(500, "internal error", code="internal_error").response()
 
     return middleware

@@ -5,7 +5,9 @@ Handlers reach the app's objects through the typed keys in `gateway.keys`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import cast
 
 import orjson
 from aiohttp import web
@@ -14,6 +16,7 @@ from gateway import keys
 from gateway.errors import ApiError
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
+from gateway.semantic.replay import Kind
 
 Parser = Callable[[bytes, str], RouteInfo]
 # Hints for the worker (config.protocol's x-kvgate-* headers) join these as later stages fill them.
@@ -35,6 +38,20 @@ async def _proxy(
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):
         raise unknown_model(info.model)
+    observer = None
+    stage = app.get(keys.SEMANTIC)
+    if stage is not None:  # after parse + auth: a bad or unauthenticated request never looks up
+        kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
+        result = await stage.lookup(kind, body, tenant, request.headers)
+        if result.status == "hit":
+            started = time.perf_counter()
+            response = await stage.serve_hit(
+                request, result, kind, body, info.model, info.stream, info.view.num_prompt_tokens
+            )
+            elapsed_s = time.perf_counter() - started
+            app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
+            return response
+        observer = stage.tap(result, kind)
     call = UpstreamCall(
         endpoint=endpoint,
         path=path,
@@ -43,6 +60,7 @@ async def _proxy(
         model=info.model,
         stream=info.stream,
         view=info.view,
+        observer=observer,
     )
     return await app[keys.RELAY].forward(request, call)
 

@@ -11,6 +11,7 @@ from gateway.fleet import FleetView
 from gateway.health import HealthProber
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
+from gateway.semantic_stage import SemanticStage
 from gateway.worker_cache import FleetCache
 from policies.routing import RoutingPolicy
 
@@ -23,3 +24,4 @@ UPSTREAM = web.AppKey("upstream", UpstreamClient)
 RELAY = web.AppKey("relay", Relay)
 PROBER = web.AppKey("prober", HealthProber)
 FLEET_CACHE = web.AppKey("fleet_cache", FleetCache)
+SEMANTIC = web.AppKey("semantic", SemanticStage)  # present only when the cache is enabled

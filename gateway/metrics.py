@@ -26,6 +26,14 @@ LATENCY_BUCKETS_S = (
 )
 
 
+# Path -> `endpoint` label; every other path is "other" (labels stay few, whatever clients send).
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/models": "models",
+}
+
+
 class GatewayMetrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -68,11 +76,18 @@ class GatewayMetrics:
             "kvgate_errors", "Error replies and failures by kind", ["kind"], registry=r
         )
         self.retries = Counter(
-            "kvgate_upstream_retries", "Requests re-sent to another worker", registry=r
+            "kvgate_upstream_retries",
+            "Worker attempts that failed before the first byte",
+            registry=r,
         )
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
+
+    def rejected(self, path: str, status: int, code: str) -> None:
+        """An error reply (the error middleware's hook)."""
+        self.errors.labels(code).inc()
+        self.requests.labels(ENDPOINTS.get(path, "other"), str(status)).inc()
 
     def observe(self, endpoint: str, status: int, total_s: float, ttft_s: float | None) -> None:
         self.requests.labels(endpoint, str(status)).inc()

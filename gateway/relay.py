@@ -13,10 +13,11 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from aiohttp import web
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 _SSE_DONE = b"data: [DONE]\n\n"
 
 
+class ReplyObserver(Protocol):
+    """Sees a relayed reply (the semantic cache's tap); must never block or raise."""
+
+    headers: dict[str, str]
+
+    def feed(self, chunk: bytes) -> None: ...
+    def finish_stream(self) -> None: ...
+    def finish_whole(self, status: int, body: bytes) -> None: ...
+
+
 class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
     """One parsed, authenticated request, ready to be sent to a worker."""
 
@@ -51,6 +62,7 @@ class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     stream: bool
     view: RequestView
+    observer: ReplyObserver | None = None
 
 
 class Relay:
@@ -82,6 +94,14 @@ class Relay:
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
     async def forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+        try:
+            return await self._forward(request, call)
+        except asyncio.CancelledError:
+            # The client hung up (aiohttp cancels the handler); the reply was closed on the way.
+            self._metrics.error("client_disconnected")
+            raise
+
+    async def _forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""
@@ -114,9 +134,9 @@ class Relay:
             ttft_s = time.perf_counter() - start
             try:
                 if call.stream and reply.status == 200:
-                    response = await self._stream(request, worker, reply, first)
+                    response = await self._stream(request, worker, reply, first, call.observer)
                 else:
-                    response = await self._whole(reply, first)
+                    response = await self._whole(reply, first, call.observer)
             finally:
                 reply.close()
                 self._fleet.release(worker)
@@ -129,31 +149,44 @@ class Relay:
             raise upstream_failed(f"no worker answered ({last_error})")
         raise no_healthy_worker(call.model, last_error)
 
-    async def _whole(self, reply: UpstreamReply, first: bytes) -> web.Response:
+    async def _whole(
+        self, reply: UpstreamReply, first: bytes, observer: ReplyObserver | None = None
+    ) -> web.Response:
         try:
             rest = await reply.read_all()
         except UpstreamTimeout as exc:
             raise upstream_timeout(self._read_timeout_s) from exc
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
-        return web.Response(
-            status=reply.status,
-            body=first + rest if rest else first,
-            headers={"Content-Type": reply.content_type},
-        )
+        body = first + rest if rest else first
+        headers = {"Content-Type": reply.content_type}
+        if observer is not None:
+            headers.update(observer.headers)
+            observer.finish_whole(reply.status, body)
+        return web.Response(status=reply.status, body=body, headers=headers)
 
     async def _stream(
-        self, request: web.Request, worker: WorkerState, reply: UpstreamReply, first: bytes
+        self,
+        request: web.Request,
+        worker: WorkerState,
+        reply: UpstreamReply,
+        first: bytes,
+        observer: ReplyObserver | None = None,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=200, headers={"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
-        )
+        headers = {"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
+        if observer is not None:
+            headers.update(observer.headers)
+        response = web.StreamResponse(status=200, headers=headers)
         await response.prepare(request)
         chunk = first
         try:
             while chunk:
                 await response.write(chunk)
+                if observer is not None:
+                    observer.feed(chunk)
                 chunk = await reply.read_chunk()
+            if observer is not None:
+                observer.finish_stream()
         except ConnectionError:
             # The client went away: closing the upstream reply (caller) tells the worker to stop.
             log.debug("client of a stream from %s disconnected", worker.worker_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -28,9 +29,14 @@ async def start_gateway(
     worker_urls: Sequence[str],
     host: str | None = None,
     port: int | None = None,
+    **app_options: Any,
 ) -> RunningGateway:
     """Serve on `host:port` (the config's when None; port 0 = a free one) and return its URL."""
-    runner = web.AppRunner(create_app(cfg, worker_urls), access_log=None)
+    # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
+    # connection, which makes the worker drop the request (no generating for nobody).
+    runner = web.AppRunner(
+        create_app(cfg, worker_urls, **app_options), access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)
     try:

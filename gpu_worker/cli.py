@@ -1,8 +1,8 @@
 """Command line of a worker process: `sim-worker` (the cost-model engine) and `worker` (the
-torch engine; wired in by the engine integration). `kvgate sim-worker …` calls `main`.
+torch engine). `kvgate sim-worker …` and `kvgate worker …` call `main`.
 
-Precedence: defaults < `--config FILE` (a `SimWorkerFile`) < env overrides (`KVGATE__…`)
-< command-line flags.
+Precedence: defaults < `--config FILE` (a `SimWorkerFile` / `EngineWorkerFile`) < env overrides
+(`KVGATE__…`) < command-line flags. torch is imported only by `worker`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from config.loader import ConfigError, apply_env_overrides, build, load_yaml
-from config.worker import SimWorkerFile
+from config.worker import EngineWorkerFile, SimWorkerFile, WorkerConfig
 from gpu_worker.byte_tokenizer import ByteTokenizer
+from gpu_worker.engine_api import Engine
 from gpu_worker.server import start_worker
 from gpu_worker.sim_engine import SimEngine
 
@@ -39,10 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--max-pending-requests", type=int)
     sim.add_argument("--time-scale", type=float, help="multiplies every modelled step time")
     sim.add_argument("--log-level", default="INFO")
-    real = sub.add_parser("worker", help="the torch engine worker")
-    real.add_argument("--config")
+    real = sub.add_parser("worker", help="a worker on our torch paged-attention engine")
+    real.add_argument("--config", help="YAML file with `worker:` and `engine:` sections")
     real.add_argument("--host")
     real.add_argument("--port", type=int)
+    real.add_argument("--model", help="tiny | smollm2 | path to a Llama GGUF (default smollm2)")
+    real.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    real.add_argument("--dtype", choices=["float32", "bfloat16"])
+    real.add_argument("--num-blocks", type=int)
+    real.add_argument("--block-size", type=int)
+    real.add_argument("--max-batch-size", type=int)
+    real.add_argument("--max-tokens-per-step", type=int)
+    real.add_argument("--max-pending-requests", type=int)
+    real.add_argument("--log-level", default="INFO")
     return parser
 
 
@@ -56,16 +67,27 @@ _ENGINE_FLAGS = (
 )
 
 
-def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
-    """File, then env overrides, then flags; validated once, so a bad flag fails like bad YAML."""
+def _sections(
+    args: argparse.Namespace,
+    engine_key: str,
+    worker_flags: tuple[str, ...],
+    engine_flags: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """File, then env overrides, then flags (applied by the caller's `build`, validated once, so
+    a bad flag fails like bad YAML). Returns (whole, `worker` section, engine section)."""
     data = load_yaml(args.config) if args.config else {}
     data = apply_env_overrides(data, os.environ)
     worker = data.setdefault("worker", {})
-    engine = data.setdefault("sim_engine", {})
+    engine = data.setdefault(engine_key, {})
     if not isinstance(worker, dict) or not isinstance(engine, dict):
-        raise ConfigError("`worker` and `sim_engine` must be mappings")
-    worker.update({k: getattr(args, k) for k in _WORKER_FLAGS if getattr(args, k) is not None})
-    engine.update({k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k) is not None})
+        raise ConfigError(f"`worker` and `{engine_key}` must be mappings")
+    worker.update({k: getattr(args, k) for k in worker_flags if getattr(args, k) is not None})
+    engine.update({k: getattr(args, k) for k in engine_flags if getattr(args, k) is not None})
+    return data, worker, engine
+
+
+def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
+    data, _, engine = _sections(args, "sim_engine", _WORKER_FLAGS, _ENGINE_FLAGS)
     if args.time_scale is not None:
         cost = engine.setdefault("cost_model", {})
         if not isinstance(cost, dict):
@@ -74,39 +96,65 @@ def _sim_config(args: argparse.Namespace) -> SimWorkerFile:
     return build(data, SimWorkerFile, source=args.config or "flags")
 
 
-async def _serve_sim(cfg: SimWorkerFile) -> None:
-    tokenizer = ByteTokenizer(cfg.worker.default_system_prompt)
-    engine = SimEngine(cfg.sim_engine, model_id=cfg.worker.model, tokenizer=tokenizer)
-    handle = await start_worker(engine, cfg.worker)
+_REAL_WORKER_FLAGS = ("host", "port", "max_pending_requests")
+_REAL_ENGINE_FLAGS = (
+    "model",
+    "device",
+    "dtype",
+    "num_blocks",
+    "block_size",
+    "max_batch_size",
+    "max_tokens_per_step",
+)
+
+
+def _engine_config(args: argparse.Namespace) -> EngineWorkerFile:
+    data, _, engine = _sections(args, "engine", _REAL_WORKER_FLAGS, _REAL_ENGINE_FLAGS)
+    if args.model is None:
+        engine.setdefault("model", "smollm2")  # a worker process serves the embedded model
+    return build(data, EngineWorkerFile, source=args.config or "flags")
+
+
+def _build(args: argparse.Namespace) -> tuple[Engine, WorkerConfig]:
+    if args.command == "worker":
+        from gpu_worker.engine import TorchEngine  # torch: only the real worker pays for it
+
+        cfg = _engine_config(args)
+        return TorchEngine(cfg.engine), cfg.worker
+    sim = _sim_config(args)
+    tokenizer = ByteTokenizer(sim.worker.default_system_prompt)
+    return SimEngine(sim.sim_engine, model_id=sim.worker.model, tokenizer=tokenizer), sim.worker
+
+
+async def _serve(engine: Engine, cfg: WorkerConfig, kind: str) -> None:
+    handle = await start_worker(engine, cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"kvgate sim-worker listening on {handle.url} (model {engine.model_id})", flush=True)
+    print(f"kvgate {kind} listening on {handle.url} (model {engine.model_id})", flush=True)
     try:
         await stop.wait()
     finally:
         await handle.close()
-        log.info("sim-worker stopped")
+        log.info("%s stopped", kind)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "worker":
-        print("kvgate worker: the torch engine is not wired in yet", file=sys.stderr)
-        return 2
+    kind = args.command
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        cfg = _sim_config(args)
-    except ConfigError as exc:
-        print(f"kvgate sim-worker: {exc}", file=sys.stderr)
+        engine, worker_cfg = _build(args)
+    except (ConfigError, ValueError, OSError) as exc:  # bad config, model file, weights
+        print(f"kvgate {kind}: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve_sim(cfg))
+        asyncio.run(_serve(engine, worker_cfg, kind))
     except OSError as exc:
-        print(f"kvgate sim-worker: cannot listen: {exc}", file=sys.stderr)
+        print(f"kvgate {kind}: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -80,6 +80,7 @@ class WorkerProcess:
                 code = await self.proc.wait()
                 raise LaunchError(f"{self.name} exited (code {code}) before printing its URL")
             sys.stdout.buffer.write(b"[" + self.name.encode() + b"] " + line)
+            sys.stdout.flush()
             match = _URL.search(line)
             if match:
                 self.url = match.group(1).decode()
@@ -127,22 +128,6 @@ async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, deadline: fl
             delay_s = min(delay_s * 2, 0.5)
 
 
-async def _launch_one(
-    name: str, spec: SimWorkers | EngineWorkers, deadline: float
-) -> WorkerProcess:
-    proc = await asyncio.create_subprocess_exec(
-        *worker_argv(spec), stdout=asyncio.subprocess.PIPE, start_new_session=True
-    )
-    worker = WorkerProcess(name, proc)
-    try:
-        url = await worker.read_url(deadline)
-        await _wait_healthy(url, proc, deadline)
-    except BaseException:
-        await worker.stop()
-        raise
-    return worker
-
-
 class Fleet:
     """The launched workers plus the remote ones; `urls` in config order."""
 
@@ -151,20 +136,18 @@ class Fleet:
         self.urls: list[str] = []
 
     async def start(self, cfg: KvgateConfig) -> None:
+        """Launch every sim/engine entry and wait until all answer /health. On failure or
+        cancellation, the caller still owns what was launched: always `await stop()` after."""
         deadline = time.monotonic() + cfg.worker_startup_timeout_s
         jobs: list[asyncio.Task[WorkerProcess] | str] = []
         for spec in cfg.workers:
             jobs.extend(self._jobs(spec, len(jobs), deadline))
-        results = await asyncio.gather(
-            *(j for j in jobs if not isinstance(j, str)), return_exceptions=True
-        )
-        self.processes = [r for r in results if isinstance(r, WorkerProcess)]
+        tasks = [j for j in jobs if not isinstance(j, str)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            await self.stop()
             raise LaunchError("; ".join(str(f) for f in failures))
-        launched = iter(self.processes)
-        self.urls = [j if isinstance(j, str) else next(launched).url for j in jobs]
+        self.urls = [j if isinstance(j, str) else j.result().url for j in jobs]
 
     def _jobs(
         self, spec: WorkerSpec, first: int, deadline: float
@@ -172,9 +155,21 @@ class Fleet:
         if isinstance(spec, RemoteWorker):
             return [spec.url.rstrip("/")]
         return [
-            asyncio.create_task(_launch_one(f"w{first + i}", spec, deadline))
+            asyncio.create_task(self._launch(f"w{first + i}", spec, deadline))
             for i in range(spec.count)
         ]
+
+    async def _launch(
+        self, name: str, spec: SimWorkers | EngineWorkers, deadline: float
+    ) -> WorkerProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *worker_argv(spec), stdout=asyncio.subprocess.PIPE, start_new_session=True
+        )
+        worker = WorkerProcess(name, proc)
+        self.processes.append(worker)  # registered at once, so `stop()` reaches it whatever
+        url = await worker.read_url(deadline)
+        await _wait_healthy(url, proc, deadline)
+        return worker
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.processes))

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from config.eviction import EvictionConfig
+from config.eviction import EvictionConfig, WorkloadAwareEviction
 from policies.eviction.base import BlockInfo, EvictionPolicy, Key
+from policies.eviction.lfu import LfuPolicy
 from policies.eviction.lru import LruPolicy
+from policies.eviction.workload_aware import WorkloadAwarePolicy
 
+
+def _workload_aware(cfg: EvictionConfig) -> EvictionPolicy:
+    assert isinstance(cfg, WorkloadAwareEviction)
+    return WorkloadAwarePolicy(cfg)
+
+
+# The offline `BeladyPolicy` (policies/eviction/belady.py) is left out: it needs the future.
 REGISTRY: dict[str, Callable[[EvictionConfig], EvictionPolicy]] = {
     "lru": lambda cfg: LruPolicy(),
+    "lfu": lambda cfg: LfuPolicy(),
+    "workload_aware": _workload_aware,
 }
 
 

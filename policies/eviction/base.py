@@ -30,6 +30,8 @@ class BlockInfo(NamedTuple):
     turn: int = 0  # 0 for a first turn; n for the n-th continuation of a conversation
     position: int = 0  # index of the block in the request's prompt (0 = head)
     conversation: int | None = None  # a conversation id, when the gateway passes one
+    parent: Key | None = None  # the key of the block before this one in the prompt (None at head)
+    prompt_blocks: int = 0  # how many blocks the request's prompt has (0 = unknown)
 
 
 class EvictionPolicy(ABC):

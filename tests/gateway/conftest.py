@@ -118,10 +118,12 @@ def make_worker() -> Iterator[Callable[..., SimWorker]]:
 def gateway_config(**overrides: Any) -> GatewayConfig:
     # Long health interval: tests drive the probes themselves (`app[PROBER].probe_all()`).
     # round_robin: these tests count requests per worker; KV-aware routing is tested in kvroute/.
+    # The semantic cache has its own tests (tests/semwire); here it would answer repeats.
     base: dict[str, Any] = {
         "port": 0,
         "health": {"interval_s": 30.0, "timeout_s": 2.0},
         "routing": {"type": "round_robin"},
+        "semantic_cache": {"enabled": False},
     }
     return build(base | overrides, GatewayConfig)
 

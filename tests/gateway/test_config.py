@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from config.kvgate import KvgateConfig, RemoteWorker, SimWorkers
+from config.kvgate import EngineWorkers, KvgateConfig, RemoteWorker
 from config.loader import ConfigError, build, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_example_config_loads_with_sim_workers():
+def test_example_config_is_one_smollm2_worker():
     cfg = load(ROOT / "config" / "kvgate.yaml", KvgateConfig, environ={})
-    assert [type(w) for w in cfg.workers] == [SimWorkers]
-    assert cfg.workers[0].count == 2
+    assert [type(w) for w in cfg.workers] == [EngineWorkers]
+    assert (cfg.workers[0].count, cfg.workers[0].model) == (1, "smollm2")
 
 
 @pytest.mark.parametrize(

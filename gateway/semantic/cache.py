@@ -1,0 +1,295 @@
+"""The semantic cache: `await lookup(query)`, then `await insert(result, reply)` on a miss.
+
+Rules for callers (the gateway):
+- Build once with `build_semantic_cache(cfg)` (loads the model: seconds, do it at start-up),
+  `await cache.start()` inside the event loop, `await cache.close()` at shutdown.
+- `lookup` never raises for a cache reason: it answers hit, miss or bypass. After a miss or a
+  `no-cache` bypass, call `insert(result, reply)` once the upstream reply is complete and
+  successful; `insert` ignores results that must not be stored (no-store, sampled, ...).
+- The clock is injectable (`clock`): TTLs and entry values use it, tests pass a fake one.
+All model and index work runs on the embedder's single executor thread, never on the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from config.semantic import SemanticCacheConfig
+from gateway.semantic.embedder import Embedder, EmbedderOverloaded, load_model
+from gateway.semantic.entries import Entry, EntryTable
+from gateway.semantic.index import HnswIndex
+from gateway.semantic.stats import CacheStats
+from policies.semantic.categorizer import Categorizer
+from policies.semantic.guard import Guard, GuardModel
+from policies.semantic.pair_features import PromptTerms, prompt_terms
+from policies.semantic.request_rules import bypass_reason, parse_cache_control, partition_key
+
+Status = Literal["hit", "miss", "bypass"]
+EXPIRY_SWEEP = 64  # expired entries removed per lookup/insert: bounded work per call
+
+
+@dataclass(frozen=True, slots=True)
+class CacheQuery:
+    """What the cache needs of a request, as plain fields.
+
+    `text` is the text that decides the answer: the last user message (chat) or the prompt.
+    `earlier_turns` are all messages before it except the system prompt, as (role, content).
+    """
+
+    tenant: str
+    model: str
+    text: str
+    system_prompt: str = ""
+    earlier_turns: tuple[tuple[str, str], ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    category_header: str | None = None
+    cache_control: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedReply:
+    """A complete upstream reply as stored. Only `finish_reason == "stop"` replies are kept."""
+
+    text: str
+    finish_reason: str = "stop"
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheResult:
+    status: Status
+    category: str
+    reason: str = ""
+    similarity: float | None = None
+    reply: CachedReply | None = None
+    # What `insert` needs; None when the reply must not be stored.
+    vector: np.ndarray | None = field(default=None, repr=False)
+    partition: bytes = b""
+    terms: PromptTerms | None = field(default=None, repr=False)
+    tenant: str = ""
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        cfg: SemanticCacheConfig,
+        embedder: Embedder,
+        categorizer: Categorizer,
+        guard: Guard,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.cfg = cfg
+        self.embedder = embedder
+        self.categorizer = categorizer
+        self.guard = guard
+        self.clock = clock
+        self.index = HnswIndex(cfg.index, embedder.dim)
+        self.table = EntryTable(sample_size=cfg.index.eviction_sample)
+        self.stats_by_category = CacheStats()
+        self._seq = 0
+
+    async def start(self) -> None:
+        self.embedder.start()
+
+    async def close(self) -> None:
+        await self.embedder.close()
+
+    async def lookup(self, query: CacheQuery) -> CacheResult:
+        started = time.perf_counter()
+        result = await self._lookup(query)
+        self.stats_by_category.record(result.category, result.status, time.perf_counter() - started)
+        return result
+
+    async def _lookup(self, q: CacheQuery) -> CacheResult:
+        control = parse_cache_control(q.cache_control)
+        category = self.categorizer.by_rules(q.text, q.category_header)
+        if category is not None:
+            reason = bypass_reason(self.cfg.policy(category), q.temperature, self.cfg.enabled)
+            if reason is not None:
+                return CacheResult("bypass", category, reason=reason)
+        elif not self.cfg.enabled:
+            return CacheResult("bypass", self.categorizer.cfg.default, reason="disabled")
+        if control.no_cache and control.no_store:
+            return CacheResult("bypass", category or self.categorizer.cfg.default, "no-cache")
+        try:
+            vector = await self.embedder.embed(q.text)
+        except EmbedderOverloaded:
+            return CacheResult("bypass", category or self.categorizer.cfg.default, "overloaded")
+        if category is None:
+            category = self.categorizer.by_example(vector)
+            reason = bypass_reason(self.cfg.policy(category), q.temperature, self.cfg.enabled)
+            if reason is not None:
+                return CacheResult("bypass", category, reason=reason)
+        policy = self.cfg.policy(category)
+        terms = prompt_terms(q.text)
+        partition = partition_key(
+            tenant=q.tenant,
+            model=q.model,
+            system_prompt=q.system_prompt,
+            earlier_turns=[list(t) for t in q.earlier_turns],  # type: ignore[misc]
+            policy=policy,
+            temperature=q.temperature,
+            top_p=q.top_p,
+            seed=q.seed,
+        )
+        store = {} if control.no_store else {"vector": vector, "terms": terms}
+        if control.no_cache:
+            return CacheResult(
+                "bypass", category, "no-cache", partition=partition, tenant=q.tenant, **store
+            )
+        found = await self.embedder.run(
+            self._search, vector, partition, terms, policy.threshold, self.clock()
+        )
+        if found is not None:
+            entry, similarity = found
+            return CacheResult("hit", category, similarity=similarity, reply=entry.reply)  # type: ignore[arg-type]
+        return CacheResult("miss", category, partition=partition, tenant=q.tenant, **store)
+
+    def _search(
+        self,
+        vector: np.ndarray,
+        partition: bytes,
+        terms: PromptTerms,
+        threshold: float,
+        now: float,
+    ) -> tuple[Entry, float] | None:
+        self._expire(now)
+        members = self.table.by_partition.get(partition)
+        if not members:
+            return None
+        k = self.cfg.index.candidates
+        if len(members) <= self.cfg.index.exact_search_below:
+            candidates = self.index.search_exact(vector, list(members), k)
+        else:
+            candidates = self.index.search(vector, k, members.__contains__)
+        for slot, similarity in candidates:
+            if similarity < threshold:
+                break
+            entry = self.table.by_slot[slot]
+            if entry.expires_s <= now:
+                continue
+            if self.guard.accepts(similarity, terms, entry.terms):
+                entry.hits += 1
+                return entry, similarity
+        return None
+
+    async def insert(self, result: CacheResult, reply: CachedReply) -> bool:
+        """Store `reply` for the query behind `result`; False when it must not be stored."""
+        if result.status == "hit" or result.vector is None or result.terms is None:
+            return False
+        if reply.finish_reason != "stop" or not reply.text:
+            return False
+        return await self.embedder.run(self._insert, result, reply, self.clock())
+
+    def _insert(self, result: CacheResult, reply: CachedReply, now: float) -> bool:
+        assert result.vector is not None and result.terms is not None
+        self._expire(now)
+        policy = self.cfg.policy(result.category)
+        if policy.max_entries <= 0:
+            return False
+        while self.table.count(result.category) >= policy.max_entries:
+            self._evict(self.table.victim(result.category, now), result.category)
+        while self.index.live >= self.cfg.index.max_entries:
+            self._evict(self.table.victim(None, now), result.category)
+        slot = self.index.add(result.vector)
+        self._seq += 1
+        self.table.add(
+            Entry(
+                slot=slot,
+                partition=result.partition,
+                tenant=result.tenant,
+                category=result.category,
+                terms=result.terms,
+                reply=reply,
+                created_s=now,
+                expires_s=now + policy.ttl_s,
+                seq=self._seq,
+            )
+        )
+        self.stats_by_category.set_entries(result.category, self.table.count(result.category))
+        return True
+
+    def _remove(self, slot: int) -> Entry:
+        entry = self.table.remove(slot)
+        self.index.remove(slot)
+        self.stats_by_category.set_entries(entry.category, self.table.count(entry.category))
+        return entry
+
+    def _evict(self, slot: int | None, category: str) -> None:
+        if slot is None:
+            raise RuntimeError(f"nothing to evict for category {category}")
+        entry = self._remove(slot)
+        self.stats_by_category.count(entry.category, "evictions")
+
+    def _expire(self, now: float) -> None:
+        for slot in self.table.expired(now, EXPIRY_SWEEP):
+            entry = self._remove(slot)
+            self.stats_by_category.count(entry.category, "expirations")
+
+    async def clear(self, tenant: str | None = None, category: str | None = None) -> int:
+        """Remove every entry of `tenant` and/or `category` (both None: everything)."""
+        return await self.embedder.run(self._clear, tenant, category)
+
+    def _clear(self, tenant: str | None, category: str | None) -> int:
+        doomed = [
+            e.slot
+            for e in self.table.by_slot.values()
+            if (tenant is None or e.tenant == tenant)
+            and (category is None or e.category == category)
+        ]
+        for slot in doomed:
+            self._remove(slot)
+        return len(doomed)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "enabled": self.cfg.enabled,
+            "entries": self.index.live,
+            "index_capacity": self.index.capacity,
+            "index_slots_used": self.index.slots_used,
+            "embed_batches": self.embedder.batches,
+            "embed_texts": self.embedder.batched_texts,
+            "categories": self.stats_by_category.snapshot(),
+        }
+
+
+def shipped_guard_weights() -> str:
+    return resources.files("policies.semantic").joinpath("guard_weights.json").read_text()
+
+
+def build_guard(cfg: SemanticCacheConfig) -> Guard:
+    model = None
+    if cfg.guard.mode == "learned":
+        text = (
+            Path(cfg.guard.weights_path).read_text()
+            if cfg.guard.weights_path
+            else shipped_guard_weights()
+        )
+        model = GuardModel.from_json(text)
+    return Guard(cfg.guard.mode, model, cfg.guard.min_probability)
+
+
+def build_semantic_cache(
+    cfg: SemanticCacheConfig,
+    clock: Callable[[], float] = time.monotonic,
+    model: object | None = None,
+) -> SemanticCache:
+    """Load the model (or reuse `model`), embed the categorizer's examples, build the cache."""
+    embedder = Embedder(cfg.embedder, model if model is not None else load_model(cfg.embedder))
+    examples = {
+        name: embedder.encode_now(list(texts))
+        for name, texts in cfg.categorizer.examples.items()
+        if texts
+    }
+    return SemanticCache(
+        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg), clock
+    )

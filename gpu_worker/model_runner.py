@@ -1,0 +1,80 @@
+"""The only part of the engine that touches the device: model, KV cache, sampler.
+
+`run(batch)` turns a scheduled batch into one forward pass over the step's flat tokens and
+samples a token for every sequence whose computed tokens reach its end; it returns them as Python
+ints (the step's single device→host sync).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gpu_worker.kv_cache import KvCache
+from gpu_worker.model import LlamaForCausalLM
+from gpu_worker.paged_attention import build_metadata
+from gpu_worker.sampler import Sampler
+from gpu_worker.scheduler import ScheduledBatch
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.block_size = block_size
+        self.kv_cache = KvCache(model.config, num_blocks, block_size, dtype, device)
+        self.sampler = Sampler(seed, device)
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> list[int | None]:
+        input_ids: list[int] = []
+        positions: list[int] = []
+        context_lens: list[int] = []
+        logits_rows: list[int] = []
+        sampled: list[int] = []  # index in batch.seqs of each logits row
+        for i, (seq, num_new) in enumerate(zip(batch.seqs, batch.query_lens, strict=True)):
+            start = seq.num_computed_tokens
+            end = start + num_new
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            context_lens.append(end)
+            if end == seq.num_tokens:
+                logits_rows.append(len(input_ids) - 1)
+                sampled.append(i)
+        meta = build_metadata(
+            batch.query_lens,
+            context_lens,
+            [s.block_table for s in batch.seqs],
+            self.block_size,
+            batch.num_decodes,
+            self.device,
+        )
+        dev = self.device
+        logits = self.model(
+            torch.tensor(input_ids, dtype=torch.long, device=dev),
+            torch.tensor(positions, dtype=torch.long, device=dev),
+            self.kv_cache.layers,
+            meta,
+            torch.tensor(logits_rows, dtype=torch.long, device=dev),
+        )
+        out: list[int | None] = [None] * len(batch.seqs)
+        if not sampled:
+            return out
+        params = [batch.seqs[i].sampling for i in sampled]
+        tokens = self.sampler.sample(
+            logits,
+            [p.temperature for p in params],
+            [p.top_p for p in params],
+            [p.top_k for p in params],
+            [batch.seqs[i].generator for i in sampled],
+        ).tolist()
+        for i, token in zip(sampled, tokens, strict=True):
+            out[i] = token
+        return out

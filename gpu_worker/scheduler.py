@@ -1,0 +1,140 @@
+"""Continuous batching with chunked prefill under a per-step token budget.
+
+Each step: running sequences first (decodes before unfinished prefills, oldest first), each taking
+min(tokens it still needs, budget left); then waiting sequences in arrival order (preempted ones at
+the front), each admitted with its prefix-cache hits when its first chunk's blocks are there.
+When a running sequence cannot get a block, the newest running sequence not yet scheduled this
+step is preempted (its blocks are freed — full ones stay in the prefix cache — and it is
+recomputed later); if there is none, the sequence preempts itself.
+
+Rule the engine keeps: a single sequence always fits the whole cache (max_model_len ≤ blocks ×
+block_size), so the head of the queue is admitted once nothing else runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from gpu_worker.block_manager import BlockManager
+from gpu_worker.sequence import Sequence, Status
+
+
+@dataclass
+class ScheduledBatch:
+    """Sequences of one step, prefills first, then `num_decodes` decodes (one token each)."""
+
+    seqs: list[Sequence] = field(default_factory=list)
+    query_lens: list[int] = field(default_factory=list)
+    num_decodes: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.query_lens)
+
+
+class Scheduler:
+    def __init__(
+        self, block_manager: BlockManager, max_batch_size: int, max_tokens_per_step: int
+    ) -> None:
+        self.block_manager = block_manager
+        self.max_batch_size = max_batch_size
+        self.max_tokens_per_step = max_tokens_per_step
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def remove(self, seq: Sequence) -> None:
+        """Take `seq` out (finished or aborted) and drop its blocks."""
+        if seq.status is Status.RUNNING:
+            self.running.remove(seq)
+            self.block_manager.free(seq)
+        elif seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+        seq.status = Status.FINISHED
+
+    def queued_prefill_tokens(self) -> int:
+        running = sum(s.num_tokens - s.num_computed_tokens - 1 for s in self.running)
+        return running + sum(s.num_tokens - s.num_computed_tokens for s in self.waiting)
+
+    def schedule(self) -> ScheduledBatch:
+        budget = self.max_tokens_per_step
+        prefills: list[tuple[Sequence, int]] = []
+        decodes: list[Sequence] = []
+        scheduled: set[int] = set()
+        order = sorted(
+            self.running, key=lambda s: (s.num_tokens - s.num_computed_tokens > 1, s.arrival)
+        )
+        for seq in order:
+            if budget == 0:
+                break
+            if seq.status is not Status.RUNNING:
+                continue  # preempted earlier in this loop
+            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if not self._make_room(seq, num_new, scheduled):
+                continue
+            scheduled.add(id(seq))
+            budget -= num_new
+            if num_new == 1 and seq.num_computed_tokens + 1 == seq.num_tokens:
+                decodes.append(seq)
+            else:
+                prefills.append((seq, num_new))
+        while self.waiting and budget > 0 and len(self.running) < self.max_batch_size:
+            seq = self.waiting[0]
+            matched = self.block_manager.match_prefix(seq)
+            num_new = min(seq.num_tokens - len(matched) * self.block_manager.block_size, budget)
+            if not self.block_manager.can_admit(seq, matched, num_new):
+                break
+            self.waiting.popleft()
+            self.block_manager.admit(seq, matched)
+            ok = self.block_manager.allocate_slots(seq, num_new)
+            assert ok, "can_admit promised these blocks"
+            if not seq.admitted_once:
+                seq.num_cached_tokens = seq.num_computed_tokens
+                seq.admitted_once = True
+            seq.status = Status.RUNNING
+            self.running.append(seq)
+            budget -= num_new
+            if num_new == 1 and seq.num_computed_tokens + 1 == seq.num_tokens:
+                decodes.append(seq)
+            else:
+                prefills.append((seq, num_new))
+        batch = ScheduledBatch()
+        for seq, num_new in prefills:
+            batch.seqs.append(seq)
+            batch.query_lens.append(num_new)
+        batch.seqs.extend(decodes)
+        batch.query_lens.extend([1] * len(decodes))
+        batch.num_decodes = len(decodes)
+        return batch
+
+    def _make_room(self, seq: Sequence, num_new: int, scheduled: set[int]) -> bool:
+        """Allocate blocks for `seq`, preempting newer unscheduled sequences; False if `seq`
+        itself had to go."""
+        while not self.block_manager.allocate_slots(seq, num_new):
+            victims = [s for s in self.running if s is seq or id(s) not in scheduled]
+            victim = max(victims, key=lambda s: s.arrival)
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = Status.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def postprocess(self, batch: ScheduledBatch) -> None:
+        """Account for a step that ran: the scheduled tokens now have K/V."""
+        for seq, num_new in zip(batch.seqs, batch.query_lens, strict=True):
+            seq.num_computed_tokens += num_new
+            self.block_manager.commit(seq)

@@ -1,0 +1,55 @@
+"""One request's state inside the engine: its tokens, blocks, and progress."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from gpu_worker.engine_api import FinishReason, RequestMeta, SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"  # not holding blocks (new, or preempted)
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Tokens are the prompt followed by the output; `num_computed_tokens` of them have K/V in
+    the cache (the rest are computed by the next steps, as prefill chunks or a decode token).
+
+    Rules: `block_table` covers at least `num_computed_tokens`; `block_hashes[i]` is the chained
+    hash of full block i of `token_ids` (computed lazily, shared with the block manager)."""
+
+    request_id: str
+    token_ids: list[int]
+    num_prompt_tokens: int
+    sampling: SamplingParams
+    meta: RequestMeta
+    extra: bytes  # block-hash `extra` (model id + cache salt)
+    arrival: int  # admission order: the scheduler preempts the newest first
+    generator: torch.Generator | None = None  # seeded sampling
+    status: Status = Status.WAITING
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    num_committed_blocks: int = 0  # leading blocks already offered to the prefix cache
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
+    num_emitted_tokens: int = 0  # output tokens already reported
+    admitted_once: bool = False
+    finish_reason: FinishReason | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]

@@ -1,0 +1,1 @@
+"""Pure parts of the semantic cache: categorizer, guard, request rules, entry value."""

@@ -1,0 +1,90 @@
+"""A real gateway on 127.0.0.1 over an in-process simulated worker, with the semantic cache on,
+one embedding model per session, a fake clock for TTLs, and the real `openai` client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import openai
+import pytest
+
+from config.cost_model import CostModelConfig
+from config.gateway import GatewayConfig
+from config.loader import build
+from config.semantic import SemanticCacheConfig
+from config.worker import SimEngineConfig, WorkerConfig
+from gateway.semantic.embedder import load_model
+from gateway.server import RunningGateway, start_gateway
+from gpu_worker.server import WorkerHandle, start_worker
+from gpu_worker.sim_engine import SimEngine
+
+MODEL = "sim-sem"
+API_KEYS = {"sk-a": "team-a", "sk-b": "team-b"}
+ADMIN_KEY = "adm-secret"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def st_model() -> object:
+    return load_model(SemanticCacheConfig().embedder)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[WorkerHandle]:
+    engine = SimEngine(
+        SimEngineConfig(num_blocks=256, cost_model=CostModelConfig(time_scale=0.001)),
+        model_id=MODEL,
+    )
+    handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model=MODEL))
+    try:
+        yield handle
+    finally:
+        await handle.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def make_gateway(
+    worker: WorkerHandle, st_model: object, clock: FakeClock
+) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    gateways: list[RunningGateway] = []
+
+    async def make(semantic: dict[str, Any] | None = None, **overrides: Any) -> RunningGateway:
+        cfg: dict[str, Any] = {
+            "port": 0,
+            "health": {"interval_s": 30.0, "timeout_s": 2.0},
+            "api_keys": API_KEYS,
+            "admin_keys": [ADMIN_KEY],
+            "semantic_cache": semantic or {},
+        } | overrides
+        gw = await start_gateway(
+            build(cfg, GatewayConfig), [worker.url], semantic_model=st_model, clock=clock
+        )
+        gateways.append(gw)
+        return gw
+
+    yield make
+    for gw in gateways:
+        await gw.stop()
+
+
+@pytest.fixture
+def client() -> Callable[..., openai.AsyncOpenAI]:
+    def make(gw: RunningGateway, api_key: str = "sk-a") -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
+        )
+
+    return make

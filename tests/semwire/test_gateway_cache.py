@@ -1,0 +1,224 @@
+"""The semantic cache through the real gateway: hits skip the worker, partitions, TTL, quota,
+Cache-Control, streamed replay, metrics and the admin endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+
+from gateway.keys import METRICS, SEMANTIC
+from gateway.server import RunningGateway
+
+MODEL = "sim-sem"  # the worker's model (conftest)
+ADMIN_KEY = "adm-secret"  # conftest's admin key
+
+PY = "How do I reverse a string in Python?"
+PY_PARAPHRASE = "python: how can I reverse a string?"
+# The sim worker emits words; stopping at the first space gives a complete ("stop") reply.
+STOP = [" "]
+
+
+def categories(**policy: Any) -> dict[str, Any]:
+    base = {"threshold": 0.75, "ttl_s": 3_600.0, "max_entries": 100} | policy
+    return {name: base for name in ("code", "chat", "factual", "time_sensitive", "math")}
+
+
+def upstream_requests(gw: RunningGateway) -> float:
+    """Requests the gateway sent to workers (its `kvgate_worker_requests` counter)."""
+    total = 0.0
+    for family in gw.app[METRICS].registry.collect():
+        if family.name == "kvgate_worker_requests":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
+
+
+async def ask(
+    client: openai.AsyncOpenAI,
+    text: str,
+    *,
+    earlier: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[str, str | None, str, Any]:
+    messages = (earlier or []) + [{"role": "user", "content": text}]
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=16,
+        stop=STOP,
+        temperature=0,
+        extra_headers=headers or {},
+    )
+    reply = raw.parse()
+    return (
+        raw.headers["x-kvgate-cache"],
+        raw.headers.get("x-kvgate-similarity"),
+        reply.choices[0].message.content or "",
+        reply,
+    )
+
+
+async def settle(gw: RunningGateway) -> None:
+    await gw.app[SEMANTIC].drain()  # inserts run after the reply, in the background
+
+
+async def test_paraphrase_hits_without_worker_and_reports_zero_usage(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    status, _, text, _ = await ask(c, PY)
+    assert status == "miss" and text
+    await settle(gw)
+    sent = upstream_requests(gw)
+    status, similarity, hit_text, reply = await ask(c, PY_PARAPHRASE)
+    assert status == "hit" and hit_text == text
+    assert similarity is not None and 0.75 <= float(similarity) <= 1.0
+    assert reply.usage.completion_tokens == 0
+    assert upstream_requests(gw) == sent  # the worker saw no request
+
+
+async def test_other_tenant_and_other_earlier_turn_miss(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    turn = [{"role": "user", "content": "I use Python 3."}, {"role": "assistant", "content": "ok"}]
+    await ask(client(gw), PY, earlier=turn)
+    await settle(gw)
+    assert (await ask(client(gw), PY, earlier=turn))[0] == "hit"
+    assert (await ask(client(gw, "sk-b"), PY, earlier=turn))[0] == "miss"
+    other = [turn[0], {"role": "assistant", "content": "noted"}]
+    assert (await ask(client(gw), PY, earlier=other))[0] == "miss"
+
+
+async def test_negated_prompt_misses(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    await ask(c, "SQL query to select rows where a column is NULL")
+    await settle(gw)
+    status, *_ = await ask(c, "SQL query to select rows where a column is not NULL")
+    assert status == "miss"
+
+
+async def test_ttl_expiry_with_injected_clock(make_gateway, client, clock):
+    gw = await make_gateway({"categories": categories(ttl_s=60.0)})
+    c = client(gw)
+    await ask(c, PY)
+    await settle(gw)
+    clock.now += 30.0
+    assert (await ask(c, PY))[0] == "hit"
+    clock.now += 61.0
+    assert (await ask(c, PY))[0] == "miss"
+
+
+async def test_quota_eviction(make_gateway, client):
+    gw = await make_gateway({"categories": categories(max_entries=2)})
+    c = client(gw)
+    head = {"x-kvgate-category": "factual"}
+    prompts = ["Who invented the telephone?", "What is the capital of Peru?", "How tall is K2?"]
+    for p in prompts:
+        assert (await ask(c, p, headers=head))[0] == "miss"
+        await settle(gw)
+    stats = gw.app[SEMANTIC].cache.stats()["categories"]["factual"]  # type: ignore[index]
+    assert stats["evictions"] >= 1 and stats["entries"] == 2
+    statuses = [(await ask(c, p, headers=head))[0] for p in prompts[1:]]
+    assert statuses == ["hit", "hit"]
+
+
+async def test_cache_control_no_store_and_no_cache(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    assert (await ask(c, PY, headers={"Cache-Control": "no-store"}))[0] == "miss"
+    await settle(gw)
+    assert (await ask(c, PY))[0] == "miss"  # nothing was stored
+    await settle(gw)
+    status, *_ = await ask(c, PY, headers={"Cache-Control": "no-cache"})
+    assert status == "bypass"  # stored, but the lookup was skipped
+    assert (await ask(c, PY))[0] == "hit"
+
+
+async def test_streamed_hit_replays_several_chunks(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    stream = await c.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": PY}],
+        max_tokens=16,
+        stop=STOP,
+        temperature=0,
+        stream=True,
+    )
+    first = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+    assert first
+    await settle(gw)
+    sent = upstream_requests(gw)
+    raw = await c.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": PY_PARAPHRASE}],
+        max_tokens=16,
+        stop=STOP,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    assert raw.headers["x-kvgate-cache"] == "hit"
+    chunks = [ch async for ch in raw.parse()]
+    content = [ch.choices[0].delta.content for ch in chunks if ch.choices]
+    assert len(chunks) >= 3 and "".join(c or "" for c in content) == first
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 0
+    assert upstream_requests(gw) == sent
+
+
+async def test_truncated_reply_is_not_stored(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    messages = [{"role": "user", "content": PY}]
+    await c.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=3, temperature=0
+    )  # "length"
+    await settle(gw)
+    assert (await ask(c, PY))[0] == "miss"
+
+
+async def test_token_prompt_bypasses(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    raw = await client(gw).completions.with_raw_response.create(
+        model=MODEL, prompt=[1, 2, 3], max_tokens=4
+    )
+    assert raw.headers["x-kvgate-cache"] == "bypass"
+
+
+async def test_metrics_and_admin(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    await ask(c, PY)
+    await settle(gw)
+    await ask(c, PY_PARAPHRASE)
+    async with httpx.AsyncClient(base_url=gw.url) as http:
+        text = (await http.get("/metrics")).text
+        assert 'kvgate_semantic_cache_hits_total{category="code"} 1.0' in text
+        assert 'kvgate_semantic_cache_entries{category="code"} 1.0' in text
+        assert (await http.get("/admin/semantic-cache")).status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await http.get("/admin/semantic-cache", headers=bad)).status_code == 401
+        good = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        stats = (await http.get("/admin/semantic-cache", headers=good)).json()
+        assert stats["categories"]["code"]["hits"] == 1
+        r = await http.post("/admin/semantic-cache/clear", json={"tenant": "team-b"}, headers=good)
+        assert r.json()["removed"] == 0
+        r = await http.post("/admin/semantic-cache/clear", json={"tenant": "team-a"}, headers=good)
+        assert r.json()["removed"] == 1
+        r = await http.post("/admin/semantic-cache/clear", json={"category": "math"}, headers=good)
+        assert r.json()["removed"] == 0
+        r = await http.post("/admin/semantic-cache/clear", json=[1], headers=good)
+        assert r.status_code == 400 and "error" in r.json()
+    assert (await ask(c, PY))[0] == "miss"
+
+
+async def test_admin_absent_without_key_and_cache_off_switch(make_gateway, client):
+    gw = await make_gateway(admin_keys=[], semantic_cache={"enabled": False})
+    assert SEMANTIC not in gw.app
+    async with httpx.AsyncClient(base_url=gw.url) as http:
+        r = await http.get("/admin/semantic-cache", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 404
+    raw = await client(gw).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": PY}], max_tokens=4
+    )
+    assert "x-kvgate-cache" not in raw.headers
