@@ -27,6 +27,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import msgspec
+
 from config.gateway import FleetViewConfig
 from config.protocol import HEADER_CACHE_SALT, KvEventBatch, WorkerStats
 from gateway.fleet import FleetView, WorkerState
@@ -197,7 +199,12 @@ class FleetCache:
         tokens = self._tokenizer(profile)
         if tokens is None:
             return None
-        ids = tokens.token_ids(call.endpoint, call.body)
+        try:
+            ids = tokens.token_ids(call.endpoint, call.body)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            # The parser validated the body already; route without matches rather than fail it.
+            log.debug("no block hashes for a %s request: %s", call.endpoint, exc)
+            return None
         return len(ids), tokens.hashes(ids, call.headers.get(HEADER_CACHE_SALT))
 
 
