@@ -8,7 +8,7 @@ validation, so an override with a bad path or type fails exactly like a bad YAML
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,12 +39,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def apply_env_overrides(
+    data: dict[str, Any],
+    environ: Mapping[str, str],
+    sections: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Apply `KVGATE__…` overrides. With `sections`, only those whose first key is one of them:
+    a worker process started by `kvgate up` inherits the gateway's environment, and must take
+    its own sections (`worker`, `engine`) without tripping over `KVGATE__GATEWAY__…`."""
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
-        if not keys:
+        if not keys or (sections is not None and keys[0] not in sections):
             continue
         node = data
         for key in keys[:-1]:

@@ -76,7 +76,7 @@ def _sections(
     """File, then env overrides, then flags (applied by the caller's `build`, validated once, so
     a bad flag fails like bad YAML). Returns (whole, `worker` section, engine section)."""
     data = load_yaml(args.config) if args.config else {}
-    data = apply_env_overrides(data, os.environ)
+    data = apply_env_overrides(data, os.environ, sections=("worker", engine_key))
     worker = data.setdefault("worker", {})
     engine = data.setdefault(engine_key, {})
     if not isinstance(worker, dict) or not isinstance(engine, dict):

@@ -78,3 +78,13 @@ def test_worker_bad_model_or_config_is_a_clear_error(tmp_path: Path, capsys) -> 
 def test_bad_flag_value_is_a_clear_error(capsys) -> None:
     assert main(["sim-worker", "--num-blocks", "0"]) == 2
     assert "num_blocks" in capsys.readouterr().err
+
+
+def test_worker_takes_only_its_own_env_overrides(monkeypatch, capsys) -> None:
+    # `kvgate up` hands its environment to the workers it starts: a gateway override must not
+    # make them fail, while a bad override of their own still does.
+    monkeypatch.setenv("KVGATE__GATEWAY__PORT", "9000")
+    monkeypatch.setenv("KVGATE__SIM_ENGINE__NUM_BLOCKZ", "3")
+    assert main(["sim-worker"]) == 2
+    err = capsys.readouterr().err
+    assert "num_blockz" in err and "gateway" not in err
