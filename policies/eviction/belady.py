@@ -10,12 +10,12 @@ parent, so that order never wastes the parent.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 
 from policies.eviction.base import BlockInfo, EvictionPolicy, Key
+from policies.eviction.free_heap import FreeHeap
 
 
 class BeladyPolicy(EvictionPolicy):
@@ -25,9 +25,7 @@ class BeladyPolicy(EvictionPolicy):
         self._future: dict[Key, deque[int]] = {k: deque(v) for k, v in (future or {}).items()}
         self._next: dict[Key, float] = {}  # next use of every tracked block
         self._position: dict[Key, int] = {}
-        self._heap: list[tuple[float, int, int, Key]] = []  # (-next use, -position, seq, key)
-        self._free_seq: dict[Key, int] = {}  # free blocks -> the seq of their live heap entry
-        self._seq = 0
+        self._free = FreeHeap()  # priority (-next use, -position)
 
     def _touch(self, key: Key, info: BlockInfo) -> None:
         uses = self._future.get(key)
@@ -35,7 +33,7 @@ class BeladyPolicy(EvictionPolicy):
             uses.popleft()  # this use
         self._next[key] = float(uses[0]) if uses else math.inf
         self._position[key] = info.position
-        self._free_seq.pop(key, None)
+        self._free.discard(key)
 
     def insert(self, key: Key, info: BlockInfo, now: float) -> None:
         self._touch(key, info)
@@ -46,21 +44,11 @@ class BeladyPolicy(EvictionPolicy):
     def release(self, key: Key, now: float) -> None:
         if key not in self._next:
             return
-        self._seq += 1
-        self._free_seq[key] = self._seq
-        entry = (-self._next[key], -self._position[key], self._seq, key)
-        heapq.heappush(self._heap, entry)
-        if len(self._heap) > 2 * len(self._free_seq) + 1024:  # drop stale entries
-            self._heap = [e for e in self._heap if self._free_seq.get(e[3]) == e[2]]
-            heapq.heapify(self._heap)
+        self._free.push(key, (-self._next[key], -self._position[key]))
 
     def evict(self, n: int, now: float) -> list[Key]:
         out: list[Key] = []
-        while len(out) < n and self._heap:
-            _, _, seq, key = heapq.heappop(self._heap)
-            if self._free_seq.get(key) != seq:
-                continue  # stale: hit, removed or released again since
-            del self._free_seq[key]
+        while len(out) < n and (key := self._free.pop()) is not None:
             self._forget(key)
             out.append(key)
         return out
@@ -70,11 +58,11 @@ class BeladyPolicy(EvictionPolicy):
         self._position.pop(key, None)
 
     def remove(self, key: Key) -> None:
-        self._free_seq.pop(key, None)
+        self._free.discard(key)
         self._forget(key)
 
     def num_evictable(self) -> int:
-        return len(self._free_seq)
+        return len(self._free)
 
 
 def future_uses(accesses: Iterable[Iterable[Key]]) -> dict[Key, list[int]]:
