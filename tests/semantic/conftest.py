@@ -8,21 +8,6 @@ import pytest
 
 from config.semantic import CategoryPolicy, IndexConfig, SemanticCacheConfig
 from gateway.semantic.cache import SemanticCache, build_semantic_cache
-from gateway.semantic.embedder import load_model
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="session")
-def st_model() -> object:
-    cfg = SemanticCacheConfig()
-    return load_model(cfg.embedder)
 
 
 def small_config(**policy: object) -> SemanticCacheConfig:
@@ -41,12 +26,9 @@ def small_cfg() -> Callable[..., SemanticCacheConfig]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def make_cache(st_model: object, clock: FakeClock) -> Callable[..., AsyncIterator[SemanticCache]]:
+def make_cache(
+    st_model: object, clock: Callable[[], float]
+) -> Callable[..., AsyncIterator[SemanticCache]]:
     async def factory(cfg: SemanticCacheConfig | None = None) -> SemanticCache:
         cache = build_semantic_cache(cfg or small_config(), clock=clock, model=st_model)
         await cache.start()

@@ -12,9 +12,7 @@ import pytest
 from config.cost_model import CostModelConfig
 from config.gateway import GatewayConfig
 from config.loader import build
-from config.semantic import SemanticCacheConfig
 from config.worker import SimEngineConfig, WorkerConfig
-from gateway.semantic.embedder import load_model
 from gateway.server import RunningGateway, start_gateway
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
@@ -22,19 +20,6 @@ from gpu_worker.sim_engine import SimEngine
 MODEL = "sim-sem"
 API_KEYS = {"sk-a": "team-a", "sk-b": "team-b"}
 ADMIN_KEY = "adm-secret"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="session")
-def st_model() -> object:
-    return load_model(SemanticCacheConfig().embedder)
 
 
 @pytest.fixture
@@ -51,13 +36,8 @@ async def worker() -> AsyncIterator[WorkerHandle]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def make_gateway(
-    worker: WorkerHandle, st_model: object, clock: FakeClock
+    worker: WorkerHandle, st_model: object, clock: Callable[[], float]
 ) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
     gateways: list[RunningGateway] = []
 
