@@ -69,6 +69,10 @@ class UpstreamReply:
         return self._response.status
 
     @property
+    def retry_after(self) -> str | None:
+        return self._response.headers.get("Retry-After")
+
+    @property
     def content_type(self) -> str:
         return self._response.headers.get("Content-Type", "application/json")
 

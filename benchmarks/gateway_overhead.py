@@ -57,8 +57,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def _spawn(argv: list[str], marker: str, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+def _spawn(
+    argv: list[str], marker: str, timeout_s: float = 120.0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     deadline = time.monotonic() + timeout_s
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -196,6 +198,12 @@ def main() -> int:
     p.add_argument("--time-scale", type=float, default=1.0, help="sim worker speed (1 = A100)")
     p.add_argument("--think-ms", type=float, default=20.0, help="uniform 0..N ms before a request")
     p.add_argument("--model", default="sim-llama")
+    p.add_argument(
+        "--semantic-cache",
+        choices=("off", "on"),
+        default="off",
+        help="the gateway's semantic cache (off: measure the relay alone; on: add its lookup)",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     python = [sys.executable, "-m", "kvgate"]
@@ -215,9 +223,11 @@ def main() -> int:
         "http",
     )
     try:
+        enabled = "true" if args.semantic_cache == "on" else "false"
         gateway, gateway_url = _spawn(
             [*python, "--log-level", "WARNING", "gateway", "--port", "0", "--worker", worker_url],
             "listening",
+            env=os.environ | {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled},
         )
         try:
             pids = {"worker": worker.pid, "gateway": gateway.pid}

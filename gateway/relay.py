@@ -6,6 +6,10 @@ Rules:
 - A worker that fails before the first byte of its reply body (refused, reset, died) is taken out
   of rotation and the request goes to another worker, up to `max_attempts` workers in all. Nothing
   has reached the client yet, so the retry is invisible to it.
+- A worker that answers 503 or 429 (at capacity, shutting down, rate-limited) did not take the
+  request: it goes to another worker the same way, without marking the busy one failed. When no
+  other worker is left to try, the last busy answer is relayed as it is (status, body and
+  `Retry-After`), so the client sees the fleet's own reason.
 - A timeout is answered 504 and never retried (a slow fleet must not get more load).
 - A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
   client is never left hanging. A non-streamed reply that breaks off is answered 502.
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SSE_DONE = b"data: [DONE]\n\n"
+_BUSY = frozenset((429, 503))  # the worker turned the request away; another one may take it
 
 
 class ReplyObserver(Protocol):
@@ -105,7 +110,7 @@ class Relay:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""
-        for _ in range(self._max_attempts):
+        for attempt in range(self._max_attempts):
             worker = self.pick(call, tried)
             if worker is None:
                 break
@@ -114,6 +119,13 @@ class Relay:
             reply: UpstreamReply | None = None
             try:
                 reply = await self._upstream.open(worker.url, call.path, call.body, call.headers)
+                if reply.status in _BUSY and self._can_retry(call, tried, attempt):
+                    reply.close()
+                    self._fleet.release(worker)
+                    last_error = f"{worker.worker_id}: busy ({reply.status})"
+                    self._metrics.error("upstream_busy")
+                    self._metrics.retries.inc()
+                    continue
                 first = await reply.read_chunk()
             except UpstreamUnavailable as exc:
                 self._fleet.release(worker)
@@ -149,6 +161,9 @@ class Relay:
             raise upstream_failed(f"no worker answered ({last_error})")
         raise no_healthy_worker(call.model, last_error)
 
+    def _can_retry(self, call: UpstreamCall, tried: set[str], attempt: int) -> bool:
+        return attempt + 1 < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
+
     async def _whole(
         self, reply: UpstreamReply, first: bytes, observer: ReplyObserver | None = None
     ) -> web.Response:
@@ -160,6 +175,8 @@ class Relay:
             raise upstream_failed(f"reply broke off: {exc}") from exc
         body = first + rest if rest else first
         headers = {"Content-Type": reply.content_type}
+        if reply.retry_after is not None:
+            headers["Retry-After"] = reply.retry_after
         if observer is not None:
             headers.update(observer.headers)
             observer.finish_whole(reply.status, body)

@@ -31,8 +31,9 @@ class SimWorker:
     """One `kvgate sim-worker` subprocess; `kill()` is a crash, `restart()` comes back on the same
     port."""
 
-    def __init__(self, time_scale: float = 0.01, port: int = 0) -> None:
+    def __init__(self, time_scale: float = 0.01, port: int = 0, *extra_args: str) -> None:
         self.time_scale = time_scale
+        self.extra_args = extra_args  # more `kvgate sim-worker` flags
         self.proc = self._spawn(port)
 
     def _spawn(self, port: int) -> subprocess.Popen[str]:
@@ -49,6 +50,7 @@ class SimWorker:
             MODEL,
             "--time-scale",
             str(self.time_scale),
+            *self.extra_args,
         ]
         proc = subprocess.Popen(
             argv,
@@ -106,8 +108,8 @@ def make_worker() -> Iterator[Callable[..., SimWorker]]:
     """Start-your-own workers, stopped after the test."""
     workers: list[SimWorker] = []
 
-    def make(time_scale: float = 0.01) -> SimWorker:
-        workers.append(SimWorker(time_scale))
+    def make(time_scale: float = 0.01, *extra_args: str) -> SimWorker:
+        workers.append(SimWorker(time_scale, 0, *extra_args))
         return workers[-1]
 
     yield make

@@ -131,3 +131,57 @@ async def test_client_gone_before_a_whole_reply_frees_the_worker(make_worker, ma
             await asyncio.sleep(0.01)
     assert gw.app[FLEET].workers[0].in_flight == 0
     assert stats["pending_requests"] == 0
+
+
+async def _occupy(worker_url: str) -> asyncio.Task[None]:
+    """A long streamed request straight to the worker; returns once its first byte is in, so the
+    worker holds it (its one pending slot is taken) while the test runs."""
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        body = {"model": MODEL, "prompt": "hold", "max_tokens": 2000, "stream": True}
+        async with httpx.AsyncClient(timeout=60) as http:
+            async with http.stream("POST", worker_url + "/v1/completions", json=body) as response:
+                async for _ in response.aiter_bytes():
+                    started.set()
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait_for(started.wait(), 20)
+    return task
+
+
+async def test_busy_worker_503_is_retried_on_another_worker(
+    make_worker, make_gateway, openai_client
+):
+    busy = make_worker(0.5, "--max-pending-requests", "1")
+    free = make_worker()
+    holder = await _occupy(busy.url)
+    try:
+        gw = await make_gateway([busy.url, free.url])
+        client = openai_client(gw)
+        for _ in range(4):  # round-robin sends two of them to the busy worker first
+            reply = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            assert reply.choices[0].message.content
+        # Turned away is not failed: the busy worker stays in rotation.
+        assert [w.healthy for w in gw.app[FLEET].workers] == [True, True]
+        assert gw.app[METRICS].retries._value.get() == 2
+    finally:
+        holder.cancel()
+
+
+async def test_only_worker_busy_relays_its_503_with_retry_after(make_worker, make_gateway):
+    busy = make_worker(0.5, "--max-pending-requests", "1")
+    holder = await _occupy(busy.url)
+    try:
+        gw = await make_gateway([busy.url])
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(gw.url + CHAT, json=body)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["code"] == "worker_overloaded"
+        assert gw.app[FLEET].workers[0].healthy
+    finally:
+        holder.cancel()
