@@ -144,6 +144,11 @@ class GuardConfig(Frozen):
 
 class SemanticCacheConfig(Frozen):
     enabled: bool = True
+    # `parallel`: the request is sent to a worker while the cache looks it up; a hit drops the
+    # worker's request (it ran for at most one lookup's time) and a miss pays no lookup latency.
+    # `sequential`: look up first, send on a miss only (no worker time spent on hits; every miss
+    # waits for the lookup, ~5-30 ms on a CPU).
+    lookup: Literal["parallel", "sequential"] = "sequential"
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
     index: IndexConfig = msgspec.field(default_factory=IndexConfig)
     guard: GuardConfig = msgspec.field(default_factory=GuardConfig)

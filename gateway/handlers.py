@@ -5,10 +5,12 @@ Handlers reach the app's objects through the typed keys in `gateway.keys`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import cast
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -38,20 +40,6 @@ async def _proxy(
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):
         raise unknown_model(info.model)
-    observer = None
-    stage = app.get(keys.SEMANTIC)
-    if stage is not None:  # after parse + auth: a bad or unauthenticated request never looks up
-        kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
-        result = await stage.lookup(kind, body, tenant, request.headers)
-        if result.status == "hit":
-            started = time.perf_counter()
-            response = await stage.serve_hit(
-                request, result, kind, body, info.model, info.stream, info.view.num_prompt_tokens
-            )
-            elapsed_s = time.perf_counter() - started
-            app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
-            return response
-        observer = stage.tap(result, kind)
     call = UpstreamCall(
         endpoint=endpoint,
         path=path,
@@ -60,9 +48,34 @@ async def _proxy(
         model=info.model,
         stream=info.stream,
         view=info.view,
-        observer=observer,
     )
-    return await app[keys.RELAY].forward(request, call)
+    relay = app[keys.RELAY]
+    stage = app.get(keys.SEMANTIC)
+    if stage is None:
+        return await relay.forward(request, call)
+    # After parse + auth: a bad or unauthenticated request never looks up. In parallel mode the
+    # worker already has the request while the cache looks; nothing reaches the client until
+    # the lookup has decided between the cache's reply and the worker's.
+    kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
+    opening = asyncio.ensure_future(relay.open(call)) if stage.parallel else None
+    try:
+        result = await stage.lookup(kind, body, tenant, request.headers)
+    except BaseException:
+        if opening is not None:
+            relay.abandon(opening)
+        raise
+    if result.status == "hit":
+        if opening is not None:
+            relay.abandon(opening)
+        started = time.perf_counter()
+        response = await stage.serve_hit(
+            request, result, kind, body, info.model, info.stream, info.view.num_prompt_tokens
+        )
+        elapsed_s = time.perf_counter() - started
+        app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
+        return response
+    call = msgspec.structs.replace(call, observer=stage.tap(result, kind))
+    return await relay.forward(request, call, opening)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

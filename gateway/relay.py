@@ -70,6 +70,21 @@ class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
     observer: ReplyObserver | None = None
 
 
+class Opened:
+    """A worker's reply whose first bytes are in, not yet relayed."""
+
+    __slots__ = ("first", "reply", "start_s", "ttft_s", "worker")
+
+    def __init__(
+        self, worker: WorkerState, reply: UpstreamReply, first: bytes, start_s: float, ttft_s: float
+    ) -> None:
+        self.worker = worker
+        self.reply = reply
+        self.first = first
+        self.start_s = start_s  # perf_counter when the request was first sent
+        self.ttft_s = ttft_s
+
+
 class Relay:
     def __init__(
         self,
@@ -98,15 +113,36 @@ class Relay:
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
-    async def forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+    async def forward(
+        self,
+        request: web.Request,
+        call: UpstreamCall,
+        opening: asyncio.Future[Opened] | None = None,
+    ) -> web.StreamResponse:
+        """Send `call` to a worker and relay its reply. `opening`: the `open(call)` already under
+        way (the semantic stage starts it while it looks the request up)."""
         try:
-            return await self._forward(request, call)
+            opened = await (opening if opening is not None else self.open(call))
+            return await self.deliver(request, call, opened)
         except asyncio.CancelledError:
             # The client hung up (aiohttp cancels the handler); the reply was closed on the way.
             self._metrics.error("client_disconnected")
             raise
 
-    async def _forward(self, request: web.Request, call: UpstreamCall) -> web.StreamResponse:
+    def abandon(self, opening: asyncio.Future[Opened]) -> None:
+        """Drop an `open` that is no longer wanted (the cache answered): a worker that has the
+        request sees its connection closed and stops; its in-flight slot is given back."""
+        if not opening.done():
+            opening.cancel()  # open()'s own cleanup closes the reply and releases the worker
+        elif not opening.cancelled() and opening.exception() is None:
+            opened = opening.result()
+            opened.reply.close()
+            self._fleet.release(opened.worker)
+
+    async def open(self, call: UpstreamCall) -> Opened:
+        """Pick a worker, send it the request and wait for the first bytes of its reply, retrying
+        on other workers as the module's rules say. The caller must `deliver` (or `abandon`) the
+        result: the worker's in-flight slot and connection are held until then."""
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""
@@ -143,23 +179,28 @@ class Relay:
                 if isinstance(exc, UpstreamTimeout):
                     raise upstream_timeout(self._read_timeout_s) from exc
                 raise
-            ttft_s = time.perf_counter() - start
-            try:
-                if call.stream and reply.status == 200:
-                    response = await self._stream(request, worker, reply, first, call.observer)
-                else:
-                    response = await self._whole(reply, first, call.observer)
-            finally:
-                reply.close()
-                self._fleet.release(worker)
-            self._metrics.observe(
-                call.endpoint, response.status, time.perf_counter() - start, ttft_s
-            )
-            return response
+            return Opened(worker, reply, first, start, time.perf_counter() - start)
         if last_error and self._fleet.candidates(call.model, tried):
             # Healthy workers remain but the attempts are spent: the fleet is failing, not gone.
             raise upstream_failed(f"no worker answered ({last_error})")
         raise no_healthy_worker(call.model, last_error)
+
+    async def deliver(
+        self, request: web.Request, call: UpstreamCall, opened: Opened
+    ) -> web.StreamResponse:
+        """Relay an opened reply to the client; always closes it and releases the worker."""
+        worker, reply = opened.worker, opened.reply
+        try:
+            if call.stream and reply.status == 200:
+                response = await self._stream(request, worker, reply, opened.first, call.observer)
+            else:
+                response = await self._whole(reply, opened.first, call.observer)
+        finally:
+            reply.close()
+            self._fleet.release(worker)
+        elapsed_s = time.perf_counter() - opened.start_s
+        self._metrics.observe(call.endpoint, response.status, elapsed_s, opened.ttft_s)
+        return response
 
     def _can_retry(self, call: UpstreamCall, tried: set[str], attempt: int) -> bool:
         return attempt + 1 < self._max_attempts and bool(self._fleet.candidates(call.model, tried))

@@ -154,6 +154,7 @@ def _reply_from_sse(data: bytes, kind: Kind) -> CachedReply | None:
 class SemanticStage:
     def __init__(self, cache: SemanticCache) -> None:
         self.cache = cache
+        self.parallel = cache.cfg.lookup == "parallel"  # see SemanticCacheConfig.lookup
         self._pending: set[asyncio.Task[bool]] = set()
 
     async def lookup(

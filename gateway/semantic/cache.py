@@ -29,7 +29,12 @@ from gateway.semantic.stats import CacheStats
 from policies.semantic.categorizer import Categorizer
 from policies.semantic.guard import Guard, GuardModel
 from policies.semantic.pair_features import PromptTerms, prompt_terms
-from policies.semantic.request_rules import bypass_reason, parse_cache_control, partition_key
+from policies.semantic.request_rules import (
+    bypass_reason,
+    is_sampled,
+    parse_cache_control,
+    partition_key,
+)
 
 Status = Literal["hit", "miss", "bypass"]
 EXPIRY_SWEEP = 64  # expired entries removed per lookup/insert: bounded work per call
@@ -96,6 +101,12 @@ class SemanticCache:
         self.table = EntryTable(sample_size=cfg.index.eviction_sample)
         self.stats_by_category = CacheStats()
         self._seq = 0
+        # Per sampled/greedy request: the bypass reason when *every* policy a request could get
+        # bypasses it, so the category (and the embedding it may need) does not matter. With the
+        # defaults no category serves sampled requests: those skip the model entirely.
+        self._bypass_all = {
+            sampled: _common_bypass(cfg, 1.0 if sampled else 0.0) for sampled in (False, True)
+        }
 
     async def start(self) -> None:
         self.embedder.start()
@@ -118,6 +129,8 @@ class SemanticCache:
                 return CacheResult("bypass", category, reason=reason)
         elif not self.cfg.enabled:
             return CacheResult("bypass", self.categorizer.cfg.default, reason="disabled")
+        elif (reason := self._bypass_all[is_sampled(q.temperature)]) is not None:
+            return CacheResult("bypass", self.categorizer.cfg.default, reason=reason)
         if control.no_cache and control.no_store:
             return CacheResult("bypass", category or self.categorizer.cfg.default, "no-cache")
         try:
@@ -293,3 +306,13 @@ def build_semantic_cache(
     return SemanticCache(
         cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg), clock
     )
+
+
+def _common_bypass(cfg: SemanticCacheConfig, temperature: float) -> str | None:
+    """The bypass reason every category (and the fallback) gives a request at `temperature`,
+    or None when at least one would look it up."""
+    policies = [*cfg.categories.values(), cfg.fallback]
+    reasons = {bypass_reason(p, temperature, cfg.enabled) for p in policies}
+    if None in reasons:
+        return None
+    return "sampled" if "sampled" in reasons else min(r for r in reasons if r is not None)

@@ -16,6 +16,7 @@ ADMIN_KEY = "adm-secret"  # conftest's admin key
 
 PY = "How do I reverse a string in Python?"
 PY_PARAPHRASE = "python: how can I reverse a string?"
+STORY = "Tell me a short bedtime story about a sleepy dragon."
 # The sim worker emits words; stopping at the first space gives a complete ("stop") reply.
 STOP = [" "]
 
@@ -222,3 +223,20 @@ async def test_admin_absent_without_key_and_cache_off_switch(make_gateway, clien
         model=MODEL, messages=[{"role": "user", "content": PY}], max_tokens=4
     )
     assert "x-kvgate-cache" not in raw.headers
+
+
+async def test_sampled_request_skips_the_model_unless_a_category_serves_it(make_gateway, client):
+    async def sampled(gw: RunningGateway) -> tuple[str, int]:
+        embedder = gw.app[SEMANTIC].cache.embedder
+        before = embedder.batched_texts
+        raw = await client(gw).chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": STORY}], max_tokens=4
+        )  # no temperature: OpenAI's default 1.0, a sampled request
+        return raw.headers["x-kvgate-cache"], embedder.batched_texts - before
+
+    # No category serves sampled requests: bypassed before any embedding (no rule names this
+    # prompt's category, so finding it would take the model).
+    assert await sampled(await make_gateway({"categories": categories()})) == ("bypass", 0)
+    # Every category does: embedded and looked up.
+    some = categories(serve_sampled=True)
+    assert await sampled(await make_gateway({"categories": some})) == ("miss", 1)
