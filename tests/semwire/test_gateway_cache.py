@@ -60,6 +60,19 @@ async def ask(
     )
 
 
+async def ask_streamed(client: openai.AsyncOpenAI, text: str, **extra: Any) -> Any:
+    """The raw response of a streamed temperature-0 chat request (headers, then `.parse()`)."""
+    return await client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=16,
+        stop=STOP,
+        temperature=0,
+        stream=True,
+        **extra,
+    )
+
+
 async def settle(gw: RunningGateway) -> None:
     await gw.app[SEMANTIC].drain()  # inserts run after the reply, in the background
 
@@ -138,27 +151,12 @@ async def test_cache_control_no_store_and_no_cache(make_gateway, client):
 async def test_streamed_hit_replays_several_chunks(make_gateway, client):
     gw = await make_gateway({"categories": categories()})
     c = client(gw)
-    stream = await c.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PY}],
-        max_tokens=16,
-        stop=STOP,
-        temperature=0,
-        stream=True,
-    )
+    stream = (await ask_streamed(c, PY)).parse()
     first = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
     assert first
     await settle(gw)
     sent = upstream_requests(gw)
-    raw = await c.chat.completions.with_raw_response.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PY_PARAPHRASE}],
-        max_tokens=16,
-        stop=STOP,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    raw = await ask_streamed(c, PY_PARAPHRASE, stream_options={"include_usage": True})
     assert raw.headers["x-kvgate-cache"] == "hit"
     chunks = [ch async for ch in raw.parse()]
     content = [ch.choices[0].delta.content for ch in chunks if ch.choices]

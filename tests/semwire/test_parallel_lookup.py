@@ -9,9 +9,7 @@ import time
 from gateway.keys import FLEET
 from gpu_worker.server import WorkerHandle
 
-from .test_gateway_cache import PY, PY_PARAPHRASE, STOP, ask, categories, settle
-
-MODEL = "sim-sem"
+from .test_gateway_cache import PY, PY_PARAPHRASE, ask, ask_streamed, categories, settle
 
 
 async def _until(condition, timeout_s: float = 10.0) -> None:
@@ -40,14 +38,7 @@ async def test_parallel_hit_serves_cache_and_frees_the_worker(
 async def test_parallel_miss_streams_the_workers_reply_and_stores_it(make_gateway, client):
     gw = await make_gateway({"categories": categories(), "lookup": "parallel"})
     c = client(gw)
-    raw = await c.chat.completions.with_raw_response.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PY}],
-        max_tokens=16,
-        stop=STOP,
-        temperature=0,
-        stream=True,
-    )
+    raw = await ask_streamed(c, PY)
     assert raw.headers["x-kvgate-cache"] == "miss"
     pieces = [chunk.choices[0].delta.content or "" async for chunk in raw.parse() if chunk.choices]
     assert "".join(pieces)
