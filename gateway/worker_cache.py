@@ -211,11 +211,12 @@ class FleetCache:
 
     def _profile(self, cache: WorkerCache, model: str) -> tuple[Profile, bool]:
         """The worker's exact profile when the gateway has its tokenizer, else the approximate."""
-        if cache.profile is not None and self._tokenizer(cache.profile) is not None:
+        if cache.profile is not None and self.tokens_for(cache.profile) is not None:
             return cache.profile, True
         return Profile("byte", "", APPROX_BLOCK_BYTES, model), False
 
-    def _tokenizer(self, profile: Profile) -> RequestTokens | None:
+    def tokens_for(self, profile: Profile) -> RequestTokens | None:
+        """The gateway's hasher for workers of `profile`; None while it has none (approximate)."""
         if profile not in self._tokens:
             if not loads_instantly(profile.tokenizer):
                 return None  # `prepare` builds it off the loop; approximate until then
@@ -233,7 +234,7 @@ class FleetCache:
         self._tokens[profile] = None if tokenizer is None else RequestTokens(profile, tokenizer)
 
     def _hash(self, profile: Profile, call: UpstreamCall) -> _Hashed | None:
-        tokens = self._tokenizer(profile)
+        tokens = self.tokens_for(profile)
         if tokens is None:
             return None
         try:
