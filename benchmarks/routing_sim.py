@@ -74,6 +74,9 @@ class HitLossProbe(RoutingPolicy):
         self.inner = inner
         self.name = inner.name
         self.lost_blocks: Counter[str] = Counter()
+        # Of those, blocks given up where the holder's queued + uncached prefill exceeded the
+        # chosen worker's (under FCFS chunked prefill: the move gave the earlier first token).
+        self.lost_for_earlier_first_token = 0
 
     def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
         i = self.inner.select(request, workers, now)
@@ -87,6 +90,8 @@ class HitLossProbe(RoutingPolicy):
                 f"{'>' if holder.load > chosen.load else '<='} chosen"
             )
             self.lost_blocks[why] += lost
+            if new_prefill_tokens(request, holder) > new_prefill_tokens(request, chosen):
+                self.lost_for_earlier_first_token += lost
         return i
 
 
@@ -179,6 +184,8 @@ def _case(
         "policies": {name: r.as_dict() for name, r in results.items()},
         # Blocks lmetric gave up at routing time, as a fraction of all prompt blocks, by cause.
         "lmetric_lost_hits": {k: v / all_blocks for k, v in probe.lost_blocks.most_common()},
+        "lmetric_lost_for_earlier_first_token": probe.lost_for_earlier_first_token
+        / max(sum(probe.lost_blocks.values()), 1),
     }
     _print_case(case)
     return case
@@ -204,7 +211,11 @@ def _print_case(case: dict[str, Any]) -> None:
             f"{r['occupied']:>9.2f}"
         )
     lost = case["lmetric_lost_hits"]
-    print(f"lmetric gave up {sum(lost.values()):.3f} of all blocks at routing time:")
+    print(
+        f"lmetric gave up {sum(lost.values()):.3f} of all blocks at routing time, "
+        f"{case['lmetric_lost_for_earlier_first_token']:.0%} of them where the holder's queued "
+        "+ uncached prefill was the larger:"
+    )
     for why, share in lost.items():
         print(f"  {share:.4f}  {why}")
 
