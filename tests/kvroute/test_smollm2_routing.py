@@ -116,3 +116,30 @@ def test_the_gateways_tokenizer_modules_do_not_import_torch():
         assert "torch" not in {m.split(".")[0] for m in modules}, name
         ours = {m for m in modules if m.split(".")[0] in {"gpu_worker", "gateway", "backends"}}
         assert ours <= allowed_ours, (name, ours)
+
+
+def toy_bpe(turn_cache_tokens: int) -> BpeTokenizer:
+    """A byte-level vocabulary of printable ASCII plus a few merges (no GGUF needed)."""
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens += [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ", "Ġa", "ab"]
+    types = [3, 3, 3] + [1] * (len(tokens) - 3)
+    return BpeTokenizer(
+        tokens, ["Ġ a", "a b"], types, split_digits=True, turn_cache_tokens=turn_cache_tokens
+    )
+
+
+def test_turn_cache_gives_the_same_ids_and_stays_bounded():
+    plain, cached = toy_bpe(0), toy_bpe(60)
+    chat = [{"role": "user", "content": "ab ab 12"}]
+    for i in range(6):
+        chat += [
+            {"role": "assistant", "content": f"reply {i} ab"},
+            {"role": "user", "content": f"turn {i}: a b ab"},
+        ]
+        assert cached.apply_chat_template(chat) == plain.apply_chat_template(chat)
+        assert cached.apply_chat_template(chat) == plain.apply_chat_template(chat)  # from cache
+    turns = cached._turns  # noqa: SLF001 - the bound is the point of this test
+    assert turns is not None and 0 < turns.tokens <= 60
+    assert 1 < len(turns) < 2 * 6 + 2  # the oldest turns went out first
+    assert turns.get(("user", "turn 5: a b ab")) is not None
+    assert turns.get(("user", "ab ab 12")) is None
