@@ -200,7 +200,7 @@ def _print_case(case: dict[str, Any]) -> None:
     )
     header = (
         f"{'policy':<20}{'TTFT p50':>9}{'TTFT p99':>9}{'p99/RR':>7}{'TPOT p50':>9}"
-        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}"
+        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}{'prefill':>8}"
     )
     print(header)
     for name, r in case["policies"].items():
@@ -208,7 +208,7 @@ def _print_case(case: dict[str, Any]) -> None:
             f"{name:<20}{r['ttft_p50_s']:>9.2f}{r['ttft_p99_s']:>9.2f}"
             f"{r['ttft_p99_s'] / ref['ttft_p99_s']:>7.2f}{r['tpot_p50_s'] * 1e3:>8.1f}m"
             f"{r['tpot_p99_s'] * 1e3:>8.1f}m{r['hit_ratio']:>6.3f}{r['load_ratio']:>9.3f}"
-            f"{r['occupied']:>9.2f}"
+            f"{r['occupied']:>9.2f}{r['prefill_busy']:>8.2f}"
         )
     lost = case["lmetric_lost_hits"]
     print(
