@@ -50,6 +50,7 @@ class RunResult:
     hit_ratio: float
     load_ratio: float  # busiest worker's time-averaged requests in hand over the fleet mean
     occupied: float  # fleet-mean fraction of the arrival window with a step running
+    prefill_busy: float  # fleet-mean fraction of the arrival window in steps carrying prefill
     makespan_s: float  # first arrival to last finish
     dropped: int
     sim_wall_s: float
@@ -116,10 +117,16 @@ def simulate(
         workers[choice].enqueue(req, views[choice].matched_blocks)
     window_s = max(max(w.now for w in workers), 1e-9)
     busy_in_window = [w.busy_s for w in workers]
+    prefill_in_window = [w.prefill_busy_s for w in workers]
     for w in workers:
         w.advance(math.inf)
     return _summarise(
-        requests, spec.num_workers, busy_in_window, window_s, time.perf_counter() - started
+        requests,
+        spec.num_workers,
+        busy_in_window,
+        prefill_in_window,
+        window_s,
+        time.perf_counter() - started,
     )
 
 
@@ -127,6 +134,7 @@ def _summarise(
     requests: list[SimRequest],
     num_workers: int,
     busy_s: list[float],
+    prefill_busy_s: list[float],
     window_s: float,
     wall_s: float,
 ) -> RunResult:
@@ -154,6 +162,7 @@ def _summarise(
         hit_ratio=hit,
         load_ratio=max(in_hand) / mean_in_hand if mean_in_hand > 0 else 1.0,
         occupied=mean_busy / window_s,
+        prefill_busy=float(np.mean(prefill_busy_s)) / window_s,
         makespan_s=max((r.finish_s for r in done), default=0.0),
         dropped=len(requests) - len(done),
         sim_wall_s=wall_s,

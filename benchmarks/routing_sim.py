@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from benchmarks.fleet_sim import FleetSpec, RunResult, TraceRecord, load_trace, simulate
 from config.eviction import EvictionConfig
@@ -31,7 +34,9 @@ from config.routing import (
     RoutingConfig,
     WeightedRouting,
 )
-from policies.routing import build_routing
+from policies.cost_model import prefill_time_s
+from policies.routing import RequestView, RoutingPolicy, WorkerView, build_routing
+from policies.routing.lmetric import LMetricPolicy, new_prefill_tokens
 
 POLICIES: dict[str, RoutingConfig] = {
     "lmetric": LMetricRouting(),
@@ -46,6 +51,50 @@ REFERENCE = "round_robin"
 UNBOUNDED_BLOCKS = 10_000_000
 
 
+class MarginalLMetric(LMetricPolicy):
+    """Ablation (not a gateway policy): lowest `queued + uncached × (load + 1)`, the latency this
+    one request adds (its own wait and prefill, plus its prefill's stall of each request in
+    hand), where lmetric multiplies the queued prefill by the batch too."""
+
+    name = "lmetric_marginal"
+
+    def score(self, request: RequestView, worker: WorkerView) -> int:
+        uncached = new_prefill_tokens(request, worker) - worker.queued_prefill_tokens
+        return worker.queued_prefill_tokens + uncached * (worker.load + 1)
+
+
+ABLATIONS: dict[str, Callable[[], RoutingPolicy]] = {"lmetric_marginal": MarginalLMetric}
+
+
+class HitLossProbe(RoutingPolicy):
+    """Wraps a policy and counts the prefix blocks it gives up: each decision that picks a
+    worker holding fewer leading blocks than the best holder, by the state that made it."""
+
+    def __init__(self, inner: RoutingPolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.lost_blocks: Counter[str] = Counter()
+        # Of those, blocks given up where the holder's queued + uncached prefill exceeded the
+        # chosen worker's (under FCFS chunked prefill: the move gave the earlier first token).
+        self.lost_for_earlier_first_token = 0
+
+    def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
+        i = self.inner.select(request, workers, now)
+        holder = max(workers, key=lambda w: w.matched_blocks)
+        lost = holder.matched_blocks - workers[i].matched_blocks
+        if lost > 0:
+            chosen = workers[i]
+            why = (
+                f"holder queued prefill {'> 0' if holder.queued_prefill_tokens else '= 0'}, "
+                f"chosen {'idle' if chosen.load == 0 else 'busy'}, holder load "
+                f"{'>' if holder.load > chosen.load else '<='} chosen"
+            )
+            self.lost_blocks[why] += lost
+            if new_prefill_tokens(request, holder) > new_prefill_tokens(request, chosen):
+                self.lost_for_earlier_first_token += lost
+        return i
+
+
 def saturation_load_factor(trace: list[TraceRecord], spec: FleetSpec) -> float:
     """Load factor at which arrivals match what the fleet can serve under the reference policy.
 
@@ -58,9 +107,37 @@ def saturation_load_factor(trace: list[TraceRecord], spec: FleetSpec) -> float:
     return span_s / drained.makespan_s
 
 
+def prefill_floor(trace: list[TraceRecord], spec: FleetSpec) -> dict[str, float]:
+    """TTFT p99 no routing can beat: each request's own prefill on an idle worker (chunks of the
+    token budget, nothing queued ahead), with no cache and with one unbounded cache that saw
+    every earlier request (the most any fleet can reuse). Queueing only adds to it."""
+    seen: set[int] = set()
+    alone: dict[str, list[float]] = {"no_cache": [], "ideal_cache": []}
+    for rec in trace:
+        matched = 0
+        for h in rec.hash_ids:
+            if h not in seen:
+                break
+            matched += 1
+        seen.update(rec.hash_ids)
+        uncached = max(rec.input_tokens - matched * spec.block_size, 1)
+        for key, tokens in (("no_cache", rec.input_tokens), ("ideal_cache", uncached)):
+            full, last = divmod(tokens, spec.token_budget)
+            step_s = prefill_time_s(spec.cost, spec.token_budget)
+            alone[key].append(full * step_s + prefill_time_s(spec.cost, last))
+    return {f"{k}_p99_s": float(np.percentile(v, 99)) for k, v in alone.items()}
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     trace = load_trace(args.trace, args.limit)
     eviction = msgspec.convert(json.loads(args.eviction), EvictionConfig)
+    floor = prefill_floor(
+        trace, FleetSpec(num_workers=1, token_budget=args.token_budget, eviction=eviction)
+    )
+    print(
+        f"TTFT p99 floor (own prefill alone): {floor['no_cache_p99_s']:.2f} s without a cache, "
+        f"{floor['ideal_cache_p99_s']:.2f} s with the ideal single cache"
+    )
     cases: list[dict[str, Any]] = []
     for num_workers in args.workers:
         spec = FleetSpec(
@@ -80,7 +157,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         )
         for target in args.busy:
             cases.append(_case(trace, big, target * saturation, target, "unbounded"))
-    return {"trace": str(args.trace), "requests": len(trace), "cases": cases}
+    return {"trace": str(args.trace), "requests": len(trace), "floor": floor, "cases": cases}
 
 
 def _case(
@@ -90,9 +167,14 @@ def _case(
     target: float,
     cache: str,
 ) -> dict[str, Any]:
-    results: dict[str, RunResult] = {
-        name: simulate(trace, build_routing(cfg), spec, factor) for name, cfg in POLICIES.items()
-    }
+    results: dict[str, RunResult] = {}
+    probe = HitLossProbe(build_routing(POLICIES["lmetric"]))
+    for name, cfg in POLICIES.items():
+        policy = probe if name == "lmetric" else build_routing(cfg)
+        results[name] = simulate(trace, policy, spec, factor)
+    for name, make in ABLATIONS.items():
+        results[name] = simulate(trace, make(), spec, factor)
+    all_blocks = sum(len(r.hash_ids) for r in trace)
     case = {
         "num_workers": spec.num_workers,
         "capacity_blocks": spec.capacity_blocks,
@@ -100,6 +182,10 @@ def _case(
         "target_busy": target,
         "load_factor": factor,
         "policies": {name: r.as_dict() for name, r in results.items()},
+        # Blocks lmetric gave up at routing time, as a fraction of all prompt blocks, by cause.
+        "lmetric_lost_hits": {k: v / all_blocks for k, v in probe.lost_blocks.most_common()},
+        "lmetric_lost_for_earlier_first_token": probe.lost_for_earlier_first_token
+        / max(sum(probe.lost_blocks.values()), 1),
     }
     _print_case(case)
     return case
@@ -114,7 +200,7 @@ def _print_case(case: dict[str, Any]) -> None:
     )
     header = (
         f"{'policy':<20}{'TTFT p50':>9}{'TTFT p99':>9}{'p99/RR':>7}{'TPOT p50':>9}"
-        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}"
+        f"{'TPOT p99':>9}{'hit':>6}{'max/mean':>9}{'occupied':>9}{'prefill':>8}"
     )
     print(header)
     for name, r in case["policies"].items():
@@ -122,8 +208,16 @@ def _print_case(case: dict[str, Any]) -> None:
             f"{name:<20}{r['ttft_p50_s']:>9.2f}{r['ttft_p99_s']:>9.2f}"
             f"{r['ttft_p99_s'] / ref['ttft_p99_s']:>7.2f}{r['tpot_p50_s'] * 1e3:>8.1f}m"
             f"{r['tpot_p99_s'] * 1e3:>8.1f}m{r['hit_ratio']:>6.3f}{r['load_ratio']:>9.3f}"
-            f"{r['occupied']:>9.2f}"
+            f"{r['occupied']:>9.2f}{r['prefill_busy']:>8.2f}"
         )
+    lost = case["lmetric_lost_hits"]
+    print(
+        f"lmetric gave up {sum(lost.values()):.3f} of all blocks at routing time, "
+        f"{case['lmetric_lost_for_earlier_first_token']:.0%} of them where the holder's queued "
+        "+ uncached prefill was the larger:"
+    )
+    for why, share in lost.items():
+        print(f"  {share:.4f}  {why}")
 
 
 IDEAL_HIT_RATIO = 0.366  # one unbounded cache over the whole trace (traces/README.md)
@@ -136,7 +230,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(POLICIES)
+    names = list(result["cases"][0]["policies"])
     paths = []
     for metric, cache, label, fname in [
         ("ttft_p99_s", "bounded", "TTFT p99 / round_robin", "routing_ttft_p99.png"),

@@ -73,6 +73,7 @@ class SimWorker:
         self.queued_prefill_tokens = 0
         self.now = 0.0
         self.busy_s = 0.0
+        self.prefill_busy_s = 0.0  # time in steps that carried prefill (compute-bound work)
         self.finished: list[SimRequest] = []
 
     # ---- the fleet view ---------------------------------------------------------------------
@@ -219,6 +220,8 @@ class SimWorker:
         dt = step_time_s(self.cost, prefill_tokens, batch, self.context_tokens)
         self.now += dt
         self.busy_s += dt
+        if prefill_tokens:
+            self.prefill_busy_s += dt
         self.steps_done += 1
         self.context_tokens += batch
         self._pop_finished()

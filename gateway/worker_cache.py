@@ -16,7 +16,9 @@ Hashing (`FleetCache.pick`): only when the policy reads `matched_blocks`, once p
 tokenizer profile. A worker whose tokenizer the gateway lacks (or that has no `/stats`) is
 matched through its routed index with an approximate profile (byte tokens, 64 per block): those
 hashes are only ever compared with hashes the gateway made the same way, so they stay consistent.
-Everything here runs on the event loop; no locks.
+A tokenizer that takes long to build (smollm2) is built off the loop by `prepare`, which the stats
+poller awaits for each profile it sees; until it is ready that worker is matched approximately.
+Everything else here runs on the event loop; no locks.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from config.protocol import HEADER_CACHE_SALT, KvEventBatch, WorkerStats
 from gateway.fleet import FleetView, WorkerState
 from gateway.prefix_index import EventPrefixIndex, RoutedPrefixIndex
 from gateway.relay import UpstreamCall
-from gateway.request_tokens import Profile, RequestTokens, load_tokenizer
+from gateway.request_tokens import (
+    ChatTokenizer,
+    Profile,
+    RequestTokens,
+    load_tokenizer,
+    loads_instantly,
+)
 from policies.routing import RequestView, RoutingPolicy, WorkerView
 
 log = logging.getLogger(__name__)
@@ -135,6 +143,31 @@ class FleetCache:
         self.workers = {w.worker_id: WorkerCache(w, cfg) for w in fleet.workers}
         self.needs_hashes = needs_hashes
         self._tokens: dict[Profile, RequestTokens | None] = {}
+        self._loading: dict[Profile, asyncio.Future[object]] = {}
+
+    async def prepare(self, profile: Profile | None) -> None:
+        """Build the tokenizer of `profile` off the event loop when it is slow to build (once;
+        concurrent callers share the build). Routing uses it from then on."""
+        if not self.needs_hashes or profile is None or profile in self._tokens:
+            return
+        if loads_instantly(profile.tokenizer):
+            return  # `_tokenizer` builds it on first use
+        loading = self._loading.get(profile)
+        if loading is None:
+            loading = asyncio.ensure_future(
+                asyncio.to_thread(load_tokenizer, profile.tokenizer, profile.system_prompt)
+            )
+            self._loading[profile] = loading
+        try:
+            tokenizer = await asyncio.shield(loading)
+        except Exception:  # a broken tokenizer file must not stop the stats poller
+            log.exception("building the %r tokenizer failed", profile.tokenizer)
+            tokenizer = None
+        finally:
+            if loading.done():
+                self._loading.pop(profile, None)
+        if profile not in self._tokens:
+            self._store(profile, tokenizer)  # type: ignore[arg-type]
 
     def pick(
         self,
@@ -178,25 +211,30 @@ class FleetCache:
 
     def _profile(self, cache: WorkerCache, model: str) -> tuple[Profile, bool]:
         """The worker's exact profile when the gateway has its tokenizer, else the approximate."""
-        if cache.profile is not None and self._tokenizer(cache.profile) is not None:
+        if cache.profile is not None and self.tokens_for(cache.profile) is not None:
             return cache.profile, True
         return Profile("byte", "", APPROX_BLOCK_BYTES, model), False
 
-    def _tokenizer(self, profile: Profile) -> RequestTokens | None:
+    def tokens_for(self, profile: Profile) -> RequestTokens | None:
+        """The gateway's hasher for workers of `profile`; None while it has none (approximate)."""
         if profile not in self._tokens:
-            tokenizer = load_tokenizer(profile.tokenizer, profile.system_prompt)
-            if tokenizer is None:
-                log.warning(
-                    "no tokenizer like the workers' %r: routing on approximate hashes",
-                    profile.tokenizer,
-                )
-            if len(self._tokens) >= MAX_PROFILES:
-                self._tokens.clear()
-            self._tokens[profile] = None if tokenizer is None else RequestTokens(profile, tokenizer)
+            if not loads_instantly(profile.tokenizer):
+                return None  # `prepare` builds it off the loop; approximate until then
+            self._store(profile, load_tokenizer(profile.tokenizer, profile.system_prompt))
         return self._tokens[profile]
 
+    def _store(self, profile: Profile, tokenizer: ChatTokenizer | None) -> None:
+        if tokenizer is None:
+            log.warning(
+                "no tokenizer like the workers' %r: routing on approximate hashes",
+                profile.tokenizer,
+            )
+        if len(self._tokens) >= MAX_PROFILES:
+            self._tokens.clear()
+        self._tokens[profile] = None if tokenizer is None else RequestTokens(profile, tokenizer)
+
     def _hash(self, profile: Profile, call: UpstreamCall) -> _Hashed | None:
-        tokens = self._tokenizer(profile)
+        tokens = self.tokens_for(profile)
         if tokens is None:
             return None
         try:

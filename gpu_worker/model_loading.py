@@ -27,7 +27,7 @@ def load_model(name: str, seed: int = 0) -> LoadedModel:
         model.init_random(seed)
         return LoadedModel("tiny", model, ByteTokenizer())
     # Imported here: the BPE tokenizer pulls in `tokenizers`, which the tiny model never needs.
-    from gpu_worker.bpe_tokenizer import BpeTokenizer
+    from gpu_worker.bpe_tokenizer import SMOLLM2_NAME, BpeTokenizer
 
     if name == "smollm2":
         path = find_smollm2_gguf()
@@ -43,4 +43,6 @@ def load_model(name: str, seed: int = 0) -> LoadedModel:
     config, state = load_llama(reader, torch.float32, expected)
     model = LlamaForCausalLM(config)
     model.load_state_dict(state)
-    return LoadedModel(model_id, model, BpeTokenizer.from_gguf(reader))
+    # The embedded model's tokenizer is named so the gateway can build the same one.
+    name = SMOLLM2_NAME if name == "smollm2" else "bpe"
+    return LoadedModel(model_id, model, BpeTokenizer.from_gguf(reader, name))
