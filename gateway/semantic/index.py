@@ -54,6 +54,20 @@ class HnswIndex:
         self.live += 1
         return slot
 
+    def add_many(self, vectors: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Store rows of `vectors` (unit length) in fresh slots, in one hnswlib call on
+        `num_threads` threads (-1: all cores); returns the slots. For bulk loads (benchmarks,
+        warm start): free slots are not reused here."""
+        count = len(vectors)
+        while self._next_slot + count > self.capacity:
+            self._grow()
+        slots = np.arange(self._next_slot, self._next_slot + count)
+        self._index.add_items(vectors, slots, num_threads=num_threads)
+        self._vectors[slots] = vectors
+        self._next_slot += count
+        self.live += count
+        return slots
+
     def remove(self, slot: int) -> None:
         self._index.mark_deleted(slot)
         self._free.append(slot)
