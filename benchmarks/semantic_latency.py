@@ -124,7 +124,7 @@ def bare_encodes(encoders: dict[str, Any], texts: list[str]) -> list[dict[str, A
         torch.set_num_threads(threads)
         for size, repeats in ((1, 30), (16, 6), (BURST, 3)):
             times: dict[str, list[float]] = {k: [] for k in encoders}
-            for name, enc in encoders.items():  # warm-up (oneDNN primitive creation)
+            for enc in encoders.values():  # warm-up (oneDNN primitive creation)
                 enc.encode(texts[:size], batch_size=BURST, **kw)
             for r in range(repeats):
                 batch = texts[(r * size) % 300 : (r * size) % 300 + size]
