@@ -1,7 +1,6 @@
 """Lookup latency with a full index (the `latency` mode of semantic_eval.py), step by step.
 
     python benchmarks/semantic_eval.py latency --entries 100000 --single 200 --rounds 4 [--out F]
-    python benchmarks/semantic_latency.py quality-check [--data ...] [--out F]
 
 Every figure is also a ratio against the unmodified path measured in the same run: the fp32
 `SentenceTransformer.encode` for bare encodes, and lookups whose embedder wraps that model.
@@ -15,10 +14,8 @@ Every figure is also a ratio against the unmodified path measured in the same ru
    each embedder variant, interleaved in `--rounds` repeats. Prompts are distinct real prompts
    (no repeat within a variant, and each repeat gets a fresh embedder, so the recent-text cache
    never flatters a figure). A 1 ms ticker records the event loop's lag during each phase.
-
-`quality-check` replays the dev prompts through the cache with the shipped thresholds and guard
-(lookup, insert on a miss; `--folds` seeded orders) once per precision, and prints hit and
-false-hit rates side by side: a precision may be the default only if they do not move.
+Whether a precision may be the default: benchmarks/semantic_precision.py (hit and false-hit
+rates at the shipped thresholds, per precision).
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config.semantic import EmbedderConfig, IndexConfig, SemanticCacheConfig  # noqa: E402
 from gateway.semantic.cache import (  # noqa: E402
-    CachedReply,
     CacheQuery,
     SemanticCache,
     build_semantic_cache,
@@ -375,102 +371,18 @@ def print_latency(report: dict[str, Any]) -> None:
         )
 
 
-class _Memo:
-    """Each distinct text is encoded once (in batches) for the whole quality check."""
-
-    def __init__(self, encoder: TextEncoder, texts: list[str]):
-        self.encoder = encoder
-        self.vectors = dict(zip(texts, encoder.encode(texts, batch_size=32), strict=True))
-
-    def get_embedding_dimension(self) -> int:
-        return self.encoder.dim
-
-    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
-        missing = [t for t in texts if t not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.encoder.encode(missing), strict=True))
-        return np.stack([self.vectors[t] for t in texts])
-
-
-async def replay_shipped(rows: list[dict[str, str]], memo: _Memo, seed: int) -> dict[str, Any]:
-    """Lookup-then-insert replay in a seeded order with the shipped config (thresholds, learned
-    guard); hits, false hits and possible hits by labelled category."""
-    cache = build_semantic_cache(SemanticCacheConfig(), model=memo)
-    await cache.start()
-    order = list(range(len(rows)))
-    np.random.default_rng(seed).shuffle(order)
-    seen: set[str] = set()
-    tally: dict[str, list[int]] = {}
-    try:
-        for i in order:
-            row = rows[i]
-            t = tally.setdefault(row["category"], [0, 0, 0])  # possible, hits, false
-            t[0] += row["cluster"] in seen
-            query = CacheQuery(tenant="eval", model="m", text=row["prompt"], temperature=0.0)
-            result = await cache.lookup(query)
-            if result.status == "hit":
-                assert result.reply is not None
-                t[1] += 1
-                t[2] += result.reply.text != row["cluster"]
-            else:
-                await cache.insert(result, CachedReply(text=row["cluster"]))
-                seen.add(row["cluster"])
-    finally:
-        await cache.close()
-    return tally
-
-
-async def quality_check(args: argparse.Namespace, rows: list[dict[str, str]]) -> dict[str, Any]:
-    """Hit and false-hit rates at the shipped thresholds and guard, per precision."""
-    texts = list(dict.fromkeys(r["prompt"] for r in rows))
-    examples = [t for ts in SemanticCacheConfig().categorizer.examples.values() for t in ts]
-    out: dict[str, Any] = {}
-    for precision in ("fp32", "bf16", "int8"):
-        encoder = TextEncoder.load(default_model_path(), precision=precision)
-        memo = _Memo(encoder, texts + examples)
-        totals: dict[str, list[int]] = {}
-        for seed in range(args.folds):
-            for category, t in (await replay_shipped(rows, memo, args.seed + seed)).items():
-                acc = totals.setdefault(category, [0, 0, 0])
-                acc[:] = [a + b for a, b in zip(acc, t, strict=True)]
-        totals["overall"] = [sum(t[j] for t in totals.values()) for j in range(3)]
-        out[precision] = {
-            c: {
-                "possible": p,
-                "hits": h,
-                "false_hits": f,
-                "hit_rate": round((h - f) / max(1, p), 4),
-                "false_rate": round(f / max(1, h), 4),
-            }
-            for c, (p, h, f) in sorted(totals.items())
-        }
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["latency", "quality-check"])
+    parser.add_argument("mode", choices=["latency"])
     parser.add_argument("--data", default="../shared/semantic/dev_prompts.jsonl")
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    if args.mode == "latency":
-        report = asyncio.run(latency(args))
-        print_latency(report)
-    else:
-        rows = [json.loads(x) for x in Path(args.data).read_text().splitlines() if x.strip()]
-        report = asyncio.run(quality_check(args, rows))
-        print("shipped thresholds and guard, replayed in --folds seeded orders: hit / false rate")
-        for category in report["fp32"]:
-            cells = "  ".join(
-                f"{p} {r[category]['hit_rate']:6.1%} / {r[category]['false_rate']:5.1%}"
-                for p, r in report.items()
-            )
-            print(f"  {category:15s} {cells}")
+    report = asyncio.run(latency(args))
+    print_latency(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
 
