@@ -163,3 +163,20 @@ def test_add_many_fills_fresh_slots_and_grows() -> None:
     assert index.add(vectors[0]) == 100
     best = index.search(vectors[42], 1, lambda slot: True)
     assert best[0][0] == 42 and best[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_saved_graph_restores_into_an_empty_index(tmp_path: object) -> None:
+    cfg = IndexConfig(initial_capacity=8, max_entries=1_000)
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    built = HnswIndex(cfg, dim=8)
+    built.add_many(vectors)
+    path = str(tmp_path) + "/graph.hnsw"
+    built.save(path)
+    restored = HnswIndex(cfg, dim=8)
+    assert restored.restore(path, vectors).tolist() == list(range(50))
+    assert restored.live == 50 and restored.search(vectors[7], 1, lambda s: True)[0][0] == 7
+    assert restored.search_exact(vectors[9], [9, 10], 1)[0][0] == 9
+    with pytest.raises(ValueError):
+        HnswIndex(cfg, dim=8).restore(path, vectors[:10])
