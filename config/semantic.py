@@ -112,6 +112,8 @@ class EmbedderConfig(Frozen):
     # auto: bf16 where the CPU multiplies bf16 natively (AMX / AVX512-BF16), else fp32. int8
     # (dynamic quantisation) is faster on VNNI CPUs but moves embeddings too far (cosine ~0.91).
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    # Run the encoder as a frozen TorchScript graph (faster, GIL released); false = eager.
+    trace: bool = True
     # torch intra-op threads of the embedding thread; 1 leaves a core to the event loop.
     num_threads: int = 1
     # Micro-batching: lookups queued while a batch runs form the next one, at most `max_batch`

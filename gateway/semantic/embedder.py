@@ -43,7 +43,10 @@ def load_model(cfg: EmbedderConfig) -> TextEncoder:
 
     torch.set_num_threads(cfg.num_threads)
     return TextEncoder.load(
-        cfg.model_path or default_model_path(), precision=cfg.precision, batch_size=cfg.max_batch
+        cfg.model_path or default_model_path(),
+        precision=cfg.precision,
+        batch_size=cfg.max_batch,
+        trace=cfg.trace,
     )
 
 

@@ -50,6 +50,35 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _trace(bert: Any) -> Any:
+    """The encoder as a frozen TorchScript graph: the forward then runs in C++ with the GIL
+    released (no per-module Python overhead, ~1.3x faster at batch 1, and the event loop is not
+    kept waiting for the GIL). The example batch has padding, so the traced graph applies the
+    attention mask; sequence length and batch size stay dynamic (tests check long and padded
+    inputs against sentence-transformers)."""
+    import torch
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.full((2, 12), 1_000, dtype=torch.int64)
+    mask = torch.ones((2, 12), dtype=torch.int64)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values in HF code
+        traced = torch.jit.trace(Hidden(bert).eval(), (ids, mask), check_trace=False)
+        traced = torch.jit.freeze(traced.eval())
+        for _ in range(2):  # the profiling executor optimises after its first runs
+            traced(ids, mask)
+    return traced
+
+
 class TextEncoder:
     """A BERT-style sentence-transformers model (mean pooling + normalize) as a plain function.
 
@@ -58,7 +87,15 @@ class TextEncoder:
     `get_embedding_dimension()`), so it can stand wherever that model stood.
     """
 
-    def __init__(self, bert: Any, tokenizer: Any, max_tokens: int, precision: str, batch_size: int):
+    def __init__(
+        self,
+        bert: Any,
+        tokenizer: Any,
+        max_tokens: int,
+        precision: str,
+        batch_size: int,
+        trace: bool = True,
+    ):
         import torch
 
         self.max_tokens = max_tokens
@@ -78,12 +115,15 @@ class TextEncoder:
                     copy.deepcopy(bert), {torch.nn.Linear: per_channel_dynamic_qconfig}
                 )
         self.bert = bert
+        self.traced = _trace(bert) if trace else None
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_tokens)
 
     @classmethod
-    def load(cls, path: str, precision: Precision = "auto", batch_size: int = 32) -> TextEncoder:
+    def load(
+        cls, path: str, precision: Precision = "auto", batch_size: int = 32, trace: bool = True
+    ) -> TextEncoder:
         """Load from a local sentence-transformers folder; never touches the network."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from tokenizers import Tokenizer
@@ -100,7 +140,7 @@ class TextEncoder:
         )
         bert = AutoModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        return cls(bert, tokenizer, max_tokens, precision, batch_size)
+        return cls(bert, tokenizer, max_tokens, precision, batch_size, trace)
 
     def get_embedding_dimension(self) -> int:
         return self.dim
@@ -139,7 +179,10 @@ class TextEncoder:
         input_ids = torch.from_numpy(ids)
         attention = torch.from_numpy(mask)
         with torch.inference_mode():
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            if self.traced is not None:
+                hidden = self.traced(input_ids, attention)
+            else:
+                hidden = self.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
             weights = attention.unsqueeze(-1).to(torch.float32)
             summed = (hidden.to(torch.float32) * weights).sum(dim=1)
             mean = summed / weights.sum(dim=1).clamp(min=1e-9)

@@ -50,6 +50,12 @@ def test_fp32_matches_sentence_transformers(fp32: TextEncoder, reference: np.nda
     assert np.abs(vectors - reference).max() < 1e-5
 
 
+def test_traced_graph_equals_the_eager_model(fp32: TextEncoder) -> None:
+    eager = TextEncoder.load(default_model_path(), precision="fp32", trace=False)
+    assert fp32.traced is not None and eager.traced is None
+    assert np.abs(fp32.encode(TEXTS, batch_size=3) - eager.encode(TEXTS, batch_size=3)).max() < 1e-5
+
+
 def test_rows_keep_input_order_whatever_the_sub_batches(fp32: TextEncoder) -> None:
     alone = np.stack([fp32.encode([t])[0] for t in TEXTS])
     for batch_size in (1, 2, 64):
