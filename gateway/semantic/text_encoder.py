@@ -1,5 +1,6 @@
 """Sentence embeddings from a sentence-transformers folder, without sentence-transformers' per-call
-overhead: one fast-tokenizer call per batch, the BERT encoder under `torch.inference_mode`, mean
+overhead: one fast-tokenizer call per batch, the BERT encoder (a frozen TorchScript graph unless
+`trace=False`) under `torch.inference_mode`, mean
 pooling over the attention mask and L2 normalisation done here. Agrees with
 `SentenceTransformer.encode(normalize_embeddings=True)` to ~1e-6 in fp32 (tests check it).
 
