@@ -1,7 +1,7 @@
 """Sentence embeddings from a sentence-transformers folder, without sentence-transformers' per-call
 overhead: one fast-tokenizer call per batch, the BERT encoder (a frozen TorchScript graph unless
-`trace=False`) under `torch.inference_mode`, mean
-pooling over the attention mask and L2 normalisation done here. Agrees with
+`trace=False`) under `torch.inference_mode`, mean pooling over the attention mask and L2
+normalisation done here. Agrees with
 `SentenceTransformer.encode(normalize_embeddings=True)` to ~1e-6 in fp32 (tests check it).
 
 Precision (`EmbedderConfig.precision`): `fp32`; `bf16` (weights and activations in bfloat16:
