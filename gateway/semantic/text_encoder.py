@@ -74,10 +74,7 @@ def _trace(bert: Any) -> Any:
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values in HF code
         traced = torch.jit.trace(Hidden(bert).eval(), (ids, mask), check_trace=False)
-        traced = torch.jit.freeze(traced.eval())
-        for _ in range(2):  # the profiling executor optimises after its first runs
-            traced(ids, mask)
-    return traced
+        return torch.jit.freeze(traced.eval())
 
 
 class TextEncoder:
@@ -179,7 +176,10 @@ class TextEncoder:
             mask[i, : len(r)] = 1
         input_ids = torch.from_numpy(ids)
         attention = torch.from_numpy(mask)
-        with torch.inference_mode():
+        # The graph executor's profiling re-specialises the graph for new input shapes, and
+        # every batch has a new shape: plain execution is ~25 % cheaper here. The flag is
+        # thread-local, so this touches only the calling thread.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             if self.traced is not None:
                 hidden = self.traced(input_ids, attention)
             else:
