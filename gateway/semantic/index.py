@@ -54,6 +54,43 @@ class HnswIndex:
         self.live += 1
         return slot
 
+    def add_many(self, vectors: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Store rows of `vectors` (unit length) in fresh slots, in one hnswlib call on
+        `num_threads` threads (-1: all cores); returns the slots. For bulk loads (benchmarks,
+        warm start): free slots are not reused here."""
+        count = len(vectors)
+        while self._next_slot + count > self.capacity:
+            self._grow()
+        slots = np.arange(self._next_slot, self._next_slot + count)
+        self._index.add_items(vectors, slots, num_threads=num_threads)
+        self._vectors[slots] = vectors
+        self._next_slot += count
+        self.live += count
+        return slots
+
+    def save(self, path: str) -> None:
+        """Write the hnswlib graph (not the float32 copy) to `path`."""
+        self._index.save_index(path)
+
+    def restore(self, path: str, vectors: np.ndarray) -> np.ndarray:
+        """Load into this empty index a graph saved by `save` after `add_many(vectors)` into an
+        empty index; `vectors` must be those rows (slots 0..n-1). Returns the slots."""
+        if self._next_slot:
+            raise RuntimeError("restore needs an empty index")
+        count = len(vectors)
+        while count > self.capacity:
+            self._grow()
+        index = hnswlib.Index(space="cosine", dim=self.dim)
+        index.load_index(path, max_elements=self.capacity)
+        if index.get_current_count() != count:
+            raise ValueError(f"{path} holds {index.get_current_count()} vectors, not {count}")
+        index.set_ef(self.cfg.ef_search)
+        index.set_num_threads(1)
+        self._index = index
+        self._vectors[:count] = vectors
+        self._next_slot = self.live = count
+        return np.arange(count)
+
     def remove(self, slot: int) -> None:
         self._index.mark_deleted(slot)
         self._free.append(slot)
