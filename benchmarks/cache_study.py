@@ -44,8 +44,8 @@ POLICIES: dict[str, tuple[Factory, bool]] = {
     ),
     "workload_aware": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), False),
     "workload_aware+gw": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), True),
-    "workload_aware+gw+category": (
-        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_category=True)),
+    "workload_aware+gw+conversation": (
+        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_conversation=True)),
         True,
     ),
     "belady": (lambda reqs: BeladyPolicy(future_uses(r.hash_ids for r in reqs)), True),
