@@ -154,4 +154,6 @@ class ReuseModel:
         if counts is None:
             return prior
         w = self.prior_weight
+        if counts.reached[b] + w <= 0:
+            return prior
         return (counts.events[b] + w * prior) / (counts.reached[b] + w)

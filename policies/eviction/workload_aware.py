@@ -170,19 +170,11 @@ class WorkloadAwarePolicy(EvictionPolicy):
         learned = self._learned()
         if self.cfg.sample_size and learned:
             while len(out) < n and self._pool:
-                best = None
-                for _ in range(self.cfg.sample_size):
-                    k = self._pool[self._rng.randrange(len(self._pool))]
-                    m = self._meta[k]
-                    r = (self.index(m.cls, now - m.released_at), m.released_at)
-                    if best is None or r < best[0]:
-                        best = (r, k)
-                key = best[1]
-                self._unqueue(key, self._meta[key])
-                self._meta[key].released_at = best[0][1]
+                key = self._sampled_victim(now)
+                self._unqueue(key, self._meta[key], keep_release_time=True)
                 self._drop(key, now)
                 out.append(key)
-                while len(out) < n and self._orphans:
+                while len(out) < n and self._orphans:  # children of what just went
                     orphan = self._orphans.popitem(last=False)[0]
                     self._drop(orphan, now, orphan=True)
                     out.append(orphan)
@@ -216,6 +208,20 @@ class WorkloadAwarePolicy(EvictionPolicy):
                 heapq.heappop(heads)
         return out
 
+    def _sampled_victim(self, now: float) -> Key:
+        """The lowest (index, release time) among `sample_size` released blocks drawn at random:
+        O(1) a victim, and exact enough whatever the shape of value against age."""
+        best: tuple[float, float] | None = None
+        victim: Key = None
+        for _ in range(self.cfg.sample_size):
+            key = self._pool[self._rng.randrange(len(self._pool))]
+            meta = self._meta[key]
+            released_at = meta.released_at if meta.released_at is not None else now
+            rank = (self.index(meta.cls, now - released_at), released_at)
+            if best is None or rank < best:
+                best, victim = rank, key
+        return victim
+
     def _rank(
         self, cls: Hashable, queue: OrderedDict[Key, float], now: float, learned: bool
     ) -> tuple[float, float]:
@@ -236,10 +242,12 @@ class WorkloadAwarePolicy(EvictionPolicy):
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _unqueue(self, key: Key, meta: _Meta) -> None:
+    def _unqueue(self, key: Key, meta: _Meta, keep_release_time: bool = False) -> None:
         """Take a released block out of its queue or the orphans (it is no longer a candidate)."""
-        meta.released_at = None
-        if self._orphans.pop(key, 0) is None:
+        if not keep_release_time:
+            meta.released_at = None
+        if key in self._orphans:
+            del self._orphans[key]
             return
         queue = self._queues.get(meta.cls)
         if queue is not None and queue.pop(key, None) is not None:
