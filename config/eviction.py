@@ -25,6 +25,7 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     # Victim: the lowest index among this many released blocks drawn at random (O(1) a victim);
     # 0 = compare only the oldest block of each class (exact when value falls with age).
     sample_size: int = 32
+    tail_first: bool = True  # a chosen block's chain gives up its deepest block first
     horizon_factor: float = 1.0  # value counts reuse within this many mean residence times
     ghost_factor: float = 2.0  # watch this many evicted keys per tracked block for late reuse
     ghost_sample: int = 8  # watch one evicted key in this many (by hash): a longer memory

@@ -61,6 +61,10 @@ class ReuseModel:
         self._classes: dict[Hashable, _Counts] = {}
         self._all = _Counts()
         self._since_halving = 0
+        # at-risk counts of observations still open (blocks neither reused nor out of sight yet),
+        # per class and in all; set by the owner from a sample (`set_open`), not accumulated
+        self._open: dict[Hashable, list[float]] = {}
+        self._open_all = [0.0] * NUM_BINS
         self.version = 0  # bumped whenever estimates may have moved (callers cache on it)
 
     def observe(self, cls: Hashable, age_s: float, reused: bool, counted_bins: int = 0) -> None:
@@ -101,6 +105,13 @@ class ReuseModel:
         self._count_one()
         return counted
 
+    def set_open(self, per_class: dict[Hashable, list[float]]) -> None:
+        """At-risk counts per age bin of the blocks still watched and not yet reused. Without
+        them the estimate only sees finished observations, and the blocks reused soon finish
+        first: reuse would look likelier than it is, most for the classes kept longest."""
+        self._open = per_class
+        self._open_all = [sum(c[b] for c in per_class.values()) for b in range(NUM_BINS)]
+
     def num_observations(self) -> float:
         return self._all.reached[0]
 
@@ -112,7 +123,7 @@ class ReuseModel:
             start = bin_start_s(b)
             if start >= horizon_s:
                 break
-            hazard = self._hazard(counts, b)
+            hazard = self._hazard(counts, b, cls)
             end = bin_end_s(b)
             if horizon_s < end:  # the horizon cuts this bin: take the covered fraction
                 hazard *= (horizon_s - start) / (end - start)
@@ -130,7 +141,7 @@ class ReuseModel:
         returns are mostly behind it, so "dead" blocks sink on their own.
         """
         counts = self._classes.get(cls) if cls is not None else None
-        hazard = np.clip([self._hazard(counts, b) for b in range(NUM_BINS)], 0.0, 0.999)
+        hazard = np.clip([self._hazard(counts, b, cls) for b in range(NUM_BINS)], 0.0, 0.999)
         width = np.array([bin_end_s(b) - bin_start_s(b) for b in range(NUM_BINS - 1)] + [0.0])
         width[-1] = width[-2] * math.sqrt(2.0)  # the open last bin: one more half-octave
         log_surv = np.concatenate(([0.0], np.cumsum(np.log1p(-hazard))))  # [i]: alive at bin i
@@ -148,12 +159,14 @@ class ReuseModel:
             return [float(ratio[b, j]) for b, j in enumerate(ends)]
         return [float(x) for x in ratio.max(axis=1)]
 
-    def _hazard(self, counts: _Counts | None, b: int) -> float:
-        all_reached = self._all.reached[b]
+    def _hazard(self, counts: _Counts | None, b: int, cls: Hashable | None = None) -> float:
+        all_reached = self._all.reached[b] + self._open_all[b]
         prior = self._all.events[b] / all_reached if all_reached > 0 else 0.0
         if counts is None:
             return prior
         w = self.prior_weight
-        if counts.reached[b] + w <= 0:
+        open_counts = self._open.get(cls)
+        reached = counts.reached[b] + (open_counts[b] if open_counts is not None else 0.0)
+        if reached + w <= 0:
             return prior
-        return (counts.events[b] + w * prior) / (counts.reached[b] + w)
+        return (counts.events[b] + w * prior) / (reached + w)

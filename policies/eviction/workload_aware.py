@@ -27,14 +27,16 @@ import heapq
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from config.eviction import WorkloadAwareEviction
 from policies.eviction.base import BlockInfo, EvictionPolicy, Key
-from policies.eviction.reuse_model import ReuseModel, age_bin
+from policies.eviction.reuse_model import NUM_BINS, ReuseModel, age_bin
 
 _REFRESH_OBS = 2000  # recompute class indexes after this many new observations
 _MIN_GHOST = 64
+_MAX_WALK = 256  # bound on the walk from a chosen block down to its chain's tail
+_EXPOSURE_SAMPLE = 512  # open observations drawn per refresh to estimate their exposure
 
 
 class _Meta:
@@ -61,8 +63,9 @@ class WorkloadAwarePolicy(EvictionPolicy):
         self._ghost: OrderedDict[Key, tuple[Hashable, float, int]] = OrderedDict()
         # conversation id -> (time of its latest turn, bucket of the gap before it)
         self._conversations: OrderedDict[int, tuple[float, int]] = OrderedDict()
-        self._pool: list[Key] = []  # released, non-orphan blocks (sampled mode)
+        self._pool: list[Key] = []  # released, non-orphan blocks (for sampling)
         self._pool_at: dict[Key, int] = {}
+        self._ghost_ring: list[Key] = []  # the ghost's keys, for sampling (stale ones skipped)
         self._rng = random.Random(0)
         self.residence_s = 0.0  # running mean age of evicted (non-orphan) blocks
         self._indexes: dict[Hashable, list[float]] = {}
@@ -97,11 +100,6 @@ class WorkloadAwarePolicy(EvictionPolicy):
     def index(self, cls: Hashable, age_s: float) -> float:
         """Expected reuses per second of cache time a released block of `cls` aged `age_s` can
         still earn (higher = keep)."""
-        # refresh after _REFRESH_OBS new observations, and often while the model is young
-        moved = self.model.version - self._indexes_at
-        if moved >= min(_REFRESH_OBS, 16 + self._indexes_at // 8):
-            self._indexes.clear()
-            self._indexes_at = self.model.version
         table = self._indexes.get(cls)
         if table is None:
             table = self.model.reuse_rate_by_age(
@@ -112,6 +110,53 @@ class WorkloadAwarePolicy(EvictionPolicy):
                     table[b] = min(table[b], table[b - 1])
             self._indexes[cls] = table
         return table[age_bin(age_s)]
+
+    def _refresh(self, now: float) -> None:
+        """Recompute class values after _REFRESH_OBS new observations (often while the model is
+        young), with the open observations' exposure estimated from a sample of them."""
+        moved = self.model.version - self._indexes_at
+        if moved < min(_REFRESH_OBS, 16 + self._indexes_at // 8):
+            return
+        self._indexes.clear()
+        self._indexes_at = self.model.version
+        exposure: dict[Hashable, list[float]] = {}
+        self._add_exposure(exposure, self._pool, now, lambda k: self._released(k))
+        while len(self._ghost_ring) > 2 * len(self._ghost) + _MIN_GHOST:
+            self._ghost_ring = [k for k in self._ghost_ring if k in self._ghost]
+        self._add_exposure(exposure, self._ghost_ring, now, self._ghost.get)
+        self.model.set_open(exposure)
+
+    def _released(self, key: Key) -> tuple[Hashable, float, int] | None:
+        meta = self._meta.get(key)
+        if meta is None or meta.released_at is None:
+            return None
+        return (meta.cls, meta.released_at, 0)
+
+    def _add_exposure(
+        self,
+        exposure: dict[Hashable, list[float]],
+        keys: list[Key],
+        now: float,
+        lookup: Callable[[Key], tuple[Hashable, float, int] | None],
+    ) -> None:
+        """Add the at-risk age bins of open observations, from `_EXPOSURE_SAMPLE` of `keys`."""
+        if not keys:
+            return
+        draws = min(len(keys), _EXPOSURE_SAMPLE)
+        weight = len(keys) / draws
+        for _ in range(draws):
+            seen = lookup(keys[self._rng.randrange(len(keys))])
+            if seen is None:
+                continue
+            cls, released_at, counted = seen
+            bins = exposure.get(cls)
+            if bins is None:
+                bins = exposure[cls] = [0.0] * NUM_BINS
+            last = age_bin(now - released_at)
+            for b in range(counted, last):
+                bins[b] += weight
+            if last >= counted:
+                bins[last] += weight / 2  # part of the current bin lived through, on average
 
     def _learned(self) -> bool:
         return self.cfg.learned and self.model.num_observations() >= 10 * self.cfg.prior_weight
@@ -155,9 +200,8 @@ class WorkloadAwarePolicy(EvictionPolicy):
             queue = self._queues[meta.cls] = OrderedDict()
         queue[key] = now
         self._num_queued += 1
-        if self.cfg.sample_size:
-            self._pool_at[key] = len(self._pool)
-            self._pool.append(key)
+        self._pool_at[key] = len(self._pool)
+        self._pool.append(key)
 
     def evict(self, n: int, now: float) -> list[Key]:
         out: list[Key] = []
@@ -168,9 +212,13 @@ class WorkloadAwarePolicy(EvictionPolicy):
         if len(out) >= n:
             return out
         learned = self._learned()
+        if learned:
+            self._refresh(now)
         if self.cfg.sample_size and learned:
             while len(out) < n and self._pool:
                 key = self._sampled_victim(now)
+                if self.cfg.tail_first:
+                    key = self._leaf_below(key)
                 self._unqueue(key, self._meta[key], keep_release_time=True)
                 self._drop(key, now)
                 out.append(key)
@@ -222,6 +270,20 @@ class WorkloadAwarePolicy(EvictionPolicy):
                 best, victim = rank, key
         return victim
 
+    def _leaf_below(self, key: Key) -> Key:
+        """The deepest block under `key` (following any child): a prefix is worth more without
+        its tail than without its head, so a chosen chain gives up its tail first. Everything
+        under a released block is released (a request holds its whole prefix)."""
+        for _ in range(_MAX_WALK):
+            children = self._children.get(key)
+            if not children:
+                break
+            child = next(iter(children))
+            if child not in self._pool_at:
+                break
+            key = child
+        return key
+
     def _rank(
         self, cls: Hashable, queue: OrderedDict[Key, float], now: float, learned: bool
     ) -> tuple[float, float]:
@@ -271,6 +333,7 @@ class WorkloadAwarePolicy(EvictionPolicy):
         if hash(key) % self.cfg.ghost_sample == 0:  # watched for a late reuse
             counted = self.model.observe_partial(meta.cls, now - released_at)
             self._ghost[key] = (meta.cls, released_at, counted)
+            self._ghost_ring.append(key)
             limit = max(int(self.cfg.ghost_factor * len(self._meta)), _MIN_GHOST)
             while len(self._ghost) > limit:  # out of sight: censored at its age
                 cls, t, counted = self._ghost.popitem(last=False)[1]
