@@ -32,7 +32,7 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     prior_weight: float = 20.0  # pseudo-observations pulling a class toward the all-class mean
     half_life_obs: int = 50_000  # counts are halved after this many observations
     max_turn_bucket: int = 4  # turns >= this share one class
-    max_position_bucket: int = 5  # positions 2^(k-1) and beyond share one class
+    max_position_bucket: int = 2  # position buckets: 0 = head, 1 = second, 2 = the rest
 
 
 class LfuEviction(Tagged, tag="lfu"):
