@@ -258,16 +258,25 @@ class WorkloadAwarePolicy(EvictionPolicy):
 
     def _sampled_victim(self, now: float) -> Key:
         """The lowest (index, release time) among `sample_size` released blocks drawn at random:
-        O(1) a victim, and exact enough whatever the shape of value against age."""
-        best: tuple[float, float] | None = None
+        O(1) a victim, and exact enough whatever the shape of value against age. (The hot loop
+        of the policy: `index` and `age_bin` are inlined.)"""
+        pool, metas, tables, rand = self._pool, self._meta, self._indexes, self._rng.random
+        size = len(pool)
+        best_value = best_released = math.inf
         victim: Key = None
         for _ in range(self.cfg.sample_size):
-            key = self._pool[self._rng.randrange(len(self._pool))]
-            meta = self._meta[key]
+            key = pool[int(rand() * size)]
+            meta = metas[key]
             released_at = meta.released_at if meta.released_at is not None else now
-            rank = (self.index(meta.cls, now - released_at), released_at)
-            if best is None or rank < best:
-                best, victim = rank, key
+            table = tables.get(meta.cls)
+            if table is None:
+                self.index(meta.cls, 0.0)  # builds the class's table
+                table = tables[meta.cls]
+            age_s = now - released_at
+            b = 0 if age_s < 1.0 else min(int(2.0 * math.log2(age_s)) + 1, NUM_BINS - 1)
+            value = table[b]
+            if value < best_value or (value == best_value and released_at < best_released):
+                best_value, best_released, victim = value, released_at, key
         return victim
 
     def _leaf_below(self, key: Key) -> Key:
