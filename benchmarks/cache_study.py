@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
@@ -44,47 +45,55 @@ POLICIES: dict[str, tuple[Factory, bool]] = {
     ),
     "workload_aware": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), False),
     "workload_aware+gw": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), True),
-    "workload_aware+gw+category": (
-        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_category=True)),
+    "workload_aware+gw+conversation": (
+        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_conversation=True)),
         True,
     ),
     "belady": (lambda reqs: BeladyPolicy(future_uses(r.hash_ids for r in reqs)), True),
 }
 
 
-def run_one(
-    reqs: list[TraceRequest], factory: Factory, gateway: bool, capacity: int, bar: tqdm
-) -> dict[str, float]:
+def run_one(reqs: list[TraceRequest], name: str, capacity: int) -> dict[str, float]:
+    factory, gateway = POLICIES[name]
     sim = PrefixCacheSim(factory(reqs), capacity, gateway_signals=gateway)
     t0 = time.perf_counter()
-    for i, r in enumerate(reqs):
+    for r in reqs:
         sim.serve(r)
-        if i % 500 == 499:
-            bar.update(500)
-    bar.update(len(reqs) % 500)
     res = sim.result()
     return {
         "hit_ratio": res.hit_ratio,
         "evictions": res.evictions,
         "wall_s": time.perf_counter() - t0,
+        "capacity_blocks": capacity,
     }
 
 
-def study(reqs: list[TraceRequest], policies: list[str]) -> dict[str, object]:
+def study(reqs: list[TraceRequest], policies: list[str], jobs: int = 1) -> dict[str, object]:
+    """Every (policy, capacity) replay; `jobs` > 1 runs them in that many processes."""
     distinct = len({h for r in reqs for h in r.hash_ids})
     capacities = [max(1, int(f * distinct)) for f in CAPACITY_FRACTIONS]
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    with tqdm(
-        total=len(policies) * len(capacities) * len(reqs), unit="req", file=sys.stderr
-    ) as bar:
-        for name in policies:
-            factory, gateway = POLICIES[name]
-            results[name] = {}
-            for frac, cap in zip(CAPACITY_FRACTIONS, capacities, strict=True):
-                bar.set_description(f"{name} @ {frac:.0%}")
-                results[name][f"{frac:.2f}"] = run_one(reqs, factory, gateway, cap, bar) | {
-                    "capacity_blocks": cap
+    tasks = [
+        (name, f"{f:.2f}", cap)
+        for name in policies
+        for f, cap in zip(CAPACITY_FRACTIONS, capacities, strict=True)
+    ]
+    results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in policies}
+    with tqdm(total=len(tasks), unit="replay", file=sys.stderr) as bar:
+        if jobs <= 1:
+            for name, frac, cap in tasks:
+                bar.set_description(f"{name} @ {float(frac):.0%}")
+                results[name][frac] = run_one(reqs, name, cap)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(jobs) as pool:
+                futures = {
+                    pool.submit(run_one, reqs, name, cap): (name, frac) for name, frac, cap in tasks
                 }
+                for fut in as_completed(futures):
+                    name, frac = futures[fut]
+                    results[name][frac] = fut.result()
+                    bar.update()
+    results = {n: dict(sorted(row.items())) for n, row in results.items()}
     return {
         "requests": len(reqs),
         "block_refs": sum(len(r.hash_ids) for r in reqs),
@@ -134,6 +143,7 @@ def plot(out: dict[str, object], path: Path, title: str) -> None:
         )
     ax.axhline(float(out["ideal_hit_ratio"]), color="grey", linewidth=0.8, label="unbounded cache")  # type: ignore[arg-type]
     ax.set_xscale("log")
+    ax.minorticks_off()  # log-axis minor labels (3x10^0 ...) overlap the named ticks
     ax.set_xticks([2, 5, 10, 20, 40], labels=["2", "5", "10", "20", "40"])
     ax.set_xlabel("cache capacity (% of the trace's distinct blocks)")
     ax.set_ylabel("prefix hit ratio")
@@ -159,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="first N requests of the trace")
     ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--jobs", type=int, default=1, help="replays run in this many processes")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -166,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         reqs, source = generate(args.synthetic, seed=args.seed), f"synthetic ({args.synthetic})"
     else:
         reqs, source = read_trace(args.trace, args.limit), Path(args.trace).name
-    out = study(reqs, [p for p in args.policies.split(",") if p])
+    out = study(reqs, [p for p in args.policies.split(",") if p], args.jobs)
     out["source"] = source
     print(
         f"{source}: {out['requests']} requests, {out['block_refs']} block refs, "

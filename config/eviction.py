@@ -14,21 +14,25 @@ class LruEviction(Tagged, tag="lru"):
 
 
 class WorkloadAwareEviction(Tagged, tag="workload_aware"):
-    """Keep blocks by their learned chance of reuse (per turn, category and position)."""
+    """Evict the block of least learned reuse value per block-second (per turn, position, ...)."""
 
-    learned: bool = True  # False: structure only (orphans first, deepest first), else as LRU
+    learned: bool = True  # False: structure only (orphans first), else LRU order
     orphans_first: bool = True  # evict blocks whose parent block is gone before anything else
     use_turn: bool = True  # the turn number the gateway passes (0 without it)
     use_conversation: bool = False  # the conversation id: classes by its pace between turns
     use_category: bool = False  # the request category (the gateway's categorizer, or size)
     use_position: bool = True  # the block's position bucket and whether it is the prompt's last
-    horizon_factor: float = 2.0  # reuse counts within this many typical residence times
-    max_boost: float = 4.0  # a block is kept at most this many times longer than average
-    ghost_factor: float = 1.0  # remember evicted keys, as many as tracked blocks, to see reuse
+    # Victim: the lowest index among this many released blocks drawn at random (O(1) a victim);
+    # 0 = compare only the oldest block of each class (exact when value falls with age).
+    sample_size: int = 32
+    tail_first: bool = True  # a chosen block's chain gives up its deepest block first
+    horizon_factor: float = 1.0  # value counts reuse within this many mean residence times
+    ghost_factor: float = 2.0  # watch this many evicted keys per tracked block for late reuse
+    ghost_sample: int = 8  # watch one evicted key in this many (by hash): a longer memory
     prior_weight: float = 20.0  # pseudo-observations pulling a class toward the all-class mean
     half_life_obs: int = 50_000  # counts are halved after this many observations
     max_turn_bucket: int = 4  # turns >= this share one class
-    max_position_bucket: int = 5  # positions 2^(k-1) and beyond share one class
+    max_position_bucket: int = 2  # position buckets: 0 = head, 1 = second, 2 = the rest
 
 
 class LfuEviction(Tagged, tag="lfu"):

@@ -198,7 +198,16 @@ class BlockManager:
 
     def _info(self, seq: Sequence, position: int) -> BlockInfo:
         m = seq.meta
-        return BlockInfo(m.category, m.turn, position, m.conversation)
+        # The chain link lets a policy see that a block whose parent is gone is unreachable.
+        parent = seq.block_hashes[position - 1] if 0 < position <= len(seq.block_hashes) else None
+        return BlockInfo(
+            m.category,
+            m.turn,
+            position,
+            m.conversation,
+            parent,
+            self._blocks_for(seq.num_prompt_tokens),
+        )
 
     def _event(self, h: int, stored: bool) -> None:
         previous = self._events.pop(h, None)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 
+import numpy as np
+
 NUM_BINS = 32  # bin b >= 1 covers ages [2^((b-1)/2), 2^(b/2)) s; the last is open (~9 h+)
 
 
@@ -39,9 +41,8 @@ class _Counts:
         self.reached = [0.0] * NUM_BINS
         self.events = [0.0] * NUM_BINS
 
-    def add(self, age_s: float, reused: bool) -> None:
-        last = age_bin(age_s)
-        for b in range(last + 1):
+    def add(self, first: int, last: int, reused: bool) -> None:
+        for b in range(first, last + 1):
             self.reached[b] += 1.0
         if reused:
             self.events[last] += 1.0
@@ -60,14 +61,28 @@ class ReuseModel:
         self._classes: dict[Hashable, _Counts] = {}
         self._all = _Counts()
         self._since_halving = 0
+        # at-risk counts of observations still open (blocks neither reused nor out of sight yet),
+        # per class and in all; set by the owner from a sample (`set_open`), not accumulated
+        self._open: dict[Hashable, list[float]] = {}
+        self._open_all = [0.0] * NUM_BINS
         self.version = 0  # bumped whenever estimates may have moved (callers cache on it)
 
-    def observe(self, cls: Hashable, age_s: float, reused: bool) -> None:
+    def observe(self, cls: Hashable, age_s: float, reused: bool, counted_bins: int = 0) -> None:
+        """One block's fate: reused at `age_s`, or lost from sight then (censored). When the
+        block's first `counted_bins` age bins were already counted (`observe_partial`), only
+        the rest is added."""
         counts = self._classes.get(cls)
         if counts is None:
             counts = self._classes[cls] = _Counts()
-        counts.add(age_s, reused)
-        self._all.add(age_s, reused)
+        last = max(age_bin(age_s), counted_bins - 1)
+        counts.add(counted_bins, last, reused)
+        self._all.add(counted_bins, last, reused)
+        if counted_bins > 0:  # already one observation: counted when `observe_partial` began it
+            self.version += 1
+        else:
+            self._count_one()
+
+    def _count_one(self) -> None:
         self._since_halving += 1
         if self._since_halving >= self.half_life_obs:
             self._since_halving = 0
@@ -75,6 +90,27 @@ class ReuseModel:
             for c in self._classes.values():
                 c.halve()
         self.version += 1
+
+    def observe_partial(self, cls: Hashable, age_s: float) -> int:
+        """A block still watched (evicted, its key kept in view) survived the age bins before
+        `age_s`'s: count them now, so open observations are not missing from the estimate (only
+        finished ones would bias it towards short gaps). Returns how many bins were counted;
+        pass that to the closing `observe`."""
+        counted = age_bin(age_s)
+        counts = self._classes.get(cls)
+        if counts is None:
+            counts = self._classes[cls] = _Counts()
+        counts.add(0, counted - 1, False)
+        self._all.add(0, counted - 1, False)
+        self._count_one()
+        return counted
+
+    def set_open(self, per_class: dict[Hashable, list[float]]) -> None:
+        """At-risk counts per age bin of the blocks still watched and not yet reused. Without
+        them the estimate only sees finished observations, and the blocks reused soon finish
+        first: reuse would look likelier than it is, most for the classes kept longest."""
+        self._open = per_class
+        self._open_all = [sum(c[b] for c in per_class.values()) for b in range(NUM_BINS)]
 
     def num_observations(self) -> float:
         return self._all.reached[0]
@@ -87,17 +123,50 @@ class ReuseModel:
             start = bin_start_s(b)
             if start >= horizon_s:
                 break
-            hazard = self._hazard(counts, b)
+            hazard = self._hazard(counts, b, cls)
             end = bin_end_s(b)
             if horizon_s < end:  # the horizon cuts this bin: take the covered fraction
                 hazard *= (horizon_s - start) / (end - start)
             survive *= 1.0 - hazard
         return 1.0 - survive
 
-    def _hazard(self, counts: _Counts | None, b: int) -> float:
-        all_reached = self._all.reached[b]
+    def reuse_rate_by_age(self, cls: Hashable | None, horizon_s: float = 0.0) -> list[float]:
+        """Per age bin b: the best reuse probability per second of cache time a block of `cls`
+        that reached age bin b (unused so far) can still earn, max over how long it is kept.
+
+        Keeping a block from age a to a + tau buys P(reuse in (a, a + tau] | unused at a) hits
+        for E[cache time spent in that window]; the ratio, maximised over tau, is the block's
+        worth per unit of cache (a Gittins-style index). A cache that evicts the block of lowest
+        index keeps the most expected hits per block-second. It falls with age once the class's
+        returns are mostly behind it, so "dead" blocks sink on their own.
+        """
+        counts = self._classes.get(cls) if cls is not None else None
+        hazard = np.clip([self._hazard(counts, b, cls) for b in range(NUM_BINS)], 0.0, 0.999)
+        width = np.array([bin_end_s(b) - bin_start_s(b) for b in range(NUM_BINS - 1)] + [0.0])
+        width[-1] = width[-2] * math.sqrt(2.0)  # the open last bin: one more half-octave
+        log_surv = np.concatenate(([0.0], np.cumsum(np.log1p(-hazard))))  # [i]: alive at bin i
+        surv = np.exp(log_surv)
+        # time spent in bin i if alive at its start: all of it, or about half when reused there
+        occupancy = np.concatenate(([0.0], np.cumsum(width * (1.0 - hazard / 2.0) * surv[:-1])))
+        # ratio[b, j] = P(reuse in bins b..j) / cache time in bins b..j, both given alive at b
+        gained = surv[:-1, None] - surv[None, 1:]
+        spent = occupancy[None, 1:] - occupancy[:-1, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.triu(np.ones((NUM_BINS, NUM_BINS), bool)), gained / spent, 0.0)
+        ratio = np.nan_to_num(ratio)
+        if horizon_s > 0:
+            ends = [age_bin(bin_start_s(b) + horizon_s) for b in range(NUM_BINS)]
+            return [float(ratio[b, j]) for b, j in enumerate(ends)]
+        return [float(x) for x in ratio.max(axis=1)]
+
+    def _hazard(self, counts: _Counts | None, b: int, cls: Hashable | None = None) -> float:
+        all_reached = self._all.reached[b] + self._open_all[b]
         prior = self._all.events[b] / all_reached if all_reached > 0 else 0.0
         if counts is None:
             return prior
         w = self.prior_weight
-        return (counts.events[b] + w * prior) / (counts.reached[b] + w)
+        open_counts = self._open.get(cls)
+        reached = counts.reached[b] + (open_counts[b] if open_counts is not None else 0.0)
+        if reached + w <= 0:
+            return prior
+        return (counts.events[b] + w * prior) / (reached + w)

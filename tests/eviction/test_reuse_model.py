@@ -1,0 +1,50 @@
+"""ReuseModel: the Kaplan-Meier counts under censoring, and the value index built on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.eviction import WorkloadAwareEviction
+from policies.eviction.base import BlockInfo
+from policies.eviction.reuse_model import ReuseModel, age_bin
+from policies.eviction.workload_aware import WorkloadAwarePolicy
+
+
+def test_partial_then_closing_observation_equals_one_observation() -> None:
+    whole, split = ReuseModel(prior_weight=0.0), ReuseModel(prior_weight=0.0)
+    whole.observe("a", 300.0, True)
+    counted = split.observe_partial("a", 40.0)  # evicted at 40 s, key still watched
+    assert counted == age_bin(40.0)
+    split.observe("a", 300.0, True, counted)  # reused at 300 s from the ghost list
+    assert whole.num_observations() == split.num_observations() == 1
+    assert whole.p_reuse_within("a", 1000.0) == split.p_reuse_within("a", 1000.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("reused_share", "higher"),
+    [(0.9, "often"), (0.1, "rarely")],
+)
+def test_index_ranks_the_class_that_comes_back(reused_share: float, higher: str) -> None:
+    m = ReuseModel(prior_weight=1.0)
+    n = 100
+    for i in range(n):
+        m.observe("often", 30.0, i < reused_share * n)  # the rest are censored at 30 s
+        m.observe("rarely", 30.0, i < (1 - reused_share) * n)
+    value = {c: m.reuse_rate_by_age(c, horizon_s=60.0)[age_bin(5.0)] for c in ("often", "rarely")}
+    lower = "rarely" if higher == "often" else "often"
+    assert value[higher] > 2 * value[lower]
+
+
+def test_orphan_goes_before_any_valued_block() -> None:
+    p = WorkloadAwarePolicy(WorkloadAwareEviction())
+    p.insert("head", BlockInfo(position=0), 0.0)
+    p.insert("tail", BlockInfo(position=1, parent="head"), 0.0)
+    p.insert("other", BlockInfo(position=0), 0.0)
+    for k in ("tail", "head", "other"):
+        p.release(k, 1.0)
+    assert p.evict(1, 2.0) == ["tail"]  # LRU order until learned: the tail was released first
+    p.remove("other")
+    p.insert("tail", BlockInfo(position=1, parent="head"), 3.0)  # wanted again
+    p.release("tail", 3.0)
+    assert p.evict(1, 4.0) == ["head"]
+    assert p.evict(1, 4.0) == ["tail"]  # its parent is gone: it can never be hit again
