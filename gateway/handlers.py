@@ -14,6 +14,13 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from config.protocol import (
+    HEADER_CACHE_SALT,
+    HEADER_CATEGORY,
+    HEADER_CONVERSATION,
+    HEADER_DEADLINE_MS,
+    HEADER_TURN,
+)
 from gateway import keys
 from gateway.errors import ApiError
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
@@ -21,8 +28,23 @@ from gateway.relay import UpstreamCall
 from gateway.semantic.replay import Kind
 
 Parser = Callable[[bytes, str], RouteInfo]
-# Hints for the worker (config.protocol's x-kvgate-* headers) join these as later stages fill them.
+# The parser's hints for the worker (config.protocol's x-kvgate-* headers) join these.
 _JSON = {"Content-Type": "application/json"}
+# Hints a client may give the worker itself; a client's turn/conversation win over the parser's.
+_CLIENT_HINTS = (
+    HEADER_CATEGORY,
+    HEADER_CACHE_SALT,
+    HEADER_DEADLINE_MS,
+    HEADER_TURN,
+    HEADER_CONVERSATION,
+)
+
+
+def _upstream_headers(request: web.Request, hints: dict[str, str]) -> dict[str, str]:
+    given = {name: v for name in _CLIENT_HINTS if (v := request.headers.get(name))}
+    if not hints and not given:
+        return _JSON
+    return _JSON | hints | given
 
 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:
@@ -44,7 +66,7 @@ async def _proxy(
         endpoint=endpoint,
         path=path,
         body=body,
-        headers=_JSON,
+        headers=_upstream_headers(request, info.hints),
         model=info.model,
         stream=info.stream,
         view=info.view,

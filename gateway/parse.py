@@ -6,9 +6,13 @@ is refused here with a 400 before any worker sees it; the body itself is forward
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
 from config.protocol import (
+    HEADER_CONVERSATION,
+    HEADER_TURN,
     ChatCompletionRequest,
     CompletionRequest,
     decode_request,
@@ -27,6 +31,23 @@ class RouteInfo(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     stream: bool
     view: RequestView
+    # Hints for the worker's KV cache (config.protocol's x-kvgate-* headers), sent upstream.
+    hints: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def conversation_hints(req: ChatCompletionRequest) -> dict[str, str]:
+    """Turn and conversation of a chat request, for the worker's eviction policy.
+
+    turn = the user messages before the last one (0 for a first question); conversation = a
+    63-bit hash of the system messages and the first user message, which every later turn of
+    the same conversation repeats verbatim (clients resend the whole history)."""
+    users = [m for m in req.messages if m.role == "user"]
+    if not users:
+        return {}
+    head = [m.text() for m in req.messages if m.role in ("system", "developer")]
+    digest = hashlib.blake2b("\x00".join([*head, users[0].text()]).encode(), digest_size=8)
+    conversation = int.from_bytes(digest.digest(), "big") >> 1
+    return {HEADER_TURN: str(len(users) - 1), HEADER_CONVERSATION: str(conversation)}
 
 
 def _view(num_prompt_tokens: int, max_tokens: int | None, tenant: str) -> RequestView:
@@ -46,7 +67,7 @@ def parse_chat(body: bytes, tenant: str) -> RouteInfo:
     validate_chat(req)
     chars = sum(len(m.text()) for m in req.messages)
     view = _view(chars // CHARS_PER_TOKEN, req.requested_max_tokens(), tenant)
-    return RouteInfo(model=req.model, stream=req.stream, view=view)
+    return RouteInfo(model=req.model, stream=req.stream, view=view, hints=conversation_hints(req))
 
 
 def parse_completion(body: bytes, tenant: str) -> RouteInfo:
