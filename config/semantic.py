@@ -140,6 +140,10 @@ class GuardConfig(Frozen):
     mode: Literal["learned", "rules", "off"] = "learned"
     min_probability: float = 0.8
     weights_path: str = ""
+    # Near-duplicate edits (most words kept) hit only when every replaced span embeds at least
+    # this close to its replacement: synonyms ("biggest"/"largest" ~0.9) pass, another entity
+    # ("Python"/"Ruby", "rows"/"columns" ~0.5-0.7) does not.
+    min_span_similarity: float = 0.85
 
 
 class SemanticCacheConfig(Frozen):
