@@ -1,16 +1,24 @@
 """Fit the guard's logistic model on prompt pairs (offline; numpy only).
 
 Pairs are every two prompts whose embeddings are at least `min_cosine` alike: those are the
-ones a lookup could ever weigh. Label 1 when both are in the same cluster. Used by
-semantic_eval.py inside cross-validation (fit on some cluster groups, score on the others).
+ones a lookup could ever weigh. The replaced spans of each pair are embedded with the same model
+(memoised by the caller), exactly as the cache's guard does at lookup time. Label 1 when both
+are in the same cluster. Used by semantic_quality.py inside cross-validation (fit on some
+cluster groups, score on the others).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from policies.semantic.guard import GuardModel
-from policies.semantic.pair_features import PromptTerms, pair_features
+from policies.semantic.guard import (
+    MAX_SPAN_CHARS,
+    MAX_SPAN_PAIRS,
+    NEAR_DUPLICATE_RATIO,
+    GuardModel,
+    SpanSimilarity,
+)
+from policies.semantic.pair_features import PromptTerms, edit_of, pair_features
 
 
 def candidate_pairs(
@@ -47,15 +55,41 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     )
 
 
+def pair_rows(
+    pairs: list[tuple[int, int]],
+    similarity: np.ndarray,
+    terms: list[PromptTerms],
+    span_similarity: SpanSimilarity,
+) -> np.ndarray:
+    """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them."""
+    rows = []
+    for i, j in pairs:
+        edit = edit_of(terms[i], terms[j])
+        spans = [
+            (x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced[:MAX_SPAN_PAIRS]
+        ]
+        lowest = min([1.0, *span_similarity(spans)]) if spans else 1.0
+        rows.append(pair_features(float(similarity[i, j]), terms[i], terms[j], edit, lowest))
+    return np.array(rows)
+
+
 def fit_guard(
     indices: list[int],
     similarity: np.ndarray,
     terms: list[PromptTerms],
     clusters: list[str],
-    min_cosine: float = 0.5,
+    span_similarity: SpanSimilarity,
+    min_cosine: float = 0.6,
     l2: float = 1.0,
 ) -> GuardModel:
-    pairs = candidate_pairs(indices, similarity, min_cosine)
-    x = np.array([pair_features(float(similarity[i, j]), terms[i], terms[j]) for i, j in pairs])
+    """Every pair a lookup could weigh (cosine >= `min_cosine`, below every threshold tried)
+    that the model would decide: a broad rewrite (near-duplicates are decided by the guard's
+    span rule, not by the model). Vetoed pairs stay in: the veto is a rule on top."""
+    pairs = [
+        (i, j)
+        for i, j in candidate_pairs(indices, similarity, min_cosine)
+        if edit_of(terms[i], terms[j]).ratio < NEAR_DUPLICATE_RATIO
+    ]
+    x = pair_rows(pairs, similarity, terms, span_similarity)
     y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
     return fit_logistic(x, y, l2=l2)

@@ -35,8 +35,8 @@ def _default_categories() -> dict[str, CategoryPolicy]:
     return {
         "code": CategoryPolicy(threshold=0.75, ttl_s=86_400.0, max_entries=30_000),
         "chat": CategoryPolicy(threshold=0.75, ttl_s=21_600.0, max_entries=20_000),
-        "factual": CategoryPolicy(threshold=0.80, ttl_s=604_800.0, max_entries=30_000),
-        "time_sensitive": CategoryPolicy(threshold=0.70, ttl_s=300.0, max_entries=5_000),
+        "factual": CategoryPolicy(threshold=0.75, ttl_s=604_800.0, max_entries=30_000),
+        "time_sensitive": CategoryPolicy(threshold=0.75, ttl_s=300.0, max_entries=5_000),
         "math": CategoryPolicy(threshold=0.75, ttl_s=604_800.0, max_entries=15_000),
     }
 
@@ -150,8 +150,12 @@ class GuardConfig(Frozen):
     in numbers, negation or an antonym swap; `off`: similarity alone."""
 
     mode: Literal["learned", "rules", "off"] = "learned"
-    min_probability: float = 0.8
+    min_probability: float = 0.5
     weights_path: str = ""
+    # Near-duplicate edits (most words kept) hit only when every replaced span embeds at least
+    # this close to its replacement: synonyms ("biggest"/"largest" ~0.9) pass, another entity
+    # ("Python"/"Ruby", "rows"/"columns" ~0.5-0.7) does not.
+    min_span_similarity: float = 0.85
 
 
 class SemanticCacheConfig(Frozen):

@@ -27,7 +27,7 @@ from gateway.semantic.entries import Entry, EntryTable
 from gateway.semantic.index import HnswIndex
 from gateway.semantic.stats import CacheStats
 from policies.semantic.categorizer import Categorizer
-from policies.semantic.guard import Guard, GuardModel
+from policies.semantic.guard import Guard, GuardModel, span_similarity_from
 from policies.semantic.pair_features import PromptTerms, prompt_terms
 from policies.semantic.request_rules import (
     bypass_reason,
@@ -96,6 +96,9 @@ class SemanticCache:
         self.embedder = embedder
         self.categorizer = categorizer
         self.guard = guard
+        # The guard embeds the words that differ between query and candidate; it runs inside
+        # `_search`, already on the embedder's thread, so it encodes directly.
+        self._span_similarity = span_similarity_from(embedder.encode_now)
         self.clock = clock
         self.index = HnswIndex(cfg.index, embedder.dim)
         self.table = EntryTable(sample_size=cfg.index.eviction_sample)
@@ -190,7 +193,7 @@ class SemanticCache:
             entry = self.table.by_slot[slot]
             if entry.expires_s <= now:
                 continue
-            if self.guard.accepts(similarity, terms, entry.terms):
+            if self.guard.accepts(similarity, terms, entry.terms, self._span_similarity):
                 entry.hits += 1
                 return entry, similarity
         return None
@@ -288,7 +291,7 @@ def build_guard(cfg: SemanticCacheConfig) -> Guard:
             else shipped_guard_weights()
         )
         model = GuardModel.from_json(text)
-    return Guard(cfg.guard.mode, model, cfg.guard.min_probability)
+    return Guard(cfg.guard.mode, model, cfg.guard.min_probability, cfg.guard.min_span_similarity)
 
 
 def build_semantic_cache(

@@ -1,20 +1,34 @@
 """The false-hit guard: is a near neighbour really the same question?
 
 Plain cosine similarity cannot tell "15 % of 80" from "15 % of 90" (similarity ~0.95). The guard
-looks at the words of the pair (see pair_features) and answers with a probability that both
-prompts want the same reply. `learned` mode is a logistic model over the pair features; its
-weights are plain numbers (fitted by benchmarks/semantic_eval.py, cross-validated by cluster);
-`rules` mode rejects any difference in numbers, negation or an antonym swap; `learned` mode
-applies the same veto, then the model.
+looks at the words of the pair (see pair_features and edit_shape) and answers with a
+probability that both prompts want the same reply.
+
+- `rules` rejects any difference in numbers, negation, an antonym swap or a direction swap.
+- `learned` rejects a changed number or a direction swap always, a negation / antonym / number
+  difference in a near-duplicate edit, and scores the rest with a logistic model over the pair
+  features, one of which embeds the replaced word spans (the caller's `span_similarity`).
+  Weights are plain numbers, fitted by benchmarks/semantic_eval.py (cross-validated by cluster).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, pair_features
+import numpy as np
+
+from policies.semantic.edit_shape import EditShape
+from policies.semantic.pair_features import (
+    FEATURE_NAMES,
+    PromptTerms,
+    antonym_swap,
+    edit_of,
+    numbers_changed,
+    pair_features,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,39 +71,115 @@ class GuardModel:
         )
 
 
-class Guard:
-    """Decides whether a candidate above the similarity threshold may be served."""
+SpanSimilarity = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
 
-    def __init__(self, mode: str, model: GuardModel | None = None, min_probability: float = 0.5):
+# An edit keeping at least this share of the tokens (difflib ratio) is a near-duplicate: there a
+# changed number, negation or direction word alone decides. In broader rewrites such words
+# move around without changing the question ("can't sleep" / "fall asleep faster"), so there
+# the model weighs them instead.
+NEAR_DUPLICATE_RATIO = 0.5
+# At most this many replaced span pairs are embedded per candidate: more places changed means
+# a broad rewrite, where the first few spans tell enough.
+MAX_SPAN_PAIRS = 4
+MAX_SPAN_CHARS = 200
+
+
+def span_similarity_from(encode: Callable[[list[str]], np.ndarray]) -> SpanSimilarity:
+    """A `SpanSimilarity` from a batch encoder of unit vectors: one call for all the spans."""
+
+    def similarity(pairs: Sequence[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        vectors = np.asarray(encode([text for pair in pairs for text in pair]))
+        return [float(v) for v in np.einsum("ij,ij->i", vectors[0::2], vectors[1::2])]
+
+    return similarity
+
+
+class Guard:
+    """Decides whether a candidate above the similarity threshold may be served.
+
+    `learned` mode, past the vetoes: a near-duplicate edit (difflib ratio >=
+    NEAR_DUPLICATE_RATIO) is served only when every replaced span means about the same as its
+    replacement (embedding cosine >= `min_span_similarity`: "biggest" / "largest" yes, "Python"
+    / "Ruby" no); a broader rewrite is scored by the logistic model. The near-duplicate rule is
+    not learned on purpose: evaluation sets are full of near-duplicate hard negatives and have
+    few near-duplicate paraphrases, so a learned model ends up rejecting every small edit.
+
+    `span_similarity(pairs)` returns the embedding cosine of each (span, span) pair; the cache
+    passes one backed by its sentence embedder. Without it a near-duplicate with a replaced span
+    is rejected, and the model reads the span feature as 1.0."""
+
+    def __init__(
+        self,
+        mode: str,
+        model: GuardModel | None = None,
+        min_probability: float = 0.5,
+        min_span_similarity: float = 0.85,
+    ):
         if mode == "learned" and model is None:
             raise ValueError("the learned guard needs a model")
         self.mode = mode
         self.model = model
         self.min_probability = min_probability
+        self.min_span_similarity = min_span_similarity
 
-    def probability(self, cosine: float, query: PromptTerms, cached: PromptTerms) -> float:
+    def veto(self, query: PromptTerms, cached: PromptTerms, edit: EditShape) -> bool:
+        """A difference that makes it another question whatever the model says."""
+        if edit.direction_swap or numbers_changed(query, cached):
+            return True
+        numbers = bool(query.numbers and cached.numbers and query.numbers != cached.numbers)
+        negation = (query.negations > 0) != (cached.negations > 0)
+        antonym = antonym_swap(query, cached)
+        if self.mode == "rules" or edit.ratio >= NEAR_DUPLICATE_RATIO:
+            return numbers or negation or antonym
+        return False
+
+    def probability(
+        self,
+        cosine: float,
+        query: PromptTerms,
+        cached: PromptTerms,
+        span_similarity: SpanSimilarity | None = None,
+    ) -> float:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
             return 1.0
-        # The same content words, numbers and negation (any order, any stopwords) are taken as
-        # the same question: a linear model alone scores even identical pairs below a strict
-        # cut. This admits word-order swaps ("30 C in F" / "30 F in C"), a known cost.
+        edit = edit_of(query, cached)
+        if self.veto(query, cached, edit):
+            return 0.0
+        # The same content words, numbers and negation in any order (not swapped around a
+        # "to"/"in": that is vetoed above) are the same question.
         if (query.content, query.numbers, query.negations) == (
             cached.content,
             cached.numbers,
             cached.negations,
         ):
             return 1.0
-        features = pair_features(cosine, query, cached)
-        numbers, _, negation, antonym = features[1:5]
-        # Both modes veto a changed number, negation or direction word: these are the false
-        # hits users notice most, and the learned model alone weighs rare ones too lightly.
-        if numbers or negation or antonym:
-            return 0.0
         if self.mode == "rules":
             return 1.0
         assert self.model is not None
-        return self.model.probability(features)
+        spans = [
+            (x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced[:MAX_SPAN_PAIRS]
+        ]
+        near_duplicate = edit.ratio >= NEAR_DUPLICATE_RATIO
+        lowest = 1.0
+        if spans:
+            if span_similarity is None:
+                if near_duplicate:
+                    return 0.0
+            else:
+                lowest = min(1.0, min(float(s) for s in span_similarity(spans)))
+        if near_duplicate:
+            # Only words added or dropped, or every replacement a near-synonym.
+            return 1.0 if lowest >= self.min_span_similarity else 0.0
+        return self.model.probability(pair_features(cosine, query, cached, edit, lowest))
 
-    def accepts(self, cosine: float, query: PromptTerms, cached: PromptTerms) -> bool:
-        return self.probability(cosine, query, cached) >= self.min_probability
+    def accepts(
+        self,
+        cosine: float,
+        query: PromptTerms,
+        cached: PromptTerms,
+        span_similarity: SpanSimilarity | None = None,
+    ) -> bool:
+        return self.probability(cosine, query, cached, span_similarity) >= self.min_probability

@@ -4,13 +4,16 @@ Near-duplicates that need another answer differ in a few words: a number (15 % o
 negation (is NULL / is not NULL), a direction (encode / decode), an entity (Austria / Australia).
 Embeddings of such pairs are nearly identical, so the guard looks at the words themselves:
 which numbers, negations and content words one side has and the other lacks. Everything here is
-pure string work (a few microseconds a pair); no model, no I/O.
+pure string work (tens of microseconds a pair); no model, no I/O. The one model-based feature,
+the similarity of replaced spans (see edit_shape), is computed by the caller and passed in.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from policies.semantic.edit_shape import EditShape, edit_shape
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -23,6 +26,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "substitution",
     "min_unique",
     "max_unique",
+    "token_ratio",
+    "edit_ops",
+    "span_similarity",
+    "narrow_dissimilar",
+    "one_swap_dissimilar",
 )
 
 _SUPERSCRIPTS = str.maketrans({"²": "^2", "³": "^3", "¹": "^1", "⁴": "^4", "½": " 0.5 "})
@@ -74,6 +82,13 @@ _STOPWORDS = frozenset(
     "me need want know way best good right simple simplest easy easiest help make about into "
     "up out over also really very much here im ive id youre whats hows thats is there".split()
 )
+# Temperature units written as symbols read as their words, so "30°C" and "30 celsius" match
+# and "30°C in F" / "30°F in C" differ in words, not only in a letter.
+_UNITS = (
+    (re.compile(r"°\s*c\b"), " celsius "),
+    (re.compile(r"°\s*f\b"), " fahrenheit "),
+    (re.compile(r"°"), " degrees "),
+)
 _TOKEN = re.compile(r"[a-z]+|\d+(?:[.,]\d+)*|\^\d+|[%°×÷=+<>]")
 
 
@@ -88,6 +103,10 @@ class PromptTerms:
     # wording up to case, punctuation and spacing.
     wording: str = ""
 
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(self.wording.split(" ")) if self.wording else ()
+
 
 def _stem(word: str) -> str:
     # Plural and -ing/-ed endings only: enough to match "rows"/"row", "sorting"/"sort".
@@ -99,6 +118,8 @@ def _stem(word: str) -> str:
 
 def prompt_terms(text: str) -> PromptTerms:
     lowered = text.lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
+    for pattern, word in _UNITS:
+        lowered = pattern.sub(word, lowered)
     numbers: set[str] = set()
     negations = 0
     content: set[str] = set()
@@ -132,8 +153,30 @@ def _antonym_swap(a: frozenset[str], b: frozenset[str]) -> bool:
     return any(_ANTONYMS.get(word, set()) & only_b for word in only_a)
 
 
-def pair_features(cosine: float, a: PromptTerms, b: PromptTerms) -> list[float]:
-    """Features in `FEATURE_NAMES` order; symmetric in (a, b)."""
+def antonym_swap(a: PromptTerms, b: PromptTerms) -> bool:
+    return _antonym_swap(a.content, b.content)
+
+
+def numbers_changed(a: PromptTerms, b: PromptTerms) -> bool:
+    """Both sides have numbers and neither set holds the other: "16-year-old" / "6-year-old".
+    (One side adding a number, "in python" / "in python 3", is left to the model.)"""
+    return bool(a.numbers and b.numbers) and not (a.numbers <= b.numbers or b.numbers <= a.numbers)
+
+
+def edit_of(a: PromptTerms, b: PromptTerms) -> EditShape:
+    return edit_shape(a.tokens, b.tokens, _STOPWORDS)
+
+
+def pair_features(
+    cosine: float,
+    a: PromptTerms,
+    b: PromptTerms,
+    edit: EditShape | None = None,
+    span_similarity: float = 1.0,
+) -> list[float]:
+    """Features in `FEATURE_NAMES` order; symmetric in (a, b). `span_similarity` is the
+    lowest embedding similarity of a replaced span pair of `edit` (1.0 when none)."""
+    edit = edit if edit is not None else edit_of(a, b)
     only_a, only_b = a.content - b.content, b.content - a.content
     common = len(a.content & b.content)
     union = len(a.content | b.content)
@@ -152,4 +195,10 @@ def pair_features(cosine: float, a: PromptTerms, b: PromptTerms) -> list[float]:
         overlap * float(min_unique >= 1),
         float(min(min_unique, 3)),
         float(min(max(len(only_a), len(only_b)), 6)),
+        edit.ratio,
+        float(min(edit.ops, 6)),
+        span_similarity,
+        # A small edit whose replaced words mean something else: the hard-negative shape.
+        edit.ratio * (1.0 - span_similarity),
+        float(len(edit.replaced) == 1) * (1.0 - span_similarity),
     ]

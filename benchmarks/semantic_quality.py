@@ -1,0 +1,399 @@
+"""Hit quality of the semantic cache (the `quality` mode of semantic_eval.py).
+
+Prompts are replayed in a seeded random order through the real SemanticCache (lookup, then
+insert on a miss); the model's `encode` is memoised so each distinct text (prompt or guard span)
+is embedded once. Everything learned is learned on training folds only: k-fold by cluster
+*group* (a cluster and its hard-negative siblings always share a fold). Per fold, the guard's
+logistic model is fitted, and its probability cut and the thresholds (one global, and one per
+category) are chosen by replaying the training folds; the held-out fold is then replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.semantic_guard_fit import fit_guard
+from config.semantic import (
+    CATEGORIES,
+    CategoryPolicy,
+    EmbedderConfig,
+    GuardConfig,
+    SemanticCacheConfig,
+)
+from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
+from gateway.semantic.embedder import Embedder, load_model
+from policies.semantic.categorizer import Categorizer
+from policies.semantic.guard import (
+    MAX_SPAN_CHARS,
+    MAX_SPAN_PAIRS,
+    Guard,
+    GuardModel,
+    span_similarity_from,
+)
+from policies.semantic.pair_features import edit_of, prompt_terms
+
+THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
+# Thresholds and cuts searched on the training folds (cosine below 0.6 never paid off).
+TRAIN_THRESHOLDS = [t for t in THRESHOLDS if t >= 0.6]
+CUTS = [0.5, 0.6, 0.7, 0.8, 0.9]
+MAX_FALSE_RATE = 0.02
+FALSE_HIT_COST = 5.0
+EMBED_KWARGS = {"normalize_embeddings": True, "batch_size": 64, "show_progress_bar": False}
+
+
+class MemoModel:
+    """Wraps the real model; each distinct text is encoded once for the whole run."""
+
+    def __init__(self, model: object):
+        self.model = model
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def get_embedding_dimension(self) -> int:
+        return self.model.get_embedding_dimension()  # type: ignore[attr-defined]
+
+    def encode(self, texts: list[str], **kwargs: object) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
+        if missing:
+            out = self.model.encode(missing, **kwargs)  # type: ignore[attr-defined]
+            self.vectors.update(zip(missing, np.asarray(out), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
+
+
+@dataclass
+class Tally:
+    possible: int = 0
+    hits: int = 0
+    false_hits: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.possible += other.possible
+        self.hits += other.hits
+        self.false_hits += other.false_hits
+
+    @property
+    def hit_rate(self) -> float:
+        return (self.hits - self.false_hits) / self.possible if self.possible else 0.0
+
+    @property
+    def false_rate(self) -> float:
+        return self.false_hits / self.hits if self.hits else 0.0
+
+    def row(self) -> dict[str, float]:
+        return {
+            "possible": self.possible,
+            "hits": self.hits,
+            "false_hits": self.false_hits,
+            "hit_rate": round(self.hit_rate, 4),
+            "false_rate": round(self.false_rate, 4),
+        }
+
+
+Tallies = dict[str, Tally]
+
+
+def load_rows(path: str) -> list[dict[str, str]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def cluster_groups(rows: list[dict[str, str]]) -> dict[str, str]:
+    """Cluster -> group id: clusters joined by sibling links (union-find)."""
+    parent: dict[str, str] = {}
+
+    def find(c: str) -> str:
+        parent.setdefault(c, c)
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for r in rows:
+        find(r["cluster"])
+        if r.get("sibling"):
+            parent[find(r["cluster"])] = find(r["sibling"])
+    return {c: find(c) for c in parent}
+
+
+def total(tallies: Tallies) -> Tally:
+    out = Tally()
+    for t in tallies.values():
+        out.add(t)
+    return out
+
+
+def merge(into: Tallies, tallies: Tallies) -> None:
+    for category, t in tallies.items():
+        into.setdefault(category, Tally()).add(t)
+
+
+def table(tallies: Tallies) -> dict[str, dict[str, float]]:
+    out = {c: tallies[c].row() for c in sorted(tallies)}
+    out["overall"] = total(tallies).row()
+    return out
+
+
+def value(t: Tally) -> tuple[bool, float]:
+    """Most correct hits within the false-hit budget; when over it, correct - 5 x false."""
+    within = t.false_rate <= MAX_FALSE_RATE
+    correct = t.hits - t.false_hits
+    return within, (t.hit_rate if within else correct - FALSE_HIT_COST * t.false_hits)
+
+
+class Evaluator:
+    """Replays index lists of the data set through a fresh real cache per configuration."""
+
+    def __init__(self, rows: list[dict[str, str]], memo: MemoModel, categorizer: Categorizer):
+        self.rows = rows
+        self.memo = memo
+        self.categorizer = categorizer
+
+    def config(self, thresholds: dict[str, float], mode: str, cut: float) -> SemanticCacheConfig:
+        categories = {
+            c: CategoryPolicy(threshold=thresholds[c], ttl_s=1e9, max_entries=10_000)
+            for c in CATEGORIES
+        }
+        return SemanticCacheConfig(
+            categories=categories,
+            guard=GuardConfig(mode=mode, min_probability=cut),  # type: ignore[arg-type]
+            # A sequential replay has nothing to batch: no micro-batch wait.
+            embedder=EmbedderConfig(max_wait_ms=0.0),
+        )
+
+    async def replay(
+        self,
+        order: list[int],
+        thresholds: dict[str, float] | float,
+        mode: str,
+        cut: float = 0.5,
+        model: GuardModel | None = None,
+    ) -> tuple[Tallies, int]:
+        """Tallies by labelled category, and how often the categorizer agreed with the label."""
+        if isinstance(thresholds, float):
+            thresholds = dict.fromkeys(CATEGORIES, thresholds)
+        cfg = self.config(thresholds, mode, cut)
+        guard = Guard(
+            mode, model if mode == "learned" else None, cut, cfg.guard.min_span_similarity
+        )
+        cache = SemanticCache(cfg, Embedder(cfg.embedder, self.memo), self.categorizer, guard)
+        await cache.start()
+        tallies: Tallies = defaultdict(Tally)
+        agree = 0
+        seen: set[str] = set()
+        cluster_of_reply: dict[str, str] = {}
+        try:
+            for i in order:
+                row = self.rows[i]
+                tally = tallies[row["category"]]
+                tally.possible += row["cluster"] in seen
+                query = CacheQuery(tenant="eval", model="m", text=row["prompt"], temperature=0.0)
+                result = await cache.lookup(query)
+                agree += result.category == row["category"]
+                if result.status == "hit":
+                    assert result.reply is not None
+                    tally.hits += 1
+                    tally.false_hits += cluster_of_reply[result.reply.text] != row["cluster"]
+                else:
+                    # The stored reply names its cluster, so a hit tells us whose answer it was.
+                    reply = f"{row['cluster']}::{row['id']}"
+                    cluster_of_reply[reply] = row["cluster"]
+                    await cache.insert(result, CachedReply(text=reply))
+                    seen.add(row["cluster"])
+        finally:
+            await cache.close()
+        return tallies, agree
+
+
+def choose_global(grid: dict[tuple[float, float], Tallies]) -> tuple[float, float]:
+    return max(grid, key=lambda key: (*value(total(grid[key])), -key[0], key[1]))
+
+
+def choose_per_category(grid: dict[tuple[float, float], Tallies], cut: float) -> dict[str, float]:
+    """Per category, the threshold (at the cut chosen globally) that serves it best."""
+    chosen = {}
+    for c in CATEGORIES:
+        keys = [k for k in grid if k[1] == cut]
+        best = max(keys, key=lambda k: (*value(grid[k].get(c, Tally())), -k[0]))
+        chosen[c] = best[0]
+    return chosen
+
+
+def guard_cost(
+    rows: list[dict[str, str]],
+    raw_model: object,
+    model: GuardModel,
+    repeats: int = 3,
+    max_timed: int = 60,
+) -> dict[str, float]:
+    """Extra work of the guard per lookup, against embedding the prompt itself (same run).
+
+    For each prompt, its nearest earlier prompt at cosine >= 0.6 is the candidate; where the
+    learned guard gets as far as the model, its replaced spans are embedded (one batch). Bare
+    encodes of the prompt and of the spans are interleaved, `repeats` times, for the first
+    `max_timed` such lookups; medians."""
+    texts = [r["prompt"] for r in rows]
+    vectors = np.asarray(raw_model.encode(texts, **EMBED_KWARGS))  # type: ignore[attr-defined]
+    terms = [prompt_terms(t) for t in texts]
+    guard = Guard("learned", model)
+    prompt_s: list[float] = []
+    spans_s: list[float] = []
+    pure_s: list[float] = []
+    needing = 0
+    looked = 0
+    for q in range(1, len(rows)):
+        sims = vectors[:q] @ vectors[q]
+        c = int(np.argmax(sims))
+        if sims[c] < 0.6:
+            continue
+        looked += 1
+        started = time.perf_counter()
+        edit = edit_of(terms[q], terms[c])
+        vetoed = guard.veto(terms[q], terms[c], edit)
+        pure_s.append(time.perf_counter() - started)
+        if vetoed or terms[q].content == terms[c].content or not edit.replaced:
+            continue
+        needing += 1
+        if needing > max_timed:
+            continue
+        flat = [s[:MAX_SPAN_CHARS] for pair in edit.replaced[:MAX_SPAN_PAIRS] for s in pair]
+        for _ in range(repeats):
+            for batch, sink in (([texts[q]], prompt_s), (flat, spans_s)):
+                started = time.perf_counter()
+                raw_model.encode(batch, **EMBED_KWARGS)  # type: ignore[attr-defined]
+                sink.append(time.perf_counter() - started)
+    prompt_ms = 1000 * float(np.median(prompt_s)) if prompt_s else 0.0
+    spans_ms = 1000 * float(np.median(spans_s)) if spans_s else 0.0
+    return {
+        "lookups_with_candidate": looked,
+        "share_embedding_spans": needing / max(1, looked),
+        "prompt_embed_p50_ms": prompt_ms,
+        "span_embed_p50_ms": spans_ms,
+        "span_to_prompt_ratio": spans_ms / prompt_ms if prompt_ms else 0.0,
+        "alignment_and_veto_p50_ms": 1000 * float(np.median(pure_s)) if pure_s else 0.0,
+    }
+
+
+async def quality(args: argparse.Namespace) -> dict[str, object]:
+    rows = load_rows(args.data)
+    base = SemanticCacheConfig()
+    raw_model = load_model(base.embedder)
+    memo = MemoModel(raw_model)
+    vectors = memo.encode([r["prompt"] for r in rows], **EMBED_KWARGS)
+    similarity = vectors @ vectors.T
+    terms = [prompt_terms(r["prompt"]) for r in rows]
+    clusters = [r["cluster"] for r in rows]
+    spans = span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS))
+    examples = {
+        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
+    }
+    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples))
+
+    groups = cluster_groups(rows)
+    group_ids = sorted(set(groups.values()))
+    random.Random(args.seed).shuffle(group_ids)
+    fold_of_group = {g: k % args.folds for k, g in enumerate(group_ids)}
+    fold_of = [fold_of_group[groups[r["cluster"]]] for r in rows]
+    order = list(range(len(rows)))
+    random.Random(args.seed).shuffle(order)
+
+    modes = ("off", "rules", "learned")
+    sweep: dict[str, dict[float, Tallies]] = {m: {t: {} for t in THRESHOLDS} for m in modes}
+    held: dict[str, Tallies] = {"plain_global": {}, "guard_global": {}, "guard_per_category": {}}
+    chosen_log = []
+    agree = 0
+    for fold in range(args.folds):
+        train = [i for i in order if fold_of[i] != fold]
+        test = [i for i in order if fold_of[i] == fold]
+        model = fit_guard(train, similarity, terms, clusters, spans)
+        grid = {
+            (t, c): (await ev.replay(train, t, "learned", c, model))[0]
+            for t in TRAIN_THRESHOLDS
+            for c in CUTS
+        }
+        plain = {(t, 0.0): (await ev.replay(train, t, "off"))[0] for t in TRAIN_THRESHOLDS}
+        global_t, cut = choose_global(grid)
+        per_category = choose_per_category(grid, cut)
+        plain_t = choose_global(plain)[0]
+        chosen_log.append(
+            {
+                "fold": fold,
+                "cut": cut,
+                "global": global_t,
+                "per_category": per_category,
+                "plain_global": plain_t,
+            }
+        )
+        for mode in modes:
+            for t in THRESHOLDS:
+                res, same = await ev.replay(test, t, mode, cut, model)
+                merge(sweep[mode][t], res)
+                agree += same if (mode, t) == ("learned", THRESHOLDS[0]) else 0
+        merge(held["plain_global"], (await ev.replay(test, plain_t, "off"))[0])
+        merge(held["guard_global"], (await ev.replay(test, global_t, "learned", cut, model))[0])
+        merge(
+            held["guard_per_category"],
+            (await ev.replay(test, per_category, "learned", cut, model))[0],
+        )
+        print(f"fold {fold}: {chosen_log[-1]}", flush=True)
+
+    # Shipped guard, cut and thresholds: fitted and chosen on all the data.
+    final_model = fit_guard(order, similarity, terms, clusters, spans)
+    grid = {
+        (t, c): (await ev.replay(order, t, "learned", c, final_model))[0]
+        for t in TRAIN_THRESHOLDS
+        for c in CUTS
+    }
+    final_t, final_cut = choose_global(grid)
+    return {
+        "data": args.data,
+        "folds": args.folds,
+        "seed": args.seed,
+        "categorizer_agreement": agree / len(rows),
+        "sweep": {m: {str(t): total(r).row() for t, r in sweep[m].items()} for m in sweep},
+        "sweep_by_category": {m: {str(t): table(r) for t, r in sweep[m].items()} for m in sweep},
+        "plain_global_threshold_held_out": table(held["plain_global"]),
+        "guard_global_threshold_held_out": table(held["guard_global"]),
+        "guard_per_category_held_out": table(held["guard_per_category"]),
+        "chosen_per_fold": chosen_log,
+        "shipped_cut": final_cut,
+        "shipped_global_threshold": final_t,
+        "shipped_thresholds": choose_per_category(grid, final_cut),
+        "shipped_guard": json.loads(final_model.to_json()),
+        "guard_cost": guard_cost(rows, raw_model, final_model),
+    }
+
+
+def print_quality(report: dict[str, object]) -> None:
+    sweep = report["sweep"]
+    print("threshold sweep (held-out folds, one global threshold): hit rate / false rate")
+    print(f"{'thr':>5} | {'plain':>15} | {'rules guard':>15} | {'learned guard':>15}")
+    for t in THRESHOLDS:
+        cells = [sweep[m][str(t)] for m in ("off", "rules", "learned")]  # type: ignore[index]
+        print(
+            f"{t:5.2f} | "
+            + " | ".join(f"{c['hit_rate']:6.1%} / {c['false_rate']:5.1%}" for c in cells)
+        )
+    for name in (
+        "plain_global_threshold_held_out",
+        "guard_global_threshold_held_out",
+        "guard_per_category_held_out",
+    ):
+        print(f"\n{name}")
+        for category, row in report[name].items():  # type: ignore[attr-defined]
+            print(
+                f"  {category:15s} hit {row['hit_rate']:6.1%}  false {row['false_rate']:5.1%}"
+                f"  ({row['hits']} hits, {row['false_hits']} false, {row['possible']} possible)"
+            )
+    print(f"\ncategorizer agreement with labels: {report['categorizer_agreement']:.1%}")
+    print(f"chosen per fold: {report['chosen_per_fold']}")
+    print(
+        f"shipped (chosen on all data): cut {report['shipped_cut']}, global threshold "
+        f"{report['shipped_global_threshold']}, per category {report['shipped_thresholds']}"
+    )
+    print(f"guard cost: {report['guard_cost']}")
