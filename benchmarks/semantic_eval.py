@@ -2,6 +2,7 @@
 
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
+        [--alignment]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -32,6 +33,11 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--write-weights", default="")
+    parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="quality: give the guard model the content-word alignment features (experiment)",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.mode == "quality":

@@ -19,6 +19,7 @@ from policies.semantic.guard import (
     SpanSimilarity,
 )
 from policies.semantic.pair_features import PromptTerms, edit_of, pair_features
+from policies.semantic.word_alignment import WordVectors, alignment_features
 
 
 def candidate_pairs(
@@ -30,7 +31,9 @@ def candidate_pairs(
     return [(int(idx[i]), int(idx[j])) for i, j in zip(a, b, strict=True)]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> GuardModel:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50, uses_alignment: bool = False
+) -> GuardModel:
     """L2-regularised logistic regression by Newton's method on standardised features."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -52,6 +55,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
         bias=float(w[0]),
         mean=tuple(float(v) for v in mean),
         scale=tuple(float(v) for v in scale),
+        uses_alignment=uses_alignment,
     )
 
 
@@ -60,6 +64,7 @@ def pair_rows(
     similarity: np.ndarray,
     terms: list[PromptTerms],
     span_similarity: SpanSimilarity,
+    word_vectors: WordVectors | None = None,
 ) -> np.ndarray:
     """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them."""
     rows = []
@@ -69,7 +74,10 @@ def pair_rows(
             (x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced[:MAX_SPAN_PAIRS]
         ]
         lowest = min([1.0, *span_similarity(spans)]) if spans else 1.0
-        rows.append(pair_features(float(similarity[i, j]), terms[i], terms[j], edit, lowest))
+        row = pair_features(float(similarity[i, j]), terms[i], terms[j], edit, lowest)
+        if word_vectors is not None:
+            row += alignment_features(terms[i].tokens, terms[j].tokens, word_vectors)
+        rows.append(row)
     return np.array(rows)
 
 
@@ -81,6 +89,7 @@ def fit_guard(
     span_similarity: SpanSimilarity,
     min_cosine: float = 0.6,
     l2: float = 1.0,
+    word_vectors: WordVectors | None = None,
 ) -> GuardModel:
     """Every pair a lookup could weigh (cosine >= `min_cosine`, below every threshold tried)
     that the model would decide: a broad rewrite (near-duplicates are decided by the guard's
@@ -90,6 +99,6 @@ def fit_guard(
         for i, j in candidate_pairs(indices, similarity, min_cosine)
         if edit_of(terms[i], terms[j]).ratio < NEAR_DUPLICATE_RATIO
     ]
-    x = pair_rows(pairs, similarity, terms, span_similarity)
+    x = pair_rows(pairs, similarity, terms, span_similarity, word_vectors)
     y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
-    return fit_logistic(x, y, l2=l2)
+    return fit_logistic(x, y, l2=l2, uses_alignment=word_vectors is not None)

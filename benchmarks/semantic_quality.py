@@ -39,6 +39,7 @@ from policies.semantic.guard import (
     span_similarity_from,
 )
 from policies.semantic.pair_features import edit_of, prompt_terms
+from policies.semantic.word_alignment import WordVectors, alignment_features
 
 THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
 # Thresholds and cuts searched on the training folds (cosine below 0.6 never paid off).
@@ -244,6 +245,10 @@ def guard_cost(
     prompt_s: list[float] = []
     spans_s: list[float] = []
     pure_s: list[float] = []
+    # Content-word alignment (only for a model with those features): cold = every word of the
+    # pair embedded (one batch, empty LRU), warm = all words already in the LRU.
+    align_cold_s: list[float] = []
+    align_warm_s: list[float] = []
     needing = 0
     looked = 0
     for q in range(1, len(rows)):
@@ -267,9 +272,21 @@ def guard_cost(
                 started = time.perf_counter()
                 raw_model.encode(batch, **EMBED_KWARGS)  # type: ignore[attr-defined]
                 sink.append(time.perf_counter() - started)
+            if model.uses_alignment:
+                words = WordVectors(lambda t: raw_model.encode(t, **EMBED_KWARGS))  # type: ignore[attr-defined]
+                for sink in (align_cold_s, align_warm_s):
+                    started = time.perf_counter()
+                    alignment_features(terms[q].tokens, terms[c].tokens, words)
+                    sink.append(time.perf_counter() - started)
     prompt_ms = 1000 * float(np.median(prompt_s)) if prompt_s else 0.0
     spans_ms = 1000 * float(np.median(spans_s)) if spans_s else 0.0
+    cold_ms = 1000 * float(np.median(align_cold_s)) if align_cold_s else 0.0
+    warm_ms = 1000 * float(np.median(align_warm_s)) if align_warm_s else 0.0
     return {
+        "align_cold_p50_ms": cold_ms,
+        "align_warm_p50_ms": warm_ms,
+        "align_cold_to_prompt_ratio": cold_ms / prompt_ms if prompt_ms else 0.0,
+        "align_warm_to_prompt_ratio": warm_ms / prompt_ms if prompt_ms else 0.0,
         "lookups_with_candidate": looked,
         "share_embedding_spans": needing / max(1, looked),
         "prompt_embed_p50_ms": prompt_ms,
@@ -289,6 +306,12 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     terms = [prompt_terms(r["prompt"]) for r in rows]
     clusters = [r["cluster"] for r in rows]
     spans = span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS))
+    # `--alignment`: the model also gets the content-word alignment features (experiment).
+    words = (
+        WordVectors(lambda texts: memo.encode(texts, **EMBED_KWARGS))
+        if getattr(args, "alignment", False)
+        else None
+    )
     examples = {
         c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
     }
@@ -310,7 +333,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     for fold in range(args.folds):
         train = [i for i in order if fold_of[i] != fold]
         test = [i for i in order if fold_of[i] == fold]
-        model = fit_guard(train, similarity, terms, clusters, spans)
+        model = fit_guard(train, similarity, terms, clusters, spans, word_vectors=words)
         grid = {
             (t, c): (await ev.replay(train, t, "learned", c, model))[0]
             for t in TRAIN_THRESHOLDS
@@ -343,7 +366,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         print(f"fold {fold}: {chosen_log[-1]}", flush=True)
 
     # Shipped guard, cut and thresholds: fitted and chosen on all the data.
-    final_model = fit_guard(order, similarity, terms, clusters, spans)
+    final_model = fit_guard(order, similarity, terms, clusters, spans, word_vectors=words)
     grid = {
         (t, c): (await ev.replay(order, t, "learned", c, final_model))[0]
         for t in TRAIN_THRESHOLDS
@@ -353,6 +376,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     return {
         "data": args.data,
         "folds": args.folds,
+        "alignment": words is not None,
         "seed": args.seed,
         "categorizer_agreement": agree / len(rows),
         "sweep": {m: {str(t): total(r).row() for t, r in sweep[m].items()} for m in sweep},

@@ -35,6 +35,7 @@ from policies.semantic.request_rules import (
     parse_cache_control,
     partition_key,
 )
+from policies.semantic.word_alignment import WordVectors
 
 Status = Literal["hit", "miss", "bypass"]
 EXPIRY_SWEEP = 64  # expired entries removed per lookup/insert: bounded work per call
@@ -99,6 +100,12 @@ class SemanticCache:
         # The guard embeds the words that differ between query and candidate; it runs inside
         # `_search`, already on the embedder's thread, so it encodes directly.
         self._span_similarity = span_similarity_from(embedder.encode_now)
+        # Single-word vectors for a guard model that aligns content words (LRU-bounded).
+        self._word_vectors = (
+            WordVectors(embedder.encode_now)
+            if guard.model is not None and guard.model.uses_alignment
+            else None
+        )
         self.clock = clock
         self.index = HnswIndex(cfg.index, embedder.dim)
         self.table = EntryTable(sample_size=cfg.index.eviction_sample)
@@ -193,7 +200,9 @@ class SemanticCache:
             entry = self.table.by_slot[slot]
             if entry.expires_s <= now:
                 continue
-            if self.guard.accepts(similarity, terms, entry.terms, self._span_similarity):
+            if self.guard.accepts(
+                similarity, terms, entry.terms, self._span_similarity, self._word_vectors
+            ):
                 entry.hits += 1
                 return entry, similarity
         return None

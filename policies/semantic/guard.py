@@ -29,6 +29,7 @@ from policies.semantic.pair_features import (
     numbers_changed,
     pair_features,
 )
+from policies.semantic.word_alignment import ALIGN_FEATURE_NAMES, WordVectors, alignment_features
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,12 @@ class GuardModel:
     bias: float
     mean: tuple[float, ...]
     scale: tuple[float, ...]
+    # Weights for FEATURE_NAMES + ALIGN_FEATURE_NAMES: the guard then aligns content words.
+    uses_alignment: bool = False
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return FEATURE_NAMES + ALIGN_FEATURE_NAMES if self.uses_alignment else FEATURE_NAMES
 
     def probability(self, features: list[float]) -> float:
         z = self.bias
@@ -49,7 +56,7 @@ class GuardModel:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "features": list(FEATURE_NAMES),
+                "features": list(self.feature_names),
                 "weights": list(self.weights),
                 "bias": self.bias,
                 "mean": list(self.mean),
@@ -61,9 +68,11 @@ class GuardModel:
     @classmethod
     def from_json(cls, text: str) -> GuardModel:
         data = json.loads(text)
-        if tuple(data["features"]) != FEATURE_NAMES:
+        names = tuple(data["features"])
+        if names not in (FEATURE_NAMES, FEATURE_NAMES + ALIGN_FEATURE_NAMES):
             raise ValueError(f"guard weights are for features {data['features']}")
         return cls(
+            uses_alignment=names != FEATURE_NAMES,
             weights=tuple(float(w) for w in data["weights"]),
             bias=float(data["bias"]),
             mean=tuple(float(m) for m in data["mean"]),
@@ -141,6 +150,7 @@ class Guard:
         query: PromptTerms,
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
+        word_vectors: WordVectors | None = None,
     ) -> float:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
@@ -173,7 +183,15 @@ class Guard:
         if near_duplicate:
             # Only words added or dropped, or every replacement a near-synonym.
             return 1.0 if lowest >= self.min_span_similarity else 0.0
-        return self.model.probability(pair_features(cosine, query, cached, edit, lowest))
+        features = pair_features(cosine, query, cached, edit, lowest)
+        if self.model.uses_alignment:
+            # Without word vectors the alignment reads as complete (neutral).
+            features += (
+                alignment_features(query.tokens, cached.tokens, word_vectors)
+                if word_vectors is not None
+                else [1.0, 0.0, 0.0, 0.0]
+            )
+        return self.model.probability(features)
 
     def accepts(
         self,
@@ -181,5 +199,7 @@ class Guard:
         query: PromptTerms,
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
+        word_vectors: WordVectors | None = None,
     ) -> bool:
-        return self.probability(cosine, query, cached, span_similarity) >= self.min_probability
+        p = self.probability(cosine, query, cached, span_similarity, word_vectors)
+        return p >= self.min_probability
