@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
 from config.semantic import SemanticCacheConfig
-from gateway.semantic.cache import build_guard
+from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
 from policies.semantic.guard import Guard, GuardModel
 from policies.semantic.pair_features import FEATURE_NAMES, prompt_terms
 from policies.semantic.word_alignment import (
@@ -29,6 +30,10 @@ class CountingEncoder:
 @pytest.fixture
 def encoder(st_model: object) -> CountingEncoder:
     return CountingEncoder(st_model)
+
+
+def query(text: str) -> CacheQuery:
+    return CacheQuery(tenant="t", model="m", text=text, temperature=0.0, category_header="code")
 
 
 def features(a: str, b: str, words: WordVectors) -> list[float]:
@@ -81,3 +86,36 @@ def test_guard_uses_alignment_only_for_weights_that_have_it(encoder):
     neutral = guard.probability(0.8, a, b, lambda pairs: [0.5] * len(pairs), None)
     assert aligned < 0.5 < neutral
     assert not build_guard(SemanticCacheConfig()).model.uses_alignment  # type: ignore[union-attr]
+
+
+async def test_cache_loads_alignment_weights_and_embeds_each_word_once(
+    make_cache, small_cfg, tmp_path
+):
+    # Weights naming the alignment features, loaded through `guard.weights_path`: the cache
+    # keeps word vectors, and a flipped broad rewrite misses while the same-way one hits.
+    names = FEATURE_NAMES + ALIGN_FEATURE_NAMES
+    weights = tuple(-4.0 if n == "align_order_flip" else 0.0 for n in names)
+    model = GuardModel(weights, 2.0, (0.0,) * len(names), (1.0,) * len(names), True)
+    path = tmp_path / "weights.json"
+    path.write_text(model.to_json())
+    base = small_cfg()
+    cfg = msgspec.structs.replace(
+        base, guard=msgspec.structs.replace(base.guard, weights_path=str(path))
+    )
+    cache = await make_cache(cfg)
+    try:
+        stored = "python comma separated string to list"
+        result = await cache.lookup(query(stored))
+        assert await cache.insert(result, CachedReply(text="split"))
+        flipped = "How do I convert a list of strings into a single comma-separated string"
+        assert (await cache.lookup(query(flipped))).status == "miss"
+        assert cache._word_vectors is not None
+        encoded = cache._word_vectors.encoded_words
+        assert (await cache.lookup(query(flipped))).status == "miss"
+        assert cache._word_vectors.encoded_words == encoded  # all words came from the LRU
+        same_way = await cache.lookup(
+            query("How can I turn a comma-separated string into a list in Python?")
+        )
+        assert same_way.status == "hit"
+    finally:
+        await cache.close()
