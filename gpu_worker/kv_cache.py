@@ -1,7 +1,10 @@
 """The paged KV cache: per layer, K and V of shape [num_blocks, block_size, kv_heads, head_dim].
 
-Only the model runner holds it. Blocks are zero-filled at start so that padded slots read by a
-gather are finite (a masked-out NaN would still poison the attention's weighted sum).
+Only the model runner holds it. A block is zero-filled before its first use, so that padded slots
+read by a gather are finite (a masked-out NaN would still poison the attention's weighted sum).
+The zeroing is lazy (`ensure_zeroed`, blocks [0, n) as the block manager's high-water mark
+grows) rather than at start: zeroing a multi-GB cache up front costs seconds per GB on a VM
+whose memory is backed on first touch, and commits memory the load may never need.
 """
 
 from __future__ import annotations
@@ -44,11 +47,24 @@ class KvCache:
         self.device = device
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = [
             (
-                torch.zeros(shape, dtype=dtype, device=device),
-                torch.zeros(shape, dtype=dtype, device=device),
+                torch.empty(shape, dtype=dtype, device=device),
+                torch.empty(shape, dtype=dtype, device=device),
             )
             for _ in range(cfg.num_layers)
         ]
+        self._num_zeroed = 0
+        self.ensure_zeroed(1)  # block 0 pads every block table
+
+    def ensure_zeroed(self, num_blocks: int) -> None:
+        """Zero blocks [0, num_blocks) that were never zeroed. Call before a step reads or writes
+        blocks: every block id the step uses must be below `num_blocks`."""
+        lo = self._num_zeroed
+        if num_blocks <= lo:
+            return
+        for k, v in self.layers:
+            k[lo:num_blocks].zero_()
+            v[lo:num_blocks].zero_()
+        self._num_zeroed = num_blocks
 
     def swap_out(self, pairs: list[tuple[int, int]], host: HostKvCache) -> None:
         """Copy device blocks to host blocks, `pairs` of (device id, host id).

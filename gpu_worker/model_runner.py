@@ -40,6 +40,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int | None]:
+        self.kv_cache.ensure_zeroed(batch.num_blocks_used)
         if batch.swap_out or batch.swap_in:
             assert self.host_cache is not None, "swaps scheduled without a swap space"
             if batch.swap_out:

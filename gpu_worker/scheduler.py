@@ -37,6 +37,7 @@ class ScheduledBatch:
     num_decodes: int = 0
     swap_out: list[tuple[int, int]] = field(default_factory=list)  # (device block, host block)
     swap_in: list[tuple[int, int]] = field(default_factory=list)  # (host block, device block)
+    num_blocks_used: int = 0  # every block id in the batch is below this
 
     @property
     def num_tokens(self) -> int:
@@ -159,6 +160,7 @@ class Scheduler:
         batch.seqs.extend(decodes)
         batch.query_lens.extend([1] * len(decodes))
         batch.num_decodes = len(decodes)
+        batch.num_blocks_used = self.block_manager.high_water
         return batch
 
     def _make_room(self, seq: Sequence, num_new: int, scheduled: set[int]) -> bool:

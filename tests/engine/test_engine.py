@@ -152,3 +152,29 @@ def test_max_model_len_ends_with_length(make_engine, req, run_all):
     engine.add_request(req("x", [7] * 20, max_tokens=100))
     tokens, last = run_all(engine)
     assert len(tokens["x"]) == 12 and last["x"].finish_reason == "length"
+
+
+def test_untouched_blocks_may_hold_garbage(make_engine, req, run_all, prompts):
+    """The cache is zeroed lazily: NaN in never-used blocks must not reach any output."""
+    reqs = [req(str(i), p, max_tokens=10) for i, p in enumerate(prompts(6, seed=9, lo=5, hi=40))]
+    clean = make_engine(num_blocks=64)
+    dirty = make_engine(num_blocks=64)
+    for k, v in dirty.runner.kv_cache.layers:
+        k[1:].fill_(float("nan"))  # block 0 (table padding) is zeroed at start
+        v[1:].fill_(float("nan"))
+    for engine in (clean, dirty):
+        for r in reqs:
+            engine.add_request(r)
+    assert run_all(dirty)[0] == run_all(clean)[0]
+
+
+def test_a_large_pool_touches_only_the_blocks_the_load_needs(make_engine, req, run_all, prompts):
+    engine = make_engine(num_blocks=4096, max_batch_size=4)
+    for i, p in enumerate(prompts(24, seed=10, lo=20, hi=40)):
+        engine.add_request(req(str(i), p, max_tokens=8))
+        if i % 4 == 3:
+            run_all(engine)
+    # 4 requests of <= 48 tokens at a time: 48 blocks, plus what the prefix cache keeps.
+    bm = engine.block_manager
+    assert bm.high_water <= 12 * 4 + bm.num_cached_blocks()
+    assert engine.runner.kv_cache._num_zeroed == bm.high_water
