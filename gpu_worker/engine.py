@@ -70,6 +70,7 @@ class TorchEngine:
         model = model.to(device=self.device, dtype=dtype).eval()
         model.requires_grad_(False)
         model.fuse()
+        packed = cfg.pack_weights and model.pack_for_cpu()
         self.model_config = model.config
         num_blocks = cfg.num_blocks or blocks_for_memory(
             model.config, cfg.block_size, dtype, self.device, cfg.kv_memory_fraction
@@ -112,10 +113,11 @@ class TorchEngine:
         self._pending: list[RequestOutput] = []  # outputs of aborts, returned by the next step
         self._arrivals = 0
         log.info(
-            "engine %s on %s/%s: %d blocks of %d tokens, %d swap blocks, max_model_len %d",
+            "engine %s on %s/%s%s: %d blocks of %d tokens, %d swap blocks, max_model_len %d",
             self.model_id,
             self.device,
             cfg.dtype,
+            " (packed weights)" if packed else "",
             num_blocks,
             cfg.block_size,
             num_swap_blocks,

@@ -6,6 +6,12 @@ The model is driven by the model runner with a flat batch of a step's tokens and
 `AttnMetadata`; it computes logits only for the rows the runner asks for. `fuse()` (after the
 weights are loaded) concatenates q/k/v and gate/up into single matrices and makes the per-name
 parameters views of them: fewer, larger matmuls, no extra memory, same state_dict.
+
+`pack_for_cpu()` (float32 on a CPU with MKL) also keeps every projection's weight in MKL's packed
+GEMM layout. A plain `F.linear` re-packs the whole weight on every call, which at decode batch
+sizes (a few to a few dozen rows) costs as much as the multiply itself; packing once makes decode
+steps 1.3-2.5x faster per matmul and leaves prefill as it was. The packed copies are plain
+attributes (not in the state_dict) and cost one more copy of the weights in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +22,23 @@ from torch import nn
 
 from gpu_worker.llama_config import LlamaConfig
 from gpu_worker.paged_attention import AttnMetadata, paged_attention
+
+PACK_ROWS_HINT = 32  # rows MKL tunes its packed layout for; any row count works
+
+
+def can_pack(weight: torch.Tensor) -> bool:
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and torch._C.has_mkl
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkl._mkl_reorder_linear_weight(weight, PACK_ROWS_HINT)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T, through `packed` (= pack(weight)) when there is one."""
+    if packed is None:
+        return F.linear(x, weight)
+    return torch.ops.mkl._mkl_linear(x, packed, weight, None, PACK_ROWS_HINT)
 
 
 class RMSNorm(nn.Module):
@@ -72,6 +95,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kv_size, bias=False)
         self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=False)
         self.qkv_weight: torch.Tensor | None = None
+        self.qkv_packed: torch.Tensor | None = None
+        self.o_packed: torch.Tensor | None = None
 
     def fuse(self) -> None:
         fused = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]).detach()
@@ -80,6 +105,10 @@ class Attention(nn.Module):
         self.k_proj.weight = nn.Parameter(fused[q : q + k], requires_grad=False)
         self.v_proj.weight = nn.Parameter(fused[q + k :], requires_grad=False)
         self.qkv_weight = fused
+
+    def pack_for_cpu(self) -> None:
+        assert self.qkv_weight is not None, "fuse() first"
+        self.qkv_packed, self.o_packed = pack(self.qkv_weight), pack(self.o_proj.weight)
 
     def forward(
         self,
@@ -92,7 +121,7 @@ class Attention(nn.Module):
         n = x.shape[0]
         heads, kv_heads, d = self.num_heads, self.num_kv_heads, self.head_dim
         if self.qkv_weight is not None:
-            qkv = F.linear(x, self.qkv_weight)
+            qkv = linear(x, self.qkv_weight, self.qkv_packed)
             qk = qkv[:, : (heads + kv_heads) * d].view(n, heads + kv_heads, d)
             v = qkv[:, (heads + kv_heads) * d :].view(n, kv_heads, d)
         else:
@@ -100,7 +129,7 @@ class Attention(nn.Module):
             v = self.v_proj(x).view(n, kv_heads, d)
         qk = apply_rope(qk, cos, sin)
         out = paged_attention(qk[:, :heads], qk[:, heads:], v, kv_cache[0], kv_cache[1], meta)
-        return self.o_proj(out.reshape(n, heads * d))
+        return linear(out.reshape(n, heads * d), self.o_proj.weight, self.o_packed)
 
 
 class Mlp(nn.Module):
@@ -110,6 +139,8 @@ class Mlp(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         self.gate_up_weight: torch.Tensor | None = None
+        self.gate_up_packed: torch.Tensor | None = None
+        self.down_packed: torch.Tensor | None = None
 
     def fuse(self) -> None:
         fused = torch.cat([self.gate_proj.weight, self.up_proj.weight]).detach()
@@ -118,12 +149,17 @@ class Mlp(nn.Module):
         self.up_proj.weight = nn.Parameter(fused[n:], requires_grad=False)
         self.gate_up_weight = fused
 
+    def pack_for_cpu(self) -> None:
+        assert self.gate_up_weight is not None, "fuse() first"
+        self.gate_up_packed = pack(self.gate_up_weight)
+        self.down_packed = pack(self.down_proj.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_weight is not None:
-            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+            gate, up = linear(x, self.gate_up_weight, self.gate_up_packed).chunk(2, dim=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        return linear(F.silu(gate) * up, self.down_proj.weight, self.down_packed)
 
 
 class DecoderLayer(nn.Module):
@@ -162,6 +198,7 @@ class LlamaForCausalLM(nn.Module):
         self.rope = Rope(cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.head_packed: torch.Tensor | None = None
 
     def init_random(self, seed: int) -> None:
         """Random weights that give a well-spread next-token distribution (tests' tiny model)."""
@@ -180,6 +217,20 @@ class LlamaForCausalLM(nn.Module):
             layer.self_attn.fuse()
             layer.mlp.fuse()
 
+    def pack_for_cpu(self) -> bool:
+        """Pack the projections for MKL (after `fuse()`); False (nothing done) where that does
+        not apply: not float32, not on the CPU, or no MKL."""
+        if not can_pack(self._head_weight()):
+            return False
+        for layer in self.model.layers:
+            layer.self_attn.pack_for_cpu()
+            layer.mlp.pack_for_cpu()
+        self.head_packed = pack(self._head_weight())
+        return True
+
+    def _head_weight(self) -> torch.Tensor:
+        return self.lm_head.weight if hasattr(self, "lm_head") else self.model.embed_tokens.weight
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -194,5 +245,4 @@ class LlamaForCausalLM(nn.Module):
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             h = layer(h, cos, sin, kv_cache, meta)
         h = self.model.norm(h.index_select(0, logits_index))
-        head = self.lm_head.weight if hasattr(self, "lm_head") else self.model.embed_tokens.weight
-        return F.linear(h, head).float()
+        return linear(h, self._head_weight(), self.head_packed).float()
