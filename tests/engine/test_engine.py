@@ -2,6 +2,7 @@
 chunking or preemption; nothing leaks."""
 
 import pytest
+import torch
 
 from gpu_worker.engine_api import RequestMeta
 
@@ -178,3 +179,18 @@ def test_a_large_pool_touches_only_the_blocks_the_load_needs(make_engine, req, r
     bm = engine.block_manager
     assert bm.high_water <= 12 * 4 + bm.num_cached_blocks()
     assert engine.runner.kv_cache._num_zeroed == bm.high_water
+
+
+def test_bfloat16_runs_and_agrees_with_float32_at_first(make_engine, req, run_all, prompts):
+    ps = prompts(6, seed=3, lo=5, hi=60)
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        engine = make_engine(dtype=dtype, num_blocks=64)
+        for i, p in enumerate(ps):
+            engine.add_request(req(str(i), p, max_tokens=8))
+        engine.add_request(req("sampled", ps[0], max_tokens=8, temperature=0.7, seed=1))
+        outs[dtype] = run_all(engine)[0]
+        assert engine.runner.kv_cache.layers[0][0].dtype == getattr(torch, dtype)
+    for i in range(len(ps)):  # random tiny weights: close logits part ways after a few tokens
+        assert outs["bfloat16"][str(i)][:4] == outs["float32"][str(i)][:4]
+    assert len(outs["bfloat16"]["sampled"]) == 8
