@@ -64,6 +64,7 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_swap_outs = 0
         self._batch = ScheduledBatch()  # the batch being built (swap-outs land here)
+        self._swapped_now: set[int] = set()  # ids swapped out by the schedule() under way
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -91,6 +92,7 @@ class Scheduler:
 
     def schedule(self) -> ScheduledBatch:
         batch = self._batch = ScheduledBatch()
+        self._swapped_now.clear()
         budget = self.max_tokens_per_step
         prefills: list[tuple[Sequence, int]] = []
         decodes: list[Sequence] = []
@@ -115,6 +117,8 @@ class Scheduler:
         while self.swapped and budget > 0 and len(self.running) < self.max_batch_size:
             seq = self.swapped[0]
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            if id(seq) in self._swapped_now:
+                break  # no copy out and straight back in within one step
             if not self.block_manager.allocate_slots(seq, num_new):
                 break
             self.swapped.pop(0)
@@ -188,6 +192,7 @@ class Scheduler:
             seq.status = Status.SWAPPED
             self.swapped.append(seq)
             self.swapped.sort(key=lambda s: s.arrival)
+            self._swapped_now.add(id(seq))
             self.num_swap_outs += 1
             return
         self.block_manager.free(seq)
