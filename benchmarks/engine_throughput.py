@@ -14,8 +14,9 @@ same process, CPU. Every figure is a ratio against the transformers run of this 
     (step time must not grow with the pool: target ~1.0), interleaved pairs, median ratio; also
     each engine's start-up time.
 
-`--no-pack` runs our engine without MKL-packed weights (`engine.pack_weights: false`), so (a)
-then compares the paged attention path alone, with the same matmuls on both sides.
+`--output-major` runs our engine with weights stored as transformers stores them
+(`engine.input_major_weights: false`), so (a) then compares the paged attention path alone,
+with the same matmuls on both sides.
 
 Prompts are random token ids (the work per token does not depend on which ids); outputs ignore
 EOS so both sides generate exactly the asked number of tokens.
@@ -81,10 +82,10 @@ def make_engine(
     max_batch_size: int,
     caching: bool,
     num_blocks: int,
-    pack: bool = True,
+    input_major: bool = True,
 ):
     cfg = EngineConfig(
-        pack_weights=pack,
+        input_major_weights=input_major,
         model="smollm2",
         device="cpu",
         dtype=dtype,  # type: ignore[arg-type]
@@ -146,7 +147,12 @@ def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
     prefix = random_prompt(rng, args.ttft_cached, vocab)
     ours_run(engine, [prefix + random_prompt(rng, tail, vocab)], [1])  # caches the prefix
     cold_engine = make_engine(
-        model, args.dtype, max_batch_size=64, caching=False, num_blocks=128, pack=args.pack
+        model,
+        args.dtype,
+        max_batch_size=64,
+        caching=False,
+        num_blocks=128,
+        input_major=args.input_major,
     )
     ours_run(cold_engine, warm, [4, 4])
     cached, uncached = [], []
@@ -209,7 +215,9 @@ def pool_size_case(args, model, rng, done) -> None:
     engines, init_s = {}, {}
     for blocks in (128, args.pool_blocks):
         started = time.perf_counter()
-        engines[blocks] = make_engine(model, args.dtype, 64, True, blocks, pack=args.pack)
+        engines[blocks] = make_engine(
+            model, args.dtype, 64, True, blocks, input_major=args.input_major
+        )
         init_s[blocks] = time.perf_counter() - started
     walls: dict[int, list[float]] = {b: [] for b in engines}
     for rep in range(args.repeats + 1):  # the first round warms both up
@@ -247,7 +255,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128, help="(a)'s output length")
     ap.add_argument("--repeats", type=int, default=3, help="(a) and (d): timed pairs")
     ap.add_argument("--pool-blocks", type=int, default=4096, help="(d)'s large pool")
-    ap.add_argument("--no-pack", dest="pack", action="store_false", help="no MKL-packed weights")
+    ap.add_argument(
+        "--output-major", dest="input_major", action="store_false", help="weights laid out as in HF"
+    )
     ap.add_argument("--mix-requests", type=int, default=64)
     ap.add_argument("--mix-prompt", default="32,512", help="(b) prompt length range")
     ap.add_argument("--mix-output", default="16,256", help="(b) output length range")
@@ -265,7 +275,12 @@ def main() -> None:
     ours_model, hf = load_weights(dtype)
     vocab = SMOLLM2_135M.vocab_size
     engine = make_engine(
-        ours_model, args.dtype, max_batch_size=64, caching=True, num_blocks=1024, pack=args.pack
+        ours_model,
+        args.dtype,
+        max_batch_size=64,
+        caching=True,
+        num_blocks=1024,
+        input_major=args.input_major,
     )
     rows: list[dict[str, object]] = []
 
@@ -290,7 +305,12 @@ def main() -> None:
     outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
     if "b" in args.parts:
         mix_engine = make_engine(
-            ours_model, args.dtype, max_batch_size=32, caching=True, num_blocks=2048, pack=args.pack
+            ours_model,
+            args.dtype,
+            max_batch_size=32,
+            caching=True,
+            num_blocks=2048,
+            input_major=args.input_major,
         )
         ours_run(mix_engine, warm, [4, 4])
         ours_s = ours_run(mix_engine, prompts, outputs)["wall_s"]

@@ -32,9 +32,9 @@ class EngineConfig(Frozen):
     # happen (CUDA with "auto", or "swap"), none otherwise; 0 turns swapping off.
     num_swap_blocks: int | None = None
     host_link_gb_s: float = 12.0  # device↔host copy bandwidth assumed by "auto"
-    # float32 on a CPU with MKL: keep the weights in MKL's packed GEMM layout (faster decode
-    # steps, one more copy of the weights in memory).
-    pack_weights: bool = True
+    # float32 on the CPU: store projection weights input-major, so matmuls read them in place
+    # instead of re-packing them at every call (faster decode steps; docs/engine.md).
+    input_major_weights: bool = True
     seed: int = 0  # tiny model's random weights; unseeded sampling's generator
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
 

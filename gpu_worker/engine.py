@@ -69,8 +69,9 @@ class TorchEngine:
         tokenizer = tokenizer or loaded.tokenizer
         model = model.to(device=self.device, dtype=dtype).eval()
         model.requires_grad_(False)
-        model.fuse()
-        packed = cfg.pack_weights and model.pack_for_cpu()
+        input_major = cfg.input_major_weights and model.store_input_major()
+        if not cfg.input_major_weights:
+            model.fuse()
         self.model_config = model.config
         num_blocks = cfg.num_blocks or blocks_for_memory(
             model.config, cfg.block_size, dtype, self.device, cfg.kv_memory_fraction
@@ -117,7 +118,7 @@ class TorchEngine:
             self.model_id,
             self.device,
             cfg.dtype,
-            " (packed weights)" if packed else "",
+            " (input-major weights)" if input_major else "",
             num_blocks,
             cfg.block_size,
             num_swap_blocks,
