@@ -286,7 +286,8 @@ def main() -> None:
 
     def done(row: dict[str, object]) -> None:
         rows.append(row)
-        print(f"  done: {row['case']} in {time.perf_counter() - started:.0f}s", flush=True)
+        elapsed = time.perf_counter() - started
+        print(f"  done: {row['case']}: ratio {row['ratio']:.2f} at {elapsed:.0f}s", flush=True)
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
