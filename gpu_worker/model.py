@@ -39,7 +39,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # Lower precision: normalise in float32, round, then scale in the model's dtype, exactly
+        # as transformers does. Scaling before rounding (F.rms_norm's own way) is no less
+        # accurate, but SmolLM2 in bfloat16 then answered nonsense where transformers was right.
+        normed = F.rms_norm(x.float(), self.weight.shape, None, self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 class Rope(nn.Module):
