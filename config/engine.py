@@ -24,9 +24,17 @@ class EngineConfig(Frozen):
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_prefix_caching: bool = True
     eviction: EvictionConfig = LruEviction()
-    # Preemption when blocks run out: "recompute" always; "auto" swaps to host memory on CUDA
-    # when moving the blocks is cheaper than recomputing them.
-    preemption: Literal["recompute", "auto"] = "auto"
+    # Preemption when blocks run out: "recompute" always; "swap" to host memory whenever the swap
+    # space has room; "auto" swaps on CUDA when moving the blocks over the host link (both ways)
+    # costs less than recomputing their tokens at the measured prefill rate (never on the CPU).
+    preemption: Literal["auto", "recompute", "swap"] = "auto"
+    # Host swap space in blocks (pinned memory on CUDA). None: 4 GiB worth where swapping can
+    # happen (CUDA with "auto", or "swap"), none otherwise; 0 turns swapping off.
+    num_swap_blocks: int | None = None
+    host_link_gb_s: float = 12.0  # device↔host copy bandwidth assumed by "auto"
+    # float32 on the CPU: store projection weights input-major, so matmuls read them in place
+    # instead of re-packing them at every call (faster decode steps; docs/engine.md).
+    input_major_weights: bool = True
     seed: int = 0  # tiny model's random weights; unseeded sampling's generator
     num_threads: int | None = None  # torch CPU threads; None leaves torch's default
 
@@ -37,5 +45,9 @@ class EngineConfig(Frozen):
             raise ValueError("num_blocks must be at least 2")
         if not 0.0 < self.kv_memory_fraction <= 0.95:
             raise ValueError("kv_memory_fraction must be in (0, 0.95]")
+        if self.num_swap_blocks is not None and self.num_swap_blocks < 0:
+            raise ValueError("num_swap_blocks must be at least 0")
+        if self.host_link_gb_s <= 0.0:
+            raise ValueError("host_link_gb_s must be positive")
         if self.max_batch_size < 1 or self.max_tokens_per_step < 1:
             raise ValueError("max_batch_size and max_tokens_per_step must be positive")

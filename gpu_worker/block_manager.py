@@ -18,7 +18,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +46,11 @@ class BlockManager:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self._free: deque[int] = deque(range(num_blocks))
+        # Free blocks as a stack: the most recently freed block is reused first and untouched
+        # blocks are handed out in id order, so the blocks ever used are [0, high_water) and the
+        # memory a step touches stays as small (and as warm) as the load allows.
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self.high_water = 0
         self._cached: dict[int, int] = {}  # hash → block id
         self._policy = policy
         self._caching = enable_prefix_caching
@@ -172,7 +175,8 @@ class BlockManager:
 
     def _take_block(self) -> int:
         if self._free:
-            block_id = self._free.popleft()
+            block_id = self._free.pop()
+            self.high_water = max(self.high_water, block_id + 1)
         else:
             victims = self._policy.evict(1, self._clock())
             assert victims, "no evictable block although num_free_blocks() said so"

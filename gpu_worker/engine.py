@@ -22,10 +22,11 @@ from gpu_worker.engine_api import (
     RequestOutput,
     Tokenizer,
 )
-from gpu_worker.kv_cache import blocks_for_memory
+from gpu_worker.kv_cache import blocks_for_memory, bytes_per_block
 from gpu_worker.model import LlamaForCausalLM
 from gpu_worker.model_loading import LoadedModel, load_model
 from gpu_worker.model_runner import ModelRunner
+from gpu_worker.preemption import HostBlockPool, PreemptionCost
 from gpu_worker.scheduler import Scheduler
 from gpu_worker.sequence import Sequence
 from policies.block_hash import extra_key
@@ -33,6 +34,7 @@ from policies.eviction import build_eviction
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DEFAULT_SWAP_BYTES = 4 << 30
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,7 +69,9 @@ class TorchEngine:
         tokenizer = tokenizer or loaded.tokenizer
         model = model.to(device=self.device, dtype=dtype).eval()
         model.requires_grad_(False)
-        model.fuse()
+        input_major = cfg.input_major_weights and model.store_input_major()
+        if not cfg.input_major_weights:
+            model.fuse()
         self.model_config = model.config
         num_blocks = cfg.num_blocks or blocks_for_memory(
             model.config, cfg.block_size, dtype, self.device, cfg.kv_memory_fraction
@@ -87,20 +91,37 @@ class TorchEngine:
             cfg.enable_prefix_caching,
             time.monotonic,
         )
-        self.scheduler = Scheduler(self.block_manager, cfg.max_batch_size, cfg.max_tokens_per_step)
-        self.runner = ModelRunner(model, num_blocks, cfg.block_size, dtype, self.device, cfg.seed)
+        block_bytes = bytes_per_block(model.config, cfg.block_size, dtype)
+        on_cuda = self.device.type == "cuda"
+        num_swap_blocks = cfg.num_swap_blocks
+        if num_swap_blocks is None:
+            swaps = cfg.preemption == "swap" or (cfg.preemption == "auto" and on_cuda)
+            num_swap_blocks = DEFAULT_SWAP_BYTES // block_bytes if swaps else 0
+        cost = PreemptionCost(cfg.preemption, on_cuda, block_bytes, cfg.host_link_gb_s * 1e9)
+        self.scheduler = Scheduler(
+            self.block_manager,
+            cfg.max_batch_size,
+            cfg.max_tokens_per_step,
+            HostBlockPool(num_swap_blocks),
+            cost,
+        )
+        self.runner = ModelRunner(
+            model, num_blocks, cfg.block_size, dtype, self.device, cfg.seed, num_swap_blocks
+        )
         self._seqs: dict[str, Sequence] = {}
         # Text and stop strings per request (no tokenizer: token ids only, no text).
         self._detoks: dict[str, IncrementalDetokenizer] = {}
         self._pending: list[RequestOutput] = []  # outputs of aborts, returned by the next step
         self._arrivals = 0
         log.info(
-            "engine %s on %s/%s: %d blocks of %d tokens, max_model_len %d",
+            "engine %s on %s/%s%s: %d blocks of %d tokens, %d swap blocks, max_model_len %d",
             self.model_id,
             self.device,
             cfg.dtype,
+            " (input-major weights)" if input_major else "",
             num_blocks,
             cfg.block_size,
+            num_swap_blocks,
             self.max_model_len,
         )
 
@@ -152,9 +173,12 @@ class TorchEngine:
     def step(self) -> list[RequestOutput]:
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
-        if not batch.seqs:
+        if not batch.seqs and not batch.swap_out:
             return outputs
-        tokens = self.runner.run(batch)
+        started = time.perf_counter()
+        tokens = self.runner.run(batch)  # makes the batch's swap copies even with no sequences
+        num_prefill = batch.num_tokens - batch.num_decodes
+        self.scheduler.cost.observe_step(num_prefill, time.perf_counter() - started)
         self.scheduler.postprocess(batch)
         for seq, token in zip(batch.seqs, tokens, strict=True):
             if token is not None:
@@ -165,7 +189,7 @@ class TorchEngine:
         bm = self.block_manager
         return EngineStats(
             running=len(self.scheduler.running),
-            waiting=len(self.scheduler.waiting),
+            waiting=len(self.scheduler.waiting) + len(self.scheduler.swapped),
             free_blocks=bm.num_empty_blocks(),
             total_blocks=bm.num_blocks,
             cached_blocks=bm.num_cached_blocks(),

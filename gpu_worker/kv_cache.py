@@ -1,7 +1,10 @@
 """The paged KV cache: per layer, K and V of shape [num_blocks, block_size, kv_heads, head_dim].
 
-Only the model runner holds it. Blocks are zero-filled at start so that padded slots read by a
-gather are finite (a masked-out NaN would still poison the attention's weighted sum).
+Only the model runner holds it. A block is zero-filled before its first use, so that padded slots
+read by a gather are finite (a masked-out NaN would still poison the attention's weighted sum).
+The zeroing is lazy (`ensure_zeroed`, blocks [0, n) as the block manager's high-water mark
+grows) rather than at start: zeroing a multi-GB cache up front costs seconds per GB on a VM
+whose memory is backed on first touch, and commits memory the load may never need.
 """
 
 from __future__ import annotations
@@ -41,32 +44,98 @@ class KvCache:
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.device = device
         self.layers: list[tuple[torch.Tensor, torch.Tensor]] = [
             (
-                torch.zeros(shape, dtype=dtype, device=device),
-                torch.zeros(shape, dtype=dtype, device=device),
+                torch.empty(shape, dtype=dtype, device=device),
+                torch.empty(shape, dtype=dtype, device=device),
             )
             for _ in range(cfg.num_layers)
         ]
+        self._num_zeroed = 0
+        self.ensure_zeroed(1)  # block 0 pads every block table
 
-    def copy_out(self, block_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """K/V of `block_ids` per layer, in host memory (pinned on CUDA) — for swapping out."""
-        index = torch.tensor(block_ids, dtype=torch.long, device=self.layers[0][0].device)
-        pin = index.device.type == "cuda"
-        out = []
+    def ensure_zeroed(self, num_blocks: int) -> None:
+        """Zero blocks [0, num_blocks) that were never zeroed. Call before a step reads or writes
+        blocks: every block id the step uses must be below `num_blocks`."""
+        lo = self._num_zeroed
+        if num_blocks <= lo:
+            return
         for k, v in self.layers:
-            out.append(
-                (
-                    k.index_select(0, index).to("cpu", non_blocking=pin),
-                    v.index_select(0, index).to("cpu", non_blocking=pin),
-                )
-            )
-        return out
+            k[lo:num_blocks].zero_()
+            v[lo:num_blocks].zero_()
+        self._num_zeroed = num_blocks
 
-    def copy_in(self, block_ids: list[int], saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Write swapped-out K/V back into (new) blocks `block_ids`."""
-        device = self.layers[0][0].device
-        index = torch.tensor(block_ids, dtype=torch.long, device=device)
-        for (k, v), (sk, sv) in zip(self.layers, saved, strict=True):
-            k.index_copy_(0, index, sk.to(device))
-            v.index_copy_(0, index, sv.to(device))
+    def swap_out(self, pairs: list[tuple[int, int]], host: HostKvCache) -> None:
+        """Copy device blocks to host blocks, `pairs` of (device id, host id).
+
+        On CUDA the device→host copies are queued on the current stream without waiting (the
+        host side is pinned), so they read the blocks before any later kernel on that stream
+        writes them: a block swapped out may be handed to another sequence in the same step."""
+        index = torch.tensor([d for d, _ in pairs], dtype=torch.long, device=self.device)
+        staged = torch.stack(
+            [
+                torch.stack((k.index_select(0, index), v.index_select(0, index)), 1)
+                for k, v in self.layers
+            ],
+            1,
+        )  # [n, layers, 2, block_size, kv_heads, head_dim]
+        host.write([h for _, h in pairs], staged)
+
+    def swap_in(self, pairs: list[tuple[int, int]], host: HostKvCache) -> None:
+        """Copy host blocks back into (new) device blocks, `pairs` of (host id, device id)."""
+        staged = host.read([h for h, _ in pairs], self.device)
+        index = torch.tensor([d for _, d in pairs], dtype=torch.long, device=self.device)
+        for layer, (k, v) in enumerate(self.layers):
+            k.index_copy_(0, index, staged[:, layer, 0])
+            v.index_copy_(0, index, staged[:, layer, 1])
+
+
+class HostKvCache:
+    """The swap space: `[num_blocks, layers, 2, block_size, kv_heads, head_dim]` in host memory,
+    pinned when the cache is on CUDA so copies both ways run asynchronously.
+
+    Rule that makes the asynchronous copies safe: the host tensor is only ever read or written
+    by copies queued on the device's current stream, never by the CPU, so every copy is ordered
+    after the one before it (a host block freed by a swap-in may be reused by the next swap-out)."""
+
+    def __init__(
+        self,
+        cfg: LlamaConfig,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        shape = (num_blocks, cfg.num_layers, 2, block_size, cfg.num_kv_heads, cfg.head_dim)
+        self.pinned = device.type == "cuda"
+        self.num_blocks = num_blocks
+        self.data = torch.zeros(shape, dtype=dtype, pin_memory=self.pinned)
+
+    def write(self, block_ids: list[int], staged: torch.Tensor) -> None:
+        if not self.pinned:
+            self.data.index_copy_(0, torch.tensor(block_ids, dtype=torch.long), staged)
+            return
+        for lo, hi, first in _runs(block_ids):
+            self.data[first : first + hi - lo].copy_(staged[lo:hi], non_blocking=True)
+
+    def read(self, block_ids: list[int], device: torch.device) -> torch.Tensor:
+        if not self.pinned:
+            return self.data.index_select(0, torch.tensor(block_ids, dtype=torch.long))
+        staged = torch.empty(
+            (len(block_ids), *self.data.shape[1:]), dtype=self.data.dtype, device=device
+        )
+        for lo, hi, first in _runs(block_ids):
+            staged[lo:hi].copy_(self.data[first : first + hi - lo], non_blocking=True)
+        return staged
+
+
+def _runs(block_ids: list[int]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive ids: (start, end) in `block_ids` and the run's first id."""
+    runs: list[tuple[int, int, int]] = []
+    lo = 0
+    for i in range(1, len(block_ids) + 1):
+        if i == len(block_ids) or block_ids[i] != block_ids[i - 1] + 1:
+            runs.append((lo, i, block_ids[lo]))
+            lo = i
+    return runs

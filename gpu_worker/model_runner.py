@@ -1,15 +1,15 @@
 """The only part of the engine that touches the device: model, KV cache, sampler.
 
-`run(batch)` turns a scheduled batch into one forward pass over the step's flat tokens and
-samples a token for every sequence whose computed tokens reach its end; it returns them as Python
-ints (the step's single device→host sync).
+`run(batch)` makes the batch's swap copies (out, then in), then turns it into one forward pass
+over the step's flat tokens and samples a token for every sequence whose computed tokens reach its
+end; it returns them as Python ints (the step's single device→host sync).
 """
 
 from __future__ import annotations
 
 import torch
 
-from gpu_worker.kv_cache import KvCache
+from gpu_worker.kv_cache import HostKvCache, KvCache
 from gpu_worker.model import LlamaForCausalLM
 from gpu_worker.paged_attention import build_metadata
 from gpu_worker.sampler import Sampler
@@ -25,15 +25,30 @@ class ModelRunner:
         dtype: torch.dtype,
         device: torch.device,
         seed: int,
+        num_swap_blocks: int = 0,
     ) -> None:
         self.model = model
         self.device = device
         self.block_size = block_size
         self.kv_cache = KvCache(model.config, num_blocks, block_size, dtype, device)
+        self.host_cache = (
+            HostKvCache(model.config, num_swap_blocks, block_size, dtype, device)
+            if num_swap_blocks > 0
+            else None
+        )
         self.sampler = Sampler(seed, device)
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int | None]:
+        self.kv_cache.ensure_zeroed(batch.num_blocks_used)
+        if batch.swap_out or batch.swap_in:
+            assert self.host_cache is not None, "swaps scheduled without a swap space"
+            if batch.swap_out:
+                self.kv_cache.swap_out(batch.swap_out, self.host_cache)
+            if batch.swap_in:
+                self.kv_cache.swap_in(batch.swap_in, self.host_cache)
+        if not batch.seqs:
+            return []
         input_ids: list[int] = []
         positions: list[int] = []
         context_lens: list[int] = []

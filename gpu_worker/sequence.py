@@ -11,8 +11,9 @@ from gpu_worker.engine_api import FinishReason, RequestMeta, SamplingParams
 
 
 class Status(enum.Enum):
-    WAITING = "waiting"  # not holding blocks (new, or preempted)
+    WAITING = "waiting"  # not holding blocks (new, or preempted for recompute)
     RUNNING = "running"
+    SWAPPED = "swapped"  # preempted, its computed K/V in host blocks `host_blocks`
     FINISHED = "finished"
 
 
@@ -35,6 +36,7 @@ class Sequence:
     status: Status = Status.WAITING
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)
+    host_blocks: list[int] = field(default_factory=list)  # while SWAPPED
     num_computed_tokens: int = 0
     num_committed_blocks: int = 0  # leading blocks already offered to the prefix cache
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache at first admission

@@ -2,6 +2,7 @@
 chunking or preemption; nothing leaks."""
 
 import pytest
+import torch
 
 from gpu_worker.engine_api import RequestMeta
 
@@ -152,3 +153,44 @@ def test_max_model_len_ends_with_length(make_engine, req, run_all):
     engine.add_request(req("x", [7] * 20, max_tokens=100))
     tokens, last = run_all(engine)
     assert len(tokens["x"]) == 12 and last["x"].finish_reason == "length"
+
+
+def test_untouched_blocks_may_hold_garbage(make_engine, req, run_all, prompts):
+    """The cache is zeroed lazily: NaN in never-used blocks must not reach any output."""
+    reqs = [req(str(i), p, max_tokens=10) for i, p in enumerate(prompts(6, seed=9, lo=5, hi=40))]
+    clean = make_engine(num_blocks=64)
+    dirty = make_engine(num_blocks=64)
+    for k, v in dirty.runner.kv_cache.layers:
+        k[1:].fill_(float("nan"))  # block 0 (table padding) is zeroed at start
+        v[1:].fill_(float("nan"))
+    for engine in (clean, dirty):
+        for r in reqs:
+            engine.add_request(r)
+    assert run_all(dirty)[0] == run_all(clean)[0]
+
+
+def test_a_large_pool_touches_only_the_blocks_the_load_needs(make_engine, req, run_all, prompts):
+    engine = make_engine(num_blocks=4096, max_batch_size=4)
+    for i, p in enumerate(prompts(24, seed=10, lo=20, hi=40)):
+        engine.add_request(req(str(i), p, max_tokens=8))
+        if i % 4 == 3:
+            run_all(engine)
+    # 4 requests of <= 48 tokens at a time: 48 blocks, plus what the prefix cache keeps.
+    bm = engine.block_manager
+    assert bm.high_water <= 12 * 4 + bm.num_cached_blocks()
+    assert engine.runner.kv_cache._num_zeroed == bm.high_water
+
+
+def test_bfloat16_runs_and_agrees_with_float32_at_first(make_engine, req, run_all, prompts):
+    ps = prompts(6, seed=3, lo=5, hi=60)
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        engine = make_engine(dtype=dtype, num_blocks=64)
+        for i, p in enumerate(ps):
+            engine.add_request(req(str(i), p, max_tokens=8))
+        engine.add_request(req("sampled", ps[0], max_tokens=8, temperature=0.7, seed=1))
+        outs[dtype] = run_all(engine)[0]
+        assert engine.runner.kv_cache.layers[0][0].dtype == getattr(torch, dtype)
+    for i in range(len(ps)):  # random tiny weights: close logits part ways after a few tokens
+        assert outs["bfloat16"][str(i)][:4] == outs["float32"][str(i)][:4]
+    assert len(outs["bfloat16"]["sampled"]) == 8

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gpu_worker.llama_config import TINY
-from gpu_worker.model import LlamaForCausalLM
+from gpu_worker.model import LlamaForCausalLM, RMSNorm
 from gpu_worker.paged_attention import build_metadata
 
 transformers = pytest.importorskip("transformers")
@@ -36,7 +36,8 @@ def test_state_dict_has_hf_names_even_after_fuse():
     assert model.model.layers[0].self_attn.qkv_weight.abs().sum() == 0
 
 
-def test_logits_equal_hugging_face():
+@pytest.mark.parametrize("input_major", [False, True])
+def test_logits_equal_hugging_face(input_major):
     torch.manual_seed(0)
     ours = LlamaForCausalLM(TINY)
     ours.init_random(3)
@@ -58,7 +59,12 @@ def test_logits_equal_hugging_face():
     missing, unexpected = hf.load_state_dict(ours.state_dict(), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     hf.tie_weights()
-    ours.fuse()
+    if input_major:
+        assert ours.store_input_major()
+        assert ours.model.layers[0].mlp.down_proj.weight.t().is_contiguous()
+    else:
+        ours.fuse()
+    assert set(ours.state_dict()) == hf_names(TINY.num_layers)
     ids = torch.randint(0, TINY.vocab_size, (1, 37), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = hf(ids).logits[0]
@@ -78,3 +84,16 @@ def test_logits_equal_hugging_face():
                 ours(ids[0, pos : pos + 1], torch.tensor([pos]), kv, meta, torch.tensor([0]))
             )
     torch.testing.assert_close(torch.cat(got), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_rms_norm_rounds_as_hugging_face():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 96, generator=gen) * 3 + torch.randn(96, generator=gen) * 20).bfloat16()
+    weight = torch.rand(96, generator=gen) + 0.5
+    ours, hf = RMSNorm(96, 1e-5), LlamaRMSNorm(96, eps=1e-5)
+    ours.weight.data.copy_(weight)
+    hf.weight.data.copy_(weight)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.bfloat16()(x), hf.bfloat16()(x), atol=0, rtol=0)
