@@ -11,7 +11,7 @@ import msgspec
 from config.base import Frozen
 from config.cost_model import CostModelConfig
 from config.engine import EngineConfig
-from config.eviction import EvictionConfig, LruEviction
+from config.eviction import EvictionConfig, WorkloadAwareEviction
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -50,7 +50,7 @@ class SimEngineConfig(Frozen):
     max_tokens_per_step: Positive = 2048  # prefill chunk budget per step (each decode takes 1)
     max_model_len: Annotated[int, msgspec.Meta(ge=2)] = 8192  # prompt + output of one sequence
     cost_model: CostModelConfig = msgspec.field(default_factory=CostModelConfig)
-    eviction: EvictionConfig = msgspec.field(default_factory=LruEviction)
+    eviction: EvictionConfig = msgspec.field(default_factory=WorkloadAwareEviction)
 
 
 class SimWorkerFile(Frozen):
