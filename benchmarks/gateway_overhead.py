@@ -57,6 +57,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (affinity is per thread; threads made later inherit)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def _spawn(
     argv: list[str], marker: str, timeout_s: float = 120.0, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
@@ -199,6 +205,13 @@ def main() -> int:
     p.add_argument("--think-ms", type=float, default=20.0, help="uniform 0..N ms before a request")
     p.add_argument("--model", default="sim-llama")
     p.add_argument(
+        "--pin",
+        action="store_true",
+        help="worker on CPU 0, gateway and load generator on the others (as when the worker is "
+        "another machine: the gateway's CPU then cannot slow the worker's steps)",
+    )
+    p.add_argument("--routing", default="", help="the gateway's routing type (default: its own)")
+    p.add_argument(
         "--semantic-cache",
         choices=("off", "on"),
         default="off",
@@ -227,10 +240,17 @@ def main() -> int:
         gateway, gateway_url = _spawn(
             [*python, "--log-level", "WARNING", "gateway", "--port", "0", "--worker", worker_url],
             "listening",
-            env=os.environ | {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled},
+            env=os.environ
+            | {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled}
+            | ({"KVGATE__GATEWAY__ROUTING__TYPE": args.routing} if args.routing else {}),
         )
         try:
             pids = {"worker": worker.pid, "gateway": gateway.pid}
+            if args.pin:
+                rest = set(range(1, os.cpu_count() or 2)) or {0}
+                _pin(worker.pid, {0})
+                _pin(gateway.pid, rest)
+                _pin(os.getpid(), rest)
             result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
         finally:
             gateway.terminate()

@@ -92,15 +92,19 @@ async def handle_kv_events(request: web.Request) -> web.StreamResponse:
         await resp.write(b"data: " + snapshot + b"\n\n")
         while True:
             try:
-                await asyncio.wait_for(sub.wake.wait(), state.cfg.kv_heartbeat_s)
+                # asyncio.timeout, not wait_for: no task per wake-up (one wake-up per step).
+                async with asyncio.timeout(state.cfg.kv_heartbeat_s):
+                    await sub.wake.wait()
             except TimeoutError:
                 await resp.write(b": ping\n\n")
                 continue
             sub.wake.clear()
             if sub.overflowed or sub.closed:
                 break  # the client reconnects and resyncs from a fresh snapshot
-            while sub.backlog:
-                await resp.write(b"data: " + sub.backlog.popleft() + b"\n\n")
+            # Everything queued goes out in one write (one syscall, one chunk).
+            events = [b"data: " + sub.backlog.popleft() + b"\n\n" for _ in range(len(sub.backlog))]
+            if events:
+                await resp.write(b"".join(events))
     finally:
         state.kv_hub.unsubscribe(sub)
     return resp
