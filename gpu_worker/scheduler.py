@@ -90,6 +90,21 @@ class Scheduler:
         running += sum(s.num_tokens - s.num_computed_tokens - 1 for s in self.swapped)
         return running + sum(s.num_tokens - s.num_computed_tokens for s in self.waiting)
 
+    def _resume(
+        self,
+        seq: Sequence,
+        num_new: int,
+        decodes: list[Sequence],
+        prefills: list[tuple[Sequence, int]],
+    ) -> None:
+        """`seq` runs this step with `num_new` tokens: a decode, or a (chunked) prefill."""
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+        if num_new == 1 and seq.num_computed_tokens + 1 == seq.num_tokens:
+            decodes.append(seq)
+        else:
+            prefills.append((seq, num_new))
+
     def schedule(self) -> ScheduledBatch:
         batch = self._batch = ScheduledBatch()
         self._swapped_now.clear()
@@ -125,13 +140,8 @@ class Scheduler:
             batch.swap_in.extend(zip(seq.host_blocks, seq.block_table, strict=False))
             self.host_pool.free(seq.host_blocks)  # copied back before any later swap-out
             seq.host_blocks = []
-            seq.status = Status.RUNNING
-            self.running.append(seq)
+            self._resume(seq, num_new, decodes, prefills)
             budget -= num_new
-            if num_new == 1 and seq.num_computed_tokens + 1 == seq.num_tokens:
-                decodes.append(seq)
-            else:
-                prefills.append((seq, num_new))
         # Swapped sequences come back before anything new is admitted (no starvation).
         while (
             not self.swapped
@@ -151,13 +161,8 @@ class Scheduler:
             if not seq.admitted_once:
                 seq.num_cached_tokens = seq.num_computed_tokens
                 seq.admitted_once = True
-            seq.status = Status.RUNNING
-            self.running.append(seq)
+            self._resume(seq, num_new, decodes, prefills)
             budget -= num_new
-            if num_new == 1 and seq.num_computed_tokens + 1 == seq.num_tokens:
-                decodes.append(seq)
-            else:
-                prefills.append((seq, num_new))
         for seq, num_new in prefills:
             batch.seqs.append(seq)
             batch.query_lens.append(num_new)
