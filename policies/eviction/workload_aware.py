@@ -222,10 +222,7 @@ class WorkloadAwarePolicy(EvictionPolicy):
                 self._unqueue(key, self._meta[key], keep_release_time=True)
                 self._drop(key, now)
                 out.append(key)
-                while len(out) < n and self._orphans:  # children of what just went
-                    orphan = self._orphans.popitem(last=False)[0]
-                    self._drop(orphan, now, orphan=True)
-                    out.append(orphan)
+                self._take_orphans(out, n, now)  # children of what just went
             return out
         heads: list[tuple[float, float, int, Hashable]] = []
         for i, (cls, queue) in enumerate(self._queues.items()):
@@ -246,15 +243,19 @@ class WorkloadAwarePolicy(EvictionPolicy):
             self._pool_remove(key)
             self._drop(key, now)
             out.append(key)
-            while len(out) < n and self._orphans:  # children of what just went
-                orphan = self._orphans.popitem(last=False)[0]
-                self._drop(orphan, now, orphan=True)
-                out.append(orphan)
+            self._take_orphans(out, n, now)  # children of what just went
             if queue:
                 heapq.heapreplace(heads, (*self._rank(cls, queue, now, learned), i, cls))
             else:
                 heapq.heappop(heads)
         return out
+
+    def _take_orphans(self, out: list[Hashable], n: int, now: float) -> None:
+        """Append queued orphans (blocks whose parent is gone) to `out` until it holds `n`."""
+        while len(out) < n and self._orphans:
+            orphan = self._orphans.popitem(last=False)[0]
+            self._drop(orphan, now, orphan=True)
+            out.append(orphan)
 
     def _sampled_victim(self, now: float) -> Key:
         """The lowest (index, release time) among `sample_size` released blocks drawn at random:
