@@ -1,4 +1,4 @@
-"""policies/ stays pure (no I/O, no torch, no gateway); config/ imports nothing of ours but config."""
+"""policies/ stays pure (no I/O, no torch, no gateway); config/ imports only config."""
 
 import ast
 from pathlib import Path

@@ -40,6 +40,15 @@ def run_all(engine, max_steps=10_000):
     return tokens, last
 
 
+def step_twice(engine, finished: set[str]) -> None:
+    """Two engine steps; collects finished ids and checks none reports output after finishing."""
+    for _ in range(2):
+        for out in engine.step():
+            assert out.request_id not in finished
+            if out.finished:
+                finished.add(out.request_id)
+
+
 def prompts(n, seed=0, lo=5, hi=60):
     gen = torch.Generator().manual_seed(seed)
     return [
@@ -64,6 +73,11 @@ def _request_fixture():
 @pytest.fixture(name="run_all")
 def _run_all_fixture():
     return run_all
+
+
+@pytest.fixture(name="step_twice")
+def _step_twice_fixture():
+    return step_twice
 
 
 @pytest.fixture(name="prompts")

@@ -75,7 +75,9 @@ def test_preempted_equals_never_preempted(make_engine, req, run_all, prompts):
         assert all(c == 0 for c in tight.block_manager.ref_counts())
 
 
-def test_no_block_leaks_with_aborts_and_preemptions(make_engine, req, run_all, prompts):
+def test_no_block_leaks_with_aborts_and_preemptions(
+    make_engine, req, run_all, prompts, step_twice
+):
     engine = make_engine(num_blocks=24, max_batch_size=6, max_tokens_per_step=32)
     ps = prompts(40, seed=6, lo=3, hi=40)
     finished = set()
@@ -83,11 +85,7 @@ def test_no_block_leaks_with_aborts_and_preemptions(make_engine, req, run_all, p
         engine.add_request(req(str(i), p, max_tokens=5 + i % 13))
         if i % 5 == 4:
             engine.abort(str(i - 2))  # running, waiting or finished: all fine
-        for _ in range(2):
-            for out in engine.step():
-                assert out.request_id not in finished
-                if out.finished:
-                    finished.add(out.request_id)
+        step_twice(engine, finished)
     _, last = run_all(engine)
     finished |= set(last)
     assert finished == {str(i) for i in range(len(ps))}

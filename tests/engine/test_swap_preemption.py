@@ -64,7 +64,9 @@ def test_full_swap_space_falls_back_to_recompute(make_engine, req, run_all, prom
     assert _host_free(tight) == 7
 
 
-def test_no_leaks_with_aborts_swaps_and_recomputes(make_engine, req, run_all, prompts):
+def test_no_leaks_with_aborts_swaps_and_recomputes(
+    make_engine, req, run_all, prompts, step_twice
+):
     engine = make_engine(
         num_blocks=24,
         max_batch_size=6,
@@ -82,11 +84,7 @@ def test_no_leaks_with_aborts_swaps_and_recomputes(make_engine, req, run_all, pr
                 engine.abort(engine.scheduler.swapped[-1].request_id)
                 swapped_aborts += 1
             engine.abort(str(i - 2))
-        for _ in range(2):
-            for out in engine.step():
-                assert out.request_id not in finished
-                if out.finished:
-                    finished.add(out.request_id)
+        step_twice(engine, finished)
     _, last = run_all(engine)
     finished |= set(last)
     assert finished == {str(i) for i in range(len(ps))}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,6 +62,21 @@ class Stack:
     @staticmethod
     def caches(gw: RunningGateway) -> list[WorkerCache]:
         return list(gw.app[FLEET_CACHE].workers.values())
+
+    @staticmethod
+    async def held(caches: list[WorkerCache], hashes: list[int]) -> WorkerCache:
+        """Wait until one worker's view holds every block of `hashes`; return that worker.
+        Whichever worker got the request publishes the blocks: wait on all of them at once."""
+
+        def held() -> bool:
+            return any(c.events.match(hashes) == len(hashes) for c in caches)
+
+        waits = [asyncio.create_task(c.wait_until(held, WAIT_S)) for c in caches]
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*done)
+        return next(c for c in caches if c.events.match(hashes) == len(hashes))
 
     async def synced(self, gw: RunningGateway) -> None:
         """Wait until every worker's event stream has delivered its snapshot."""

@@ -3,8 +3,6 @@ request that shares a long prefix with an earlier one goes to the worker that ho
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import torch
 
@@ -39,15 +37,7 @@ async def test_shared_prefix_follows_its_worker_on_the_real_engine(stack) -> Non
             model=MODEL, messages=messages, max_tokens=2, temperature=0
         )
         assert reply.usage.prompt_tokens == len(ids)
-
-        def held(hashes: list[int] = hashes) -> bool:
-            return any(c.events.match(hashes) == len(hashes) for c in caches)
-
-        waits = [asyncio.create_task(c.wait_until(held, stack.WAIT_S)) for c in caches]
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*done)
+        await stack.held(caches, hashes)
         messages += [
             {"role": "assistant", "content": reply.choices[0].message.content or ""},
             {"role": "user", "content": "Go on."},

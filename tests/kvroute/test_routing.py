@@ -39,17 +39,7 @@ async def first_turn(stack, gw, messages) -> tuple[int, WorkerCache]:
     messages.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
     messages.append({"role": "user", "content": "And the next point, in detail please. " * 8})
 
-    def held() -> bool:
-        return any(c.events.match(hashes) == len(hashes) for c in caches)
-
-    # Whichever worker got it publishes the blocks: wait on all of them at once.
-    waits = [asyncio.create_task(c.wait_until(held, stack.WAIT_S)) for c in caches]
-    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*done)
-    holder = next(c for c in caches if c.events.match(hashes) == len(hashes))
-    return len(hashes) * 16, holder
+    return len(hashes) * 16, await stack.held(caches, hashes)
 
 
 async def second_turn_cached(stack, gw, messages) -> int:
