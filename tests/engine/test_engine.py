@@ -75,9 +75,7 @@ def test_preempted_equals_never_preempted(make_engine, req, run_all, prompts):
         assert all(c == 0 for c in tight.block_manager.ref_counts())
 
 
-def test_no_block_leaks_with_aborts_and_preemptions(
-    make_engine, req, run_all, prompts, step_twice
-):
+def test_no_block_leaks_with_aborts_and_preemptions(make_engine, req, run_all, prompts, step_twice):
     engine = make_engine(num_blocks=24, max_batch_size=6, max_tokens_per_step=32)
     ps = prompts(40, seed=6, lo=3, hi=40)
     finished = set()

@@ -64,9 +64,7 @@ def test_full_swap_space_falls_back_to_recompute(make_engine, req, run_all, prom
     assert _host_free(tight) == 7
 
 
-def test_no_leaks_with_aborts_swaps_and_recomputes(
-    make_engine, req, run_all, prompts, step_twice
-):
+def test_no_leaks_with_aborts_swaps_and_recomputes(make_engine, req, run_all, prompts, step_twice):
     engine = make_engine(
         num_blocks=24,
         max_batch_size=6,
