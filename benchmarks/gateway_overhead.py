@@ -144,7 +144,7 @@ def _summary(s: Samples) -> dict[str, float]:
         "total_p50_ms": 1e3 * _pct(s.total_s, 0.50),
         "total_p99_ms": 1e3 * _pct(s.total_s, 0.99),
         "total_mean_ms": 1e3 * statistics.fmean(s.total_s),
-        "throughput_rps": s.count / s.wall_s,
+        "throughput_rps": s.count / s.wall_s if s.wall_s else float("nan"),
     } | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
 
 
@@ -169,14 +169,56 @@ async def _measure(
         for base, samples in order if i % 2 == 0 else order[::-1]:
             await _batch(base, per_round, args, body, samples, pids)
     d, g = _summary(direct), _summary(through)
-    added = {k: g[k] - d[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")}
-    return {
+    result: dict[str, object] = {
         "config": vars(args) | {"out": str(args.out) if args.out else None},
         "direct": d,
         "gateway": g,
-        "added_ms": added,
+        "added_ms": _added(d, g),
         "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
     }
+    if args.interleaved:
+        mixed_direct, mixed_through = Samples(), Samples()
+        await _mixed(worker, gateway, args.interleaved, args, body, mixed_direct, mixed_through)
+        md, mg = _summary(mixed_direct), _summary(mixed_through)
+        result["interleaved"] = {"direct": md, "gateway": mg, "added_ms": _added(md, mg)}
+    return result
+
+
+def _added(d: dict[str, float], g: dict[str, float]) -> dict[str, float]:
+    return {k: g[k] - d[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms")}
+
+
+async def _mixed(
+    worker: str,
+    gateway: str,
+    n: int,
+    args: argparse.Namespace,
+    body: bytes,
+    direct: Samples,
+    through: Samples,
+) -> None:
+    """`n` requests per path at once: each client alternates direct / gateway request by
+    request (half the clients start on each), so both paths share the worker's batch, the
+    machine's load and the clients' phase against the engine steps at every moment. Latency
+    only: the two paths' throughputs are not separable here."""
+    paths = [(worker + "/v1/chat/completions", direct), (gateway + "/v1/chat/completions", through)]
+    rng = random.Random(n)
+    remaining = [n, n]
+    connector = aiohttp.TCPConnector(limit=2 * args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client(first: int) -> None:
+            turn = first
+            while remaining[0] or remaining[1]:
+                if not remaining[turn]:
+                    turn ^= 1
+                remaining[turn] -= 1
+                await asyncio.sleep(rng.uniform(0.0, args.think_ms / 1e3))
+                url, samples = paths[turn]
+                await _one(session, url, body, samples)
+                turn ^= 1
+
+        await asyncio.gather(*(client(i % 2) for i in range(args.concurrency)))
 
 
 def _table(result: dict[str, object]) -> str:
@@ -192,6 +234,13 @@ def _table(result: dict[str, object]) -> str:
     for name in ("worker", "gateway"):
         key = f"{name}_cpu_ms_per_request"
         rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
+    mixed = result.get("interleaved")
+    if mixed:
+        md, mg, ma = mixed["direct"], mixed["gateway"], mixed["added_ms"]
+        rows.append(f"interleaved by request ({md['requests']} + {mg['requests']} requests):")
+        for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"):
+            rows.append(f"{key:<16}{md[key]:>12.2f}{mg[key]:>12.2f}{ma[key]:>+12.2f}")
+        rows.append(f"{'errors':<16}{md['errors']:>12}{mg['errors']:>12}")
     return "\n".join(rows)
 
 
@@ -216,6 +265,13 @@ def main() -> int:
         choices=("off", "on"),
         default="off",
         help="the gateway's semantic cache (off: measure the relay alone; on: add its lookup)",
+    )
+    p.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        help="after the rounds, N more requests per path with every client alternating direct / "
+        "gateway request by request (latency under identical conditions; 0 = skip)",
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()

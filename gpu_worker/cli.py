@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -128,6 +129,9 @@ def _build(args: argparse.Namespace) -> tuple[Engine, WorkerConfig]:
 
 async def _serve(engine: Engine, cfg: WorkerConfig, kind: str) -> None:
     handle = await start_worker(engine, cfg)
+    # The model, tokenizer and modules live as long as the process: keep the cyclic GC from
+    # walking them on every full collection (a stall of the loop that streams tokens).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
