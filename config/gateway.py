@@ -18,6 +18,7 @@ from config.semantic import SemanticCacheConfig
 
 PositiveS = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0 = any free port
 
 
@@ -67,6 +68,24 @@ class FleetViewConfig(Frozen):
     routed_ttl_s: PositiveS = 600.0
 
 
+class DispatchConfig(Frozen):
+    """Deadline-aware admission (gateway/dispatch.py).
+
+    With `max_in_flight_per_worker` > 0 the gateway sends a worker at most that many requests at
+    once; the rest wait in the gateway, earliest deadline first, and a request whose deadline
+    (`x-kvgate-deadline-ms`: its first token within that many ms of arrival) can no longer be
+    met is refused with 504 at once. 0 = no gateway-side bound: requests go straight to routing
+    and each worker's own bound (`max_pending_requests`, answered 503) is the limit.
+    """
+
+    max_in_flight_per_worker: NonNegativeInt = 0
+    max_waiting: PositiveInt = 4096  # beyond it: 503 `gateway_queue_full` with Retry-After
+    # A request without a deadline is ordered as if its first token were due this long after
+    # arrival (so it is not starved by a stream of deadlines); it is never refused for lateness.
+    no_deadline_ms: PositiveS = 30_000.0
+    max_deadline_ms: PositiveS = 86_400_000.0  # larger header values are a client error (400)
+
+
 class GatewayConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 8000
@@ -76,6 +95,7 @@ class GatewayConfig(Frozen):
     upstream: UpstreamConfig = UpstreamConfig()
     health: HealthConfig = HealthConfig()
     fleet_view: FleetViewConfig = FleetViewConfig()
+    dispatch: DispatchConfig = DispatchConfig()
     # The semantic cache (on by default; `semantic_cache: {enabled: false}` turns it off and
     # skips loading the embedding model).
     semantic_cache: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)

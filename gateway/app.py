@@ -16,6 +16,7 @@ from backends.openai_upstream import UpstreamClient
 from config.gateway import GatewayConfig
 from gateway import admin, handlers
 from gateway.auth import Authenticator
+from gateway.dispatch import Dispatcher
 from gateway.errors import error_middleware
 from gateway.fleet import FleetView
 from gateway.health import HealthProber
@@ -86,7 +87,8 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         cfg.upstream.max_attempts,
         cfg.upstream.read_timeout_s,
-        app[FLEET_CACHE],
+        dispatch=Dispatcher(cfg.dispatch, app[FLEET], app[METRICS]),
+        cache=app[FLEET_CACHE],
     )
     prober = HealthProber(app[FLEET], upstream, cfg.health)
     app[PROBER] = prober

@@ -31,6 +31,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         type_: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,12 +39,16 @@ class ApiError(Exception):
         self.param = param
         self.code = code or ERROR_TYPES.get(status, "error")
         self.type = type_
+        self.retry_after_s = retry_after_s  # sent as `Retry-After` when set
 
     def response(self) -> web.Response:
         body = error_body(
             self.status, self.message, param=self.param, code=self.code, type=self.type
         )
-        return web.Response(status=self.status, body=body, content_type="application/json")
+        headers = None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+        return web.Response(
+            status=self.status, body=body, content_type="application/json", headers=headers
+        )
 
 
 def no_healthy_worker(model: str, detail: str = "") -> ApiError:

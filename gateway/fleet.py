@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Iterable
+from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
 from policies.routing import WorkerView
@@ -32,6 +33,13 @@ class WorkerState:
         return WorkerView(worker_id=self.worker_id, in_flight=self.in_flight)
 
 
+class FleetListener(Protocol):
+    """Told, on the event loop, when a worker's request finishes and when its health flips."""
+
+    def released(self, worker: WorkerState) -> None: ...
+    def health_changed(self, worker: WorkerState) -> None: ...
+
+
 class FleetView:
     def __init__(
         self, urls: Iterable[str], metrics: GatewayMetrics, unhealthy_after_failures: int = 1
@@ -40,6 +48,7 @@ class FleetView:
         self._metrics = metrics
         self._unhealthy_after = unhealthy_after_failures
         self._changed: asyncio.Event | None = None  # made on first wait (needs a running loop)
+        self._listeners: list[FleetListener] = []
         for w in self.workers:
             metrics.healthy.labels(w.worker_id).set(0)
             metrics.in_flight.labels(w.worker_id).set(0)
@@ -67,6 +76,11 @@ class FleetView:
     def release(self, worker: WorkerState) -> None:
         worker.in_flight -= 1
         self._metrics.in_flight.labels(worker.worker_id).set(worker.in_flight)
+        for listener in self._listeners:
+            listener.released(worker)
+
+    def add_listener(self, listener: FleetListener) -> None:
+        self._listeners.append(listener)
 
     def mark_failed(self, worker: WorkerState, reason: str) -> None:
         """A request to `worker` failed at the transport level: out of rotation at once."""
@@ -102,8 +116,12 @@ class FleetView:
         await self._changed.wait()
 
     def _set_healthy(self, worker: WorkerState, healthy: bool) -> None:
-        if worker.healthy != healthy and self._changed is not None:
+        changed = worker.healthy != healthy
+        if changed and self._changed is not None:
             self._changed.set()
             self._changed = None
         worker.healthy = healthy
         self._metrics.healthy.labels(worker.worker_id).set(1 if healthy else 0)
+        if changed:
+            for listener in self._listeners:
+                listener.health_changed(worker)

@@ -53,12 +53,35 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytes:
     return await request.read()  # aiohttp enforces client_max_size on chunked bodies (413)
 
 
+def _deadline_s(request: web.Request, arrival_s: float, max_ms: float) -> float | None:
+    """When the first token is due (`x-kvgate-deadline-ms` after arrival), None without one."""
+    given = request.headers.get(HEADER_DEADLINE_MS)
+    if given is None:
+        return None
+    try:
+        ms = float(given)
+    except ValueError:
+        ms = -1.0
+    if not 0.0 < ms <= max_ms:  # also refuses nan and inf
+        raise ApiError(
+            400,
+            f"{HEADER_DEADLINE_MS} must be a number of milliseconds in (0, {max_ms:g}], "
+            f"not {given[:40]!r}",
+            param=HEADER_DEADLINE_MS,
+            code="invalid_deadline",
+        )
+    return arrival_s + ms / 1000.0
+
+
 async def _proxy(
     request: web.Request, endpoint: str, path: str, parse: Parser
 ) -> web.StreamResponse:
+    arrival_s = time.monotonic()
     app = request.app
+    cfg = app[keys.CONFIG]
     tenant = app[keys.AUTH].tenant(request.headers.get("Authorization"))
-    body = await _read_body(request, app[keys.CONFIG].max_body_bytes)
+    deadline_s = _deadline_s(request, arrival_s, cfg.dispatch.max_deadline_ms)
+    body = await _read_body(request, cfg.max_body_bytes)
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):
         raise unknown_model(info.model)
@@ -70,6 +93,8 @@ async def _proxy(
         model=info.model,
         stream=info.stream,
         view=info.view,
+        arrival_s=arrival_s,
+        deadline_s=deadline_s,
     )
     relay = app[keys.RELAY]
     stage = app.get(keys.SEMANTIC)

@@ -81,6 +81,18 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.dispatch_waiting = Gauge(
+            "kvgate_dispatch_waiting",
+            "Requests waiting in the gateway for a worker slot (gateway/dispatch.py)",
+            registry=r,
+        )
+        self.dispatch_wait = Histogram(
+            "kvgate_dispatch_wait_seconds",
+            "Time a request waited in the gateway for a worker slot",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
 

@@ -39,6 +39,7 @@ from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
+    from gateway.dispatch import Dispatcher
     from gateway.worker_cache import FleetCache
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool
     view: RequestView
     observer: ReplyObserver | None = None
+    arrival_s: float = 0.0  # monotonic clock, when the gateway got the request
+    deadline_s: float | None = None  # monotonic clock, when its first token is due (dispatch)
 
 
 class Opened:
@@ -94,9 +97,11 @@ class Relay:
         metrics: GatewayMetrics,
         max_attempts: int,
         read_timeout_s: float,
+        dispatch: Dispatcher,
         cache: FleetCache | None = None,
     ) -> None:
         self._fleet = fleet
+        self._dispatch = dispatch
         self._router = router
         self._upstream = upstream
         self._metrics = metrics
@@ -105,7 +110,10 @@ class Relay:
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
     def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
+        """A worker for `call` among the healthy ones not in `exclude` with room (dispatch)."""
         candidates = self._fleet.candidates(call.model, exclude)
+        if self._dispatch.cfg.max_in_flight_per_worker:
+            candidates = [w for w in candidates if self._dispatch.has_room(w)]
         if not candidates:
             return None
         if self._cache is not None:
@@ -146,16 +154,26 @@ class Relay:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""
-        for attempt in range(self._max_attempts):
+        dispatch = self._dispatch
+        dispatch.check(call.model, call.arrival_s, call.deadline_s)
+        if dispatch.must_wait(call.model):
+            await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+        attempt = 0
+        while attempt < self._max_attempts:
             worker = self.pick(call, tried)
             if worker is None:
+                if dispatch.must_wait(call.model, tried):  # healthy workers, all of them full
+                    await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+                    continue
                 break
+            attempt += 1
             tried.add(worker.worker_id)
             self._fleet.acquire(worker)
             reply: UpstreamReply | None = None
             try:
+                sent = time.perf_counter()
                 reply = await self._upstream.open(worker.url, call.path, call.body, call.headers)
-                if reply.status in _BUSY and self._can_retry(call, tried, attempt):
+                if reply.status in _BUSY and self._can_retry(call, tried, attempt - 1):
                     reply.close()
                     self._fleet.release(worker)
                     last_error = f"{worker.worker_id}: busy ({reply.status})"
@@ -163,6 +181,8 @@ class Relay:
                     self._metrics.retries.inc()
                     continue
                 first = await reply.read_chunk()
+                if reply.status == 200:
+                    dispatch.record_ttft(call.model, time.perf_counter() - sent)
             except UpstreamUnavailable as exc:
                 self._fleet.release(worker)
                 if reply is not None:
