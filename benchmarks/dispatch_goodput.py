@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gateway_overhead import _pct, _spawn  # noqa: E402
+from benchmarks.gateway_overhead import _pct, _spawn, spawn_sim_worker  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 
@@ -228,22 +228,8 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     python = [sys.executable, "-m", "kvgate"]
-    worker, worker_url = _spawn(
-        [
-            *python,
-            "sim-worker",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--model",
-            args.model,
-            "--time-scale",
-            str(args.time_scale),
-            "--max-batch-size",
-            str(args.max_batch),
-        ],
-        "http",
+    worker, worker_url = spawn_sim_worker(
+        args.model, args.time_scale, "--max-batch-size", str(args.max_batch)
     )
     procs = []
     try:

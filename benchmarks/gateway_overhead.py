@@ -82,6 +82,12 @@ def _spawn(
     raise RuntimeError(f"{argv[3]} printed no URL")
 
 
+def spawn_sim_worker(model: str, time_scale: float, *extra: str) -> tuple[subprocess.Popen, str]:
+    """`kvgate sim-worker` on a free loopback port (more flags in `extra`); (process, URL)."""
+    argv = [sys.executable, "-m", "kvgate", "sim-worker", "--host", "127.0.0.1", "--port", "0"]
+    return _spawn([*argv, "--model", model, "--time-scale", str(time_scale), *extra], "http")
+
+
 async def _one(session: aiohttp.ClientSession, url: str, body: bytes, out: Samples) -> None:
     start = time.perf_counter()
     ttft = None
@@ -276,21 +282,7 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     python = [sys.executable, "-m", "kvgate"]
-    worker, worker_url = _spawn(
-        [
-            *python,
-            "sim-worker",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--model",
-            args.model,
-            "--time-scale",
-            str(args.time_scale),
-        ],
-        "http",
-    )
+    worker, worker_url = spawn_sim_worker(args.model, args.time_scale)
     try:
         enabled = "true" if args.semantic_cache == "on" else "false"
         gateway, gateway_url = _spawn(
