@@ -32,7 +32,7 @@ from backends.openai_upstream import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from config.protocol import error_body
+from config.protocol import HEADER_DEADLINE_MS, error_body
 from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
@@ -71,6 +71,14 @@ class UpstreamCall(msgspec.Struct, frozen=True, kw_only=True):
     observer: ReplyObserver | None = None
     arrival_s: float = 0.0  # monotonic clock, when the gateway got the request
     deadline_s: float | None = None  # monotonic clock, when its first token is due (dispatch)
+
+
+def _with_budget(call: UpstreamCall) -> Mapping[str, str]:
+    """The worker gets what is left of the deadline (time spent in the gateway subtracted)."""
+    if call.deadline_s is None:
+        return call.headers
+    left_ms = max(1.0, 1000.0 * (call.deadline_s - time.monotonic()))
+    return {**call.headers, HEADER_DEADLINE_MS: f"{left_ms:.0f}"}
 
 
 class Opened:
@@ -172,7 +180,8 @@ class Relay:
             reply: UpstreamReply | None = None
             try:
                 sent = time.perf_counter()
-                reply = await self._upstream.open(worker.url, call.path, call.body, call.headers)
+                headers = _with_budget(call)
+                reply = await self._upstream.open(worker.url, call.path, call.body, headers)
                 if reply.status in _BUSY and self._can_retry(call, tried, attempt - 1):
                     reply.close()
                     self._fleet.release(worker)

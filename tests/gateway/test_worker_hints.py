@@ -81,7 +81,12 @@ async def test_turn_conversation_and_client_hints_reach_the_worker(
     await client.chat.completions.create(
         model=MODEL,
         messages=[system, other],
-        extra_headers={HEADER_CATEGORY: "chat", HEADER_CACHE_SALT: "s1", HEADER_TURN: "5"},
+        extra_headers={
+            HEADER_CATEGORY: "chat",
+            HEADER_CACHE_SALT: "s1",
+            HEADER_TURN: "5",
+            HEADER_DEADLINE_MS: "5000",
+        },
     )
     assert [h[HEADER_TURN] for h in seen] == ["0", "1", "5"]  # a client's own turn wins
     conversations = [h[HEADER_CONVERSATION] for h in seen]
@@ -89,3 +94,5 @@ async def test_turn_conversation_and_client_hints_reach_the_worker(
     assert int(conversations[0]) >= 0
     assert seen[2][HEADER_CATEGORY] == "chat" and seen[2][HEADER_CACHE_SALT] == "s1"
     assert HEADER_CACHE_SALT not in seen[0] and HEADER_DEADLINE_MS not in seen[0]
+    # The worker gets what is left of the deadline after the gateway's own time.
+    assert 4000 < int(seen[2][HEADER_DEADLINE_MS]) <= 5000
