@@ -5,15 +5,15 @@
 One simulated worker (its own process) and two gateways in front of it: `off` sends every
 request straight on (the worker queues first come, first served), `on` holds at most
 `--in-flight` requests on the worker and queues the rest in the gateway, earliest deadline
-first, refusing at once what cannot make it (docs/dispatch.md). The same open-loop Poisson
-arrivals (same seed) go to each gateway in alternating rounds (off, on, on, off, ...), the
-worker drained between rounds. Each request carries `x-kvgate-deadline-ms` for its first token:
-a share `--tight-share` gets `--tight-ms`, the rest `--loose-ms`. Offered load is
-`--load` × the worker's measured capacity (a full batch timed at the start).
+first, refusing at once what cannot make it (docs/dispatch.md). The same closed-loop load goes
+to each gateway in alternating rounds (off, on, on, off, ...; same seeds), the worker drained
+between rounds: `--clients` clients, more than the worker's batch, so requests queue. Each
+request carries `x-kvgate-deadline-ms` for its first token: a share `--tight-share` gets
+`--tight-ms`, the rest `--loose-ms`.
 
 Reports per mode and deadline class: requests, first token within the deadline (goodput),
 refused early (504) and how long a refusal took, TTFT p50/p99 of the served; and the goodput
-ratio on/off. Traffic goes to 127.0.0.1 only, bounded by `--rounds` × `--round-s` × rate.
+ratio on/off. Traffic goes to 127.0.0.1 only, bounded by `--rounds` × `--round-s` × clients.
 """
 
 from __future__ import annotations
@@ -97,47 +97,32 @@ async def _drain(session: aiohttp.ClientSession, worker: str, timeout_s: float =
     raise RuntimeError("the worker did not drain")
 
 
-async def _capacity(session: aiohttp.ClientSession, url: str, args: argparse.Namespace) -> float:
-    """Requests per second the worker completes at a full batch: `--in-flight` requests sent at
-    once, twice (the first warms the worker up); the second's count over its wall time."""
-    rng = random.Random(0)
-
-    async def one() -> None:
-        async with session.post(url + CHAT, data=_body(args, rng)) as r:
-            await r.read()
-            if r.status != 200:
-                raise RuntimeError(f"calibration request answered {r.status}")
-
-    await asyncio.gather(*(one() for _ in range(args.in_flight)))
-    start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(args.in_flight)))
-    return args.in_flight / (time.perf_counter() - start)
-
-
 async def _round(
-    session: aiohttp.ClientSession, url: str, rate: float, seed: int, args: argparse.Namespace
+    session: aiohttp.ClientSession, url: str, seed: int, args: argparse.Namespace
 ) -> list[Outcome]:
-    rng = random.Random(seed)
+    """`--clients` closed-loop clients for `--round-s` seconds, each sending its next request a
+    random think time after its last one ended (the same seeds for both modes)."""
     outcomes: list[Outcome] = []
-    tasks: list[asyncio.Task[None]] = []
-    start = time.perf_counter()
-    at = 0.0
-    while True:
-        at += rng.expovariate(rate)
-        if at > args.round_s:
-            break
-        tight = rng.random() < args.tight_share
-        out = Outcome(
-            cls="tight" if tight else "loose",
-            deadline_s=(args.tight_ms if tight else args.loose_ms) / 1000.0,
-        )
-        body = _body(args, rng)
-        delay = start + at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        outcomes.append(out)
-        tasks.append(asyncio.create_task(_one(session, url, body, out)))
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.loose_ms / 1000.0 + 120.0)
+    stop = time.perf_counter() + args.round_s
+
+    async def client(rng: random.Random) -> None:
+        while True:
+            await asyncio.sleep(rng.uniform(0.0, args.think_ms / 1000.0))
+            if time.perf_counter() >= stop:
+                return
+            tight = rng.random() < args.tight_share
+            out = Outcome(
+                cls="tight" if tight else "loose",
+                deadline_s=(args.tight_ms if tight else args.loose_ms) / 1000.0,
+            )
+            outcomes.append(out)
+            await _one(session, url, _body(args, rng), out)
+
+    rngs = [random.Random(seed * 100_003 + i) for i in range(args.clients)]
+    await asyncio.wait_for(
+        asyncio.gather(*(client(rng) for rng in rngs)),
+        timeout=args.round_s + args.loose_ms / 1000.0 + 120.0,
+    )
     return outcomes
 
 
@@ -168,23 +153,17 @@ async def _measure(args: argparse.Namespace, worker: str, gateways: dict[str, st
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=args.loose_ms / 1000.0 + 120.0)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        capacity = await _capacity(session, worker, args)
-        await _drain(session, worker)
-        rate = args.load * capacity
-        print(f"capacity {capacity:.1f} req/s; offering {rate:.1f} req/s", flush=True)
         modes = {name: Mode() for name in gateways}
         for i in range(args.rounds):
             order = ["off", "on"] if i % 2 == 0 else ["on", "off"]
             for name in order:
-                outcomes = await _round(session, gateways[name], rate, seed=i, args=args)
+                outcomes = await _round(session, gateways[name], seed=i, args=args)
                 modes[name].outcomes.extend(outcomes)
                 await _drain(session, worker)
                 print(f"round {i} {name}: {len(outcomes)} requests", flush=True)
     wall_s = args.rounds * args.round_s
     result: dict[str, object] = {
         "config": vars(args) | {"out": str(args.out) if args.out else None},
-        "capacity_rps": capacity,
-        "offered_rps": rate,
     }
     for name, mode in modes.items():
         result[name] = _summary(mode.outcomes, wall_s)
@@ -195,7 +174,8 @@ async def _measure(args: argparse.Namespace, worker: str, gateways: dict[str, st
 
 def _table(result: dict) -> str:
     rows = [
-        f"capacity {result['capacity_rps']:.1f} req/s, offered {result['offered_rps']:.1f} req/s",
+        f"{result['config']['clients']} clients, worker batch {result['config']['max_batch']}, "
+        f"gateway bound {result['config']['in_flight']}",
         f"{'mode':<5}{'class':<7}{'requests':>9}{'in SLO':>8}{'share':>8}{'refused':>8}"
         f"{'refuse p50':>11}{'errors':>7}{'ttft p50':>10}{'ttft p99':>10}",
     ]
@@ -217,13 +197,14 @@ def main() -> int:
     p.add_argument("--time-scale", type=float, default=4.0, help="sim worker slowness (1 = A100)")
     p.add_argument("--max-batch", type=int, default=32, help="the sim worker's batch size")
     p.add_argument("--in-flight", type=int, default=32, help="the `on` gateway's bound per worker")
-    p.add_argument("--load", type=float, default=1.3, help="offered rate / measured capacity")
+    p.add_argument("--clients", type=int, default=96, help="closed-loop clients (> batch)")
+    p.add_argument("--think-ms", type=float, default=200.0, help="uniform 0..N ms between requests")
     p.add_argument("--round-s", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=2, help="pairs of rounds (off+on)")
     p.add_argument("--tight-share", type=float, default=0.3)
     p.add_argument("--tight-ms", type=float, default=1500.0)
     p.add_argument("--loose-ms", type=float, default=20000.0)
-    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--model", default="sim-llama")
     p.add_argument("--out", type=Path)
     args = p.parse_args()

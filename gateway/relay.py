@@ -190,7 +190,7 @@ class Relay:
                     self._metrics.retries.inc()
                     continue
                 first = await reply.read_chunk()
-                if reply.status == 200:
+                if reply.status == 200 and call.stream:  # a whole reply's first bytes are its end
                     dispatch.record_ttft(call.model, time.perf_counter() - sent)
             except UpstreamUnavailable as exc:
                 self._fleet.release(worker)

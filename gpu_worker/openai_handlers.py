@@ -150,8 +150,10 @@ async def _serve(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
             )
             await resp.prepare(request)
-            if kind == "chat":
-                await resp.write(reply.sse(reply.role_chunk()))
+            # The role chunk goes out with the first output, not at once: a client (and the
+            # gateway's TTFT metric and deadline estimate) reads the first chunk as the first
+            # token, as with other OpenAI-compatible servers.
+            role = kind == "chat"
             while not finished:
                 item = _coalesce(await outputs.get(), outputs)
                 if isinstance(item, RequestError):
@@ -160,7 +162,11 @@ async def _serve(
                     return resp
                 finished = item.finished
                 if item.text_delta or item.finished:
-                    await resp.write(reply.sse(reply.delta_chunk(item)))
+                    chunk = reply.sse(reply.delta_chunk(item))
+                    if role:
+                        chunk = reply.sse(reply.role_chunk()) + chunk
+                        role = False
+                    await resp.write(chunk)
             if req.include_usage():
                 await resp.write(reply.sse(reply.usage_chunk()))
             await resp.write(b"data: [DONE]\n\n")

@@ -190,3 +190,35 @@ async def test_many_requests_with_disconnects_leave_no_block_held() -> None:
         assert pool.num_private == 0 and pool.num_referenced() == 0
     finally:
         await handle.close()
+
+
+async def test_first_chat_chunk_comes_with_the_first_token() -> None:
+    """The role chunk is not sent on arrival: a request queued behind a full batch shows nothing
+    until its first token, so a client's (or the gateway's) time to first chunk is its TTFT."""
+    handle = await start(make_engine(time_scale=1.0, max_batch_size=1))  # ~10 ms per token
+
+    def body(max_tokens: int) -> dict:
+        messages = [{"role": "user", "content": "hi"}]
+        return {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "stream": True}
+
+    async def first_and_end(http: httpx.AsyncClient, max_tokens: int) -> tuple[float, float, str]:
+        first, text = 0.0, ""
+        async with http.stream(
+            "POST", handle.url + "/v1/chat/completions", json=body(max_tokens)
+        ) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: ") and not first:
+                    first = time.monotonic()
+                    text = line
+        return first, time.monotonic(), text
+
+    try:
+        async with httpx.AsyncClient(timeout=20) as http:
+            long_one = asyncio.create_task(first_and_end(http, 60))  # holds the only slot
+            await _wait_stats(http, handle.url, running=1)
+            queued = asyncio.create_task(first_and_end(http, 3))
+            (_, long_end, _), (queued_first, _, first_line) = await asyncio.gather(long_one, queued)
+        assert queued_first >= long_end - 0.05  # nothing arrived while it waited for the slot
+        assert '"role":"assistant"' in first_line
+    finally:
+        await handle.close()
