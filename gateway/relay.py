@@ -39,6 +39,7 @@ from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
+    from gateway.tokenize_ahead import Ticket
     from gateway.worker_cache import FleetCache
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,14 @@ class Relay:
         self._read_timeout_s = read_timeout_s
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
-    def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
+    def pick(
+        self, call: UpstreamCall, exclude: set[str], ticket: Ticket | None = None
+    ) -> WorkerState | None:
         candidates = self._fleet.candidates(call.model, exclude)
         if not candidates:
             return None
         if self._cache is not None:
-            return self._cache.pick(call, candidates, self._router)
+            return self._cache.pick(call, candidates, self._router, ticket=ticket)
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
@@ -146,8 +149,16 @@ class Relay:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""
+        ticket = None
+        if self._cache is not None:
+            # Long new chat turns are tokenized off the loop; picks keep arrival order.
+            ticket = await self._cache.ready(call, self._fleet.candidates(call.model, tried))
         for attempt in range(self._max_attempts):
-            worker = self.pick(call, tried)
+            try:
+                worker = self.pick(call, tried, ticket)
+            finally:
+                if ticket is not None:
+                    ticket.release()  # the next request may pick now
             if worker is None:
                 break
             tried.add(worker.worker_id)
