@@ -35,8 +35,9 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from gateway.request_tokens import RequestTokens
 
@@ -49,16 +50,17 @@ Job = tuple[RequestTokens, Turns]  # turns to encode ahead, for one tokenizer pr
 class Ticket:
     """A request's place in routing order; `release()` it right after the request's pick."""
 
-    __slots__ = ("_gate", "skipped")
+    __slots__ = ("_open", "skipped")
 
-    def __init__(self, gate: asyncio.Future[None] | None = None, skipped: bool = False) -> None:
-        self._gate = gate
+    def __init__(self, open_gate: Callable[[], None] | None = None, skipped: bool = False) -> None:
+        self._open = open_gate
         self.skipped = skipped  # over the bound with long new turns: route without prefix info
 
     def release(self) -> None:
         """Let the next request pick (idempotent)."""
-        if self._gate is not None and not self._gate.done():
-            self._gate.set_result(None)
+        if self._open is not None:
+            self._open()
+            self._open = None
 
 
 class TokenizeAhead:
@@ -91,7 +93,7 @@ class TokenizeAhead:
         prev, gate = self._last, loop.create_future()
         self._last = gate
         self.waiting += 1
-        gate.add_done_callback(self._left)
+        open_gate = partial(self._open, gate)
         try:
             if cold:
                 self.counts["ahead"] += 1
@@ -101,9 +103,13 @@ class TokenizeAhead:
             if prev is not None and not prev.done():
                 await asyncio.shield(prev)  # a cancelled waiter must not cancel its predecessor
         except BaseException:
-            _release_after(prev, gate)
+            # Keep the order behind it: its gate opens when its predecessor's does.
+            if prev is None or prev.done():
+                open_gate()
+            else:
+                prev.add_done_callback(lambda _: open_gate())
             raise
-        return Ticket(gate)
+        return Ticket(open_gate)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -123,7 +129,12 @@ class TokenizeAhead:
             "encoded %d new chars ahead in %.2f ms", new_chars, (time.perf_counter() - start) * 1e3
         )
 
-    def _left(self, gate: asyncio.Future[None]) -> None:
+    def _open(self, gate: asyncio.Future[None]) -> None:
+        """Let the request behind `gate` pick; counted out of the queue at once (synchronously,
+        so a request arriving in the same loop iteration sees the queue as it is)."""
+        if gate.done():
+            return
+        gate.set_result(None)
         self.waiting -= 1
         if self._last is gate:
             self._last = None
@@ -132,16 +143,3 @@ class TokenizeAhead:
 def _encode_all(jobs: list[Job]) -> list[list[array[int]]]:
     """In the tokenizing thread: thread-safe, GIL released while the encoder runs."""
     return [tokens.encode_turns(turns) for tokens, turns in jobs]
-
-
-def _release_after(prev: asyncio.Future[None] | None, gate: asyncio.Future[None]) -> None:
-    """Open `gate` once `prev` is open (a cancelled waiter keeps the order behind it)."""
-
-    def release(_: object = None) -> None:
-        if not gate.done():
-            gate.set_result(None)
-
-    if prev is None or prev.done():
-        release()
-    else:
-        prev.add_done_callback(release)

@@ -1,6 +1,6 @@
 """Long new chat turns are tokenized off the event loop (gateway/tokenize_ahead.py): the order of
-routing decisions, the queue bound, cancellation, and equal ids; the gateway-level check that the
-loop is not blocked is in test_tokenize_ahead_gateway.py."""
+routing decisions, the queue bound, cancellation, equal ids, and a real gateway whose loop a burst
+of long new conversations does not block."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import asyncio
 import orjson
 import pytest
 
+from config.cost_model import CostModelConfig
+from config.worker import SimEngineConfig, WorkerConfig
+from gateway.keys import FLEET_CACHE
 from gateway.request_tokens import Profile, RequestTokens
 from gateway.tokenize_ahead import TokenizeAhead
 from gpu_worker.bpe_tokenizer import BpeTokenizer
 from gpu_worker.gguf_file import find_smollm2_gguf
+from gpu_worker.server import start_worker
+from gpu_worker.sim_engine import SimEngine
 
 PROFILE = Profile("smollm2", None, 16, "smollm2")
 
@@ -118,3 +123,73 @@ async def test_a_cancelled_waiter_does_not_stall_the_ones_behind_it(tokens):
         assert ahead.waiting == 0
     finally:
         ahead.close()
+
+
+class LoopLag:
+    """How late the event loop wakes a 1 ms timer: a blocked loop wakes it late."""
+
+    def __init__(self) -> None:
+        self.max_lag_s = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            start = loop.time()
+            await asyncio.sleep(0.001)
+            self.max_lag_s = max(self.max_lag_s, loop.time() - start - 0.001)
+
+
+@pytest.mark.smollm2
+async def test_a_burst_of_long_new_chats_does_not_block_the_gateways_loop(stack, tokens):
+    """A real gateway over two in-process workers on the SmolLM2 tokenizer. The workers' own
+    tokenizer (shared, with a turn cache) is warmed with every prompt first, so the only cold
+    tokenizing left on this loop is the gateway's. Control: the same burst with the cut-off
+    raised so everything is tokenized inline, which the probe must see as a stall."""
+    bpe: BpeTokenizer = tokens._tokenizer  # noqa: SLF001 - the workers share it
+    for _ in range(2):
+        cfg = WorkerConfig(host="127.0.0.1", port=0, model=PROFILE.model, kv_heartbeat_s=0.5)
+        engine_cfg = SimEngineConfig(cost_model=CostModelConfig(time_scale=0.001))
+        engine = SimEngine(engine_cfg, model_id=PROFILE.model, tokenizer=bpe)
+        stack.workers.append(await start_worker(engine, cfg))
+    gw = await stack.gateway([w.url for w in stack.workers], semantic_cache={"enabled": False})
+    await stack.synced(gw)
+    ahead = gw.app[FLEET_CACHE].ahead
+    assert gw.app[FLEET_CACHE].tokens_for(stack.caches(gw)[0].profile) is not None
+    client = stack.client(gw)
+
+    async def burst(tag: str) -> float:
+        chats = [[{"role": "user", "content": long_text(f"{tag}{i}", 2000)}] for i in range(4)]
+        sizes = [len(bpe.apply_chat_template(c)) for c in chats]  # warms the workers' cache
+        assert min(sizes) > 3000
+        async with LoopLag() as lag:
+            replies = await asyncio.gather(
+                *(
+                    client.chat.completions.create(model=PROFILE.model, messages=c, max_tokens=2)
+                    for c in chats
+                )
+            )
+        assert [r.usage.prompt_tokens for r in replies] == sizes  # none lost, all whole
+        return lag.max_lag_s
+
+    default_cut = ahead.inline_max_chars
+    ahead.inline_max_chars = 10**9  # control: everything inline, as before this change
+    inline_lag_s = await burst("inline")
+    assert ahead.counts["ahead"] == 0
+    ahead.inline_max_chars = default_cut
+    ahead_lag_s = await burst("ahead")
+    assert ahead.counts["ahead"] == 4
+    # One cold 3 k-token chat takes milliseconds to encode; on the loop the probe sees it.
+    assert ahead_lag_s < 0.5 * inline_lag_s, (ahead_lag_s, inline_lag_s)
+    print(f"loop lag: inline {inline_lag_s * 1e3:.2f} ms, ahead {ahead_lag_s * 1e3:.2f} ms")
