@@ -5,19 +5,27 @@ of long new conversations does not block."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import orjson
 import pytest
 
 from config.cost_model import CostModelConfig
+from config.gateway import FleetViewConfig
+from config.protocol import WorkerStats
 from config.worker import SimEngineConfig, WorkerConfig
+from gateway.fleet import FleetView
 from gateway.keys import FLEET_CACHE
+from gateway.metrics import GatewayMetrics
+from gateway.relay import UpstreamCall
 from gateway.request_tokens import Profile, RequestTokens
-from gateway.tokenize_ahead import TokenizeAhead
+from gateway.tokenize_ahead import Ticket, TokenizeAhead
+from gateway.worker_cache import FleetCache
 from gpu_worker.bpe_tokenizer import BpeTokenizer
 from gpu_worker.gguf_file import find_smollm2_gguf
 from gpu_worker.server import start_worker
 from gpu_worker.sim_engine import SimEngine
+from policies.routing import RequestView, RoutingPolicy, WorkerView, build_routing
 
 PROFILE = Profile("smollm2", None, 16, "smollm2")
 
@@ -123,6 +131,46 @@ async def test_a_cancelled_waiter_does_not_stall_the_ones_behind_it(tokens):
         assert ahead.waiting == 0
     finally:
         ahead.close()
+
+
+class Recorder(RoutingPolicy):
+    """lmetric, recording the matched blocks it was shown."""
+
+    def __init__(self) -> None:
+        self.inner = build_routing()
+        self.seen: list[list[int]] = []
+
+    def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
+        self.seen.append([w.matched_blocks for w in workers])
+        return self.inner.select(request, workers, now)
+
+
+@pytest.mark.smollm2
+async def test_a_skipped_ticket_routes_without_prefix_info_and_a_normal_one_with_it(tokens):
+    view = FleetView(["http://127.0.0.1:1", "http://127.0.0.1:2"], GatewayMetrics())
+    cache = FleetCache(view, FleetViewConfig(), needs_hashes=True)
+    cache._store(PROFILE, tokens._tokenizer)  # noqa: SLF001 - skips the seconds-long rebuild
+    body = chat(long_text("held"))
+    held = tokens.hashes(tokens.token_ids("chat", body), None)
+    stats = WorkerStats(model=PROFILE.model, tokenizer="smollm2", block_size=16)
+    for i, worker in enumerate(cache.workers.values()):
+        worker.set_stats(stats)
+        worker.publishes_events = True
+        worker.events.apply(0, held if i == 1 else [], [], snapshot=True)
+    call = UpstreamCall(
+        endpoint="chat",
+        path="/v1/chat/completions",
+        body=body,
+        headers={},
+        model=PROFILE.model,
+        stream=False,
+        view=RequestView(num_prompt_tokens=len(body) // 4),
+    )
+    router = Recorder()
+    picked = cache.pick(call, view.workers, router, now=0.0, ticket=Ticket())
+    assert router.seen[-1] == [0, len(held)] and picked is view.workers[1]
+    cache.pick(call, view.workers, router, now=0.0, ticket=Ticket(skipped=True))
+    assert router.seen[-1] == [0, 0]  # routed blind: the queue was full
 
 
 class LoopLag:
