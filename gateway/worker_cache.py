@@ -18,7 +18,9 @@ matched through its routed index with an approximate profile (byte tokens, 64 pe
 hashes are only ever compared with hashes the gateway made the same way, so they stay consistent.
 A tokenizer that takes long to build (smollm2) is built off the loop by `prepare`, which the stats
 poller awaits for each profile it sees; until it is ready that worker is matched approximately.
-Everything else here runs on the event loop; no locks.
+Before a request's first pick, `ready` has its long new chat turns encoded in the tokenizing
+thread and keeps picks in arrival order (gateway/tokenize_ahead.py). Everything else here runs on
+the event loop; no locks.
 """
 
 from __future__ import annotations
