@@ -231,13 +231,17 @@ async def test_a_burst_of_long_new_chats_does_not_block_the_gateways_loop(stack,
         assert [r.usage.prompt_tokens for r in replies] == sizes  # none lost, all whole
         return lag.max_lag_s
 
+    # Two bursts per mode, interleaved; the least stalled of each, so that one scheduling hiccup
+    # of this shared box does not decide the comparison.
     default_cut = ahead.inline_max_chars
-    ahead.inline_max_chars = 10**9  # control: everything inline, as before this change
-    inline_lag_s = await burst("inline")
-    assert ahead.counts["ahead"] == 0
-    ahead.inline_max_chars = default_cut
-    ahead_lag_s = await burst("ahead")
-    assert ahead.counts["ahead"] == 4
-    # One cold 3 k-token chat takes milliseconds to encode; on the loop the probe sees it.
-    assert ahead_lag_s < 0.5 * inline_lag_s, (ahead_lag_s, inline_lag_s)
+    lags: dict[str, list[float]] = {"inline": [], "ahead": []}
+    for round_ in range(2):
+        ahead.inline_max_chars = 10**9  # control: everything inline, as before this change
+        lags["inline"].append(await burst(f"inline{round_}-"))
+        ahead.inline_max_chars = default_cut
+        lags["ahead"].append(await burst(f"ahead{round_}-"))
+    assert ahead.counts["ahead"] == 8  # every request of the "ahead" bursts, none of the others
+    inline_lag_s, ahead_lag_s = min(lags["inline"]), min(lags["ahead"])
+    # A cold ~6 k-token chat takes milliseconds to encode: inline, the probe sees it.
+    assert ahead_lag_s < 0.5 * inline_lag_s, lags
     print(f"loop lag: inline {inline_lag_s * 1e3:.2f} ms, ahead {ahead_lag_s * 1e3:.2f} ms")
