@@ -37,6 +37,7 @@ from config.routing import (
 from policies.cost_model import prefill_time_s
 from policies.routing import RequestView, RoutingPolicy, WorkerView, build_routing
 from policies.routing.lmetric import LMetricPolicy, new_prefill_tokens
+from policies.routing.tie_break import argmin_tied
 
 POLICIES: dict[str, RoutingConfig] = {
     "lmetric": LMetricRouting(),
@@ -63,7 +64,21 @@ class MarginalLMetric(LMetricPolicy):
         return worker.queued_prefill_tokens + uncached * (worker.load + 1)
 
 
-ABLATIONS: dict[str, Callable[[], RoutingPolicy]] = {"lmetric_marginal": MarginalLMetric}
+class ProductOnlyLMetric(LMetricPolicy):
+    """Ablation (not a gateway policy): lmetric before the third session, the product's pick
+    alone, never replaced by a worker that computes fewer tokens with no later first token."""
+
+    name = "lmetric_product_only"
+
+    def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
+        scores = [self.score(request, w) for w in workers]
+        return self._rotation.pick(argmin_tied(scores), len(workers))
+
+
+ABLATIONS: dict[str, Callable[[], RoutingPolicy]] = {
+    "lmetric_product_only": ProductOnlyLMetric,
+    "lmetric_marginal": MarginalLMetric,
+}
 
 
 class HitLossProbe(RoutingPolicy):

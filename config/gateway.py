@@ -66,6 +66,12 @@ class FleetViewConfig(Frozen):
     max_hashes_per_worker: PositiveInt = 4_000_000
     routed_max_hashes: PositiveInt = 200_000
     routed_ttl_s: PositiveS = 600.0
+    # Long new chat turns are tokenized in a thread (gateway/tokenize_ahead.py): those with more
+    # new characters than this (measured: benchmarks/request_hashing.py --cutoff) ...
+    tokenize_inline_max_chars: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # ... and at most this many requests wait for their turn to route; beyond it a request is
+    # routed at once, without prefix information when its new turns are long.
+    tokenize_queue_max: PositiveInt = 256
 
 
 class DispatchConfig(Frozen):

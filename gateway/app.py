@@ -103,6 +103,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await upstream.aclose()
+    app[FLEET_CACHE].close()
 
 
 async def _start_fleet_view(

@@ -40,6 +40,7 @@ from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
     from gateway.dispatch import Dispatcher
+    from gateway.tokenize_ahead import Ticket
     from gateway.worker_cache import FleetCache
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ class Relay:
         self._read_timeout_s = read_timeout_s
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
-    def pick(self, call: UpstreamCall, exclude: set[str]) -> WorkerState | None:
+    def pick(
+        self, call: UpstreamCall, exclude: set[str], ticket: Ticket | None = None
+    ) -> WorkerState | None:
         """A worker for `call` among the healthy ones not in `exclude` with room (dispatch)."""
         candidates = self._fleet.candidates(call.model, exclude)
         if self._dispatch.cfg.max_in_flight_per_worker:
@@ -125,7 +128,7 @@ class Relay:
         if not candidates:
             return None
         if self._cache is not None:
-            return self._cache.pick(call, candidates, self._router)
+            return self._cache.pick(call, candidates, self._router, ticket=ticket)
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
@@ -166,9 +169,17 @@ class Relay:
         dispatch.check(call.model, call.arrival_s, call.deadline_s)
         if dispatch.must_wait(call.model):
             await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+        ticket = None
+        if self._cache is not None:
+            # Long new chat turns are tokenized off the loop; picks keep arrival order.
+            ticket = await self._cache.ready(call, self._fleet.candidates(call.model, tried))
         attempt = 0
         while attempt < self._max_attempts:
-            worker = self.pick(call, tried)
+            try:
+                worker = self.pick(call, tried, ticket)
+            finally:
+                if ticket is not None:
+                    ticket.release()  # the next request may pick now
             if worker is None:
                 if dispatch.must_wait(call.model, tried):  # healthy workers, all of them full
                     await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)

@@ -12,15 +12,17 @@ Cost rules: hashes are computed only when the routing policy reads `matched_bloc
 request and profile (workers of one model share one). Building the smollm2 tokenizer takes
 seconds (the GGUF is parsed): `loads_instantly` says which kinds must be built off the event loop
 (FleetCache.prepare does). The BPE tokenizer keeps the ids of recent chat turns
-(`TURN_CACHE_TOKENS`), so a conversation's next request encodes only its new turns. Measured cost
-per request is in docs/routing.md ("Fleet view"); it is small enough to stay on the event loop.
+(`TURN_CACHE_TOKENS`), so a conversation's next request encodes only its new turns. Long new
+turns are encoded ahead in a thread (`cold_turns` / `encode_turns` / `keep_turns`, driven by
+gateway/tokenize_ahead.py); measured costs are in docs/routing.md ("Fleet view").
 """
 
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -39,6 +41,18 @@ class ChatTokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+
+@runtime_checkable
+class TurnEncoder(Protocol):
+    """A chat tokenizer whose turns can be encoded ahead, off the event loop (BpeTokenizer):
+    `encode_turns` is thread-safe and releases the GIL; the other two run on the loop."""
+
+    def missing_turns(self, messages: list[dict[str, str]]) -> list[tuple[str, str]]: ...
+
+    def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]: ...
+
+    def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None: ...
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -101,6 +115,28 @@ class RequestTokens:
                 return self._tokenizer.encode(prompt[0])
             return [int(t) for t in prompt]
         return self._tokenizer.encode(prompt)
+
+    def cold_turns(self, endpoint: str, body: bytes) -> list[tuple[str, str]]:
+        """The chat turns of this request that `token_ids` would encode from scratch, when the
+        tokenizer can encode them ahead (`TurnEncoder`); empty otherwise (byte tokenizer,
+        completion prompts): then everything is done inline by `token_ids`."""
+        if endpoint != "chat" or not isinstance(self._tokenizer, TurnEncoder):
+            return []
+        chat = msgspec.json.decode(body, type=ChatCompletionRequest)
+        return self._tokenizer.missing_turns(
+            [{"role": m.role, "content": m.text()} for m in chat.messages]
+        )
+
+    def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]:
+        """Thread-safe: the ids of `turns` (see `TurnEncoder`). Only called after `cold_turns`
+        returned them, so the tokenizer is a `TurnEncoder`."""
+        assert isinstance(self._tokenizer, TurnEncoder)
+        return self._tokenizer.encode_turns(turns)
+
+    def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None:
+        """On the event loop: `token_ids` then finds these turns in the turn cache."""
+        assert isinstance(self._tokenizer, TurnEncoder)
+        self._tokenizer.keep_turns(turns, ids)
 
     def hashes(self, token_ids: Sequence[int], cache_salt: str | None) -> list[int]:
         extra = self._extra.get(cache_salt)

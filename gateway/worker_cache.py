@@ -18,7 +18,9 @@ matched through its routed index with an approximate profile (byte tokens, 64 pe
 hashes are only ever compared with hashes the gateway made the same way, so they stay consistent.
 A tokenizer that takes long to build (smollm2) is built off the loop by `prepare`, which the stats
 poller awaits for each profile it sees; until it is ready that worker is matched approximately.
-Everything else here runs on the event loop; no locks.
+Before a request's first pick, `ready` has its long new chat turns encoded in the tokenizing
+thread and keeps picks in arrival order (gateway/tokenize_ahead.py). Everything else here runs on
+the event loop; no locks.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from gateway.request_tokens import (
     load_tokenizer,
     loads_instantly,
 )
+from gateway.tokenize_ahead import Job, Ticket, TokenizeAhead
 from policies.routing import RequestView, RoutingPolicy, WorkerView
 
 log = logging.getLogger(__name__)
@@ -144,6 +147,31 @@ class FleetCache:
         self.needs_hashes = needs_hashes
         self._tokens: dict[Profile, RequestTokens | None] = {}
         self._loading: dict[Profile, asyncio.Future[object]] = {}
+        self.ahead = TokenizeAhead(cfg.tokenize_queue_max, cfg.tokenize_inline_max_chars)
+
+    async def ready(self, call: UpstreamCall, candidates: Sequence[WorkerState]) -> Ticket:
+        """Before the first `pick` of `call`: encode its long new chat turns off the loop and
+        wait for its turn to pick (gateway/tokenize_ahead.py). Release the ticket after the pick."""
+        if not self.needs_hashes:
+            return Ticket()
+        jobs: list[Job] = []
+        seen: set[Profile] = set()
+        for worker in candidates:
+            profile, exact = self._profile(self.workers[worker.worker_id], call.model)
+            tokens = self._tokens.get(profile) if exact else None
+            if tokens is None or profile in seen:
+                continue
+            seen.add(profile)
+            try:
+                turns = tokens.cold_turns(call.endpoint, call.body)
+            except (msgspec.DecodeError, ValueError, TypeError):
+                continue  # `pick` routes it without matches, as it does for any such body
+            if turns:
+                jobs.append((tokens, turns))
+        return await self.ahead.ready(jobs)
+
+    def close(self) -> None:
+        self.ahead.close()
 
     async def prepare(self, profile: Profile | None) -> None:
         """Build the tokenizer of `profile` off the event loop when it is slow to build (once;
@@ -175,8 +203,12 @@ class FleetCache:
         candidates: Sequence[WorkerState],
         router: RoutingPolicy,
         now: float | None = None,
+        ticket: Ticket | None = None,
     ) -> WorkerState:
+        """Route `call` among `candidates`. `ticket`: from `ready`; a skipped one (its queue was
+        full) routes without the exact profiles' prefix information."""
         now = time.monotonic() if now is None else now
+        skip_exact = ticket is not None and ticket.skipped
         caches = [self.workers[w.worker_id] for w in candidates]
         request = call.view
         matched = [0] * len(caches)
@@ -187,7 +219,7 @@ class FleetCache:
             for i, cache in enumerate(caches):
                 profile, exact = self._profile(cache, call.model)
                 if profile not in memo:
-                    memo[profile] = self._hash(profile, call)
+                    memo[profile] = None if exact and skip_exact else self._hash(profile, call)
                     if memo[profile] is not None and len(memo) == 1:
                         request = _sized(request, profile, memo[profile])
                 hashed[i] = got = memo[profile]

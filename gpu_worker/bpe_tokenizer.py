@@ -175,6 +175,43 @@ class BpeTokenizer:
         parts += [f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages]
         return "".join(parts) + f"{IM_START}assistant\n"
 
+    # ---- turns encoded ahead (the gateway does it off its event loop) ------------------------
+
+    def missing_turns(self, messages: list[dict[str, str]]) -> list[tuple[str, str]]:
+        """The (role, content) turns `apply_chat_template(messages)` would encode now (the
+        default system turn included): those not in the turn cache. Empty without a turn cache,
+        which has nowhere to keep turns encoded ahead. Reads the cache without touching it."""
+        if self._turns is None:
+            return []
+        turns = [(m.get("role"), m.get("content")) for m in messages]
+        if self.default_system_prompt is not None and (
+            not messages or messages[0].get("role") != "system"
+        ):
+            turns.insert(0, ("system", self.default_system_prompt))
+        missing = []
+        for role, content in turns:
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise ValueError("every message needs a string role and string content")
+            if (role, content) not in self._turns:
+                missing.append((role, content))
+        return missing
+
+    def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]:
+        """Each turn's ids, as `apply_chat_template` encodes them. Safe to call from another
+        thread while this tokenizer is in use: it reads no mutable state, and its one
+        `encode_batch` call runs the Rust encoder with the GIL released (plain `encode` holds it
+        throughout, so a thread would not free the event loop)."""
+        texts = [f"{role}\n{content}" for role, content in turns]
+        encoded = self._plain.encode_batch(texts, add_special_tokens=False)
+        return [array("i", e.ids) for e in encoded]
+
+    def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None:
+        """Put turns encoded by `encode_turns` into the turn cache (on the thread that owns this
+        tokenizer: the cache is not thread-safe). A no-op without a turn cache."""
+        if self._turns is not None:
+            for key, body in zip(turns, ids, strict=True):
+                self._turns.put(key, body)
+
     # ---- internals -------------------------------------------------------------------------
 
     def _append_turn(self, ids: list[int], role: str, content: str) -> None:
@@ -248,6 +285,9 @@ class TurnCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._entries  # no recency update: a look, not a use
 
     def get(self, key: tuple[str, str]) -> array[int] | None:
         ids = self._entries.get(key)

@@ -12,6 +12,18 @@ prompt's prefix has fewer tokens to prefill, a busy one multiplies that by its b
   idle and locality is thrown away (measured in docs/routing.md).
 
 Ties (e.g. several idle workers with no match) rotate; they never pile onto `workers[0]`.
+
+Keeping the cached prefix when that makes nobody worse off (third session): after the product
+picks a worker, a worker that would compute fewer of this prompt's tokens replaces the pick when
+(1) the request's first token comes no later there: under FCFS chunked prefill a request waits
+for the prefill queued ahead of it plus its own uncached tokens (`new_prefill_tokens`); and
+(2) the requests in hand there are stalled no more in total: its prefill stalls each of them,
+`uncached × load`, against the same at the pick. Among those, the one computing the fewest wins.
+The product sends a continuation away from its holder when the holder's batch is large, even when
+the continuation would wait longer elsewhere and recompute its whole prefix; (1) alone is not
+enough (measured: a hot prefix then piles every request onto its holder, whose growing batch
+slows every step), (2) keeps that from happening. No weights or thresholds: both comparisons use
+the quantities the product is made of. Figures in docs/routing.md.
 """
 
 from __future__ import annotations
@@ -23,11 +35,34 @@ from policies.routing.base import RequestView, RoutingPolicy, WorkerView
 from policies.routing.tie_break import Rotation, argmin_tied
 
 
-def new_prefill_tokens(request: RequestView, worker: WorkerView) -> int:
-    """Prompt tokens this worker would compute for the request, plus its queued prefill."""
+def uncached_tokens(request: RequestView, worker: WorkerView) -> int:
+    """Prompt tokens this worker would compute for the request (at least the last one)."""
     cached = min(worker.matched_blocks * request.block_size, request.num_prompt_tokens)
-    uncached = max(request.num_prompt_tokens - cached, 1)
-    return uncached + worker.queued_prefill_tokens
+    return max(request.num_prompt_tokens - cached, 1)
+
+
+def new_prefill_tokens(request: RequestView, worker: WorkerView) -> int:
+    """Prompt tokens this worker would compute for the request, plus its queued prefill: under
+    FCFS chunked prefill, what the request waits for before its first token there."""
+    return uncached_tokens(request, worker) + worker.queued_prefill_tokens
+
+
+def no_worse_and_cheaper(
+    request: RequestView, workers: Sequence[WorkerView], pick: int
+) -> list[int]:
+    """Workers that compute fewer of the prompt's tokens than `workers[pick]`, where the request's
+    first token comes no later (`new_prefill_tokens` no larger) and its prefill stalls the
+    requests in hand no more in total (`uncached × load` no larger); ascending."""
+    own = uncached_tokens(request, workers[pick])
+    wait = new_prefill_tokens(request, workers[pick])
+    stall = own * workers[pick].load
+    better = []
+    for i, w in enumerate(workers):
+        uncached = uncached_tokens(request, w)
+        if uncached < own and uncached + w.queued_prefill_tokens <= wait:
+            if uncached * w.load <= stall:
+                better.append(i)
+    return better
 
 
 class LMetricPolicy(RoutingPolicy):
@@ -42,4 +77,11 @@ class LMetricPolicy(RoutingPolicy):
 
     def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
         scores = [self.score(request, w) for w in workers]
-        return self._rotation.pick(argmin_tied(scores), len(workers))
+        pick = self._rotation.pick(argmin_tied(scores), len(workers))
+        better = no_worse_and_cheaper(request, workers, pick)
+        if not better:
+            return pick
+        fewest = min(uncached_tokens(request, workers[i]) for i in better)
+        better = [i for i in better if uncached_tokens(request, workers[i]) == fewest]
+        low = min(scores[i] for i in better)
+        return self._rotation.pick([i for i in better if scores[i] == low], len(workers))

@@ -122,6 +122,31 @@ CASES = [
         "queued prefill work counts",
     ),
     (
+        # Product: holder (500 + 8) × 7 = 3556 > (0 + 1000) × 3 = 3000, so it picks w1; but at
+        # the holder the first token comes sooner (508 ≤ 1000 prefill tokens to wait for) and
+        # the requests in hand are stalled less (8 × 6 ≤ 1000 × 2): the holder keeps it.
+        {"type": "lmetric"},
+        [_w(0, running=6, matched_blocks=62, queued_prefill_tokens=500), _w(1, running=2)],
+        0,
+        "a holder where the request waits less and stalls less keeps it over the product's pick",
+    ),
+    (
+        # Same first-token test passed (208 ≤ 1000), but the idle worker stalls nobody while the
+        # holder would stall its 10 requests: the product's pick (the idle worker) stands.
+        {"type": "lmetric"},
+        [_w(0, running=10, matched_blocks=62, queued_prefill_tokens=200), _w(1)],
+        1,
+        "a holder that would stall its batch does not take over from an idle worker",
+    ),
+    (
+        # The holder's queue (1200 + 8) is longer than the whole prompt elsewhere (1000): moving
+        # gives the earlier first token, so the product's pick stands.
+        {"type": "lmetric"},
+        [_w(0, running=6, matched_blocks=62, queued_prefill_tokens=1200), _w(1, running=2)],
+        1,
+        "a holder whose queue is longer than the whole prompt elsewhere does not keep it",
+    ),
+    (
         {"type": "lmetric"},
         [_w(0, running=1, matched_blocks=10), _w(1, running=3, matched_blocks=50)],
         1,
