@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from policies.semantic.edit_shape import EditShape, edit_shape
+from policies.semantic.numerals import read_numerals
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -117,7 +118,8 @@ def _stem(word: str) -> str:
 
 
 def prompt_terms(text: str) -> PromptTerms:
-    lowered = text.lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
+    # Numerals first, on the original case: "World War II" / "WWII" / "ww2" all read "2".
+    lowered = read_numerals(text).lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
     for pattern, word in _UNITS:
         lowered = pattern.sub(word, lowered)
     numbers: set[str] = set()
