@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from policies.semantic.token_alignment import TokenStates
+
 Precision = str  # "fp32" | "bf16" | "int8" | "auto"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -164,6 +166,53 @@ class TextEncoder:
             chunk = order[start : start + step]
             out[chunk] = self._forward([encodings[i].ids for i in chunk])
         return out
+
+    def token_states(self, texts: list[str]) -> list[TokenStates]:
+        """Per text, its word pieces (no [CLS]/[SEP]) and their unit contextual vectors from
+        the encoder's last layer: the states `encode` mean-pools. For the guard's token
+        alignment; one forward pass per sub-batch, like `encode`."""
+        out: list[TokenStates | None] = [None] * len(texts)
+        if not texts:
+            return []
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            hidden = self._hidden([encodings[i].ids for i in chunk])
+            for row, i in enumerate(chunk):
+                n = len(encodings[i].ids)
+                states = hidden[row, 1 : n - 1]
+                norms = np.linalg.norm(states, axis=1, keepdims=True)
+                out[i] = TokenStates(
+                    ids=tuple(encodings[i].ids[1 : n - 1]),
+                    pieces=tuple(encodings[i].tokens[1 : n - 1]),
+                    vectors=(states / np.maximum(norms, 1e-9)).astype(np.float32),
+                )
+        return [s for s in out if s is not None]
+
+    def _hidden(self, rows: list[list[int]]) -> np.ndarray:
+        """Last-layer states, float32, (rows, longest row, dim); padding rows are garbage."""
+        import torch
+
+        ids, attention = self._batch(rows)
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            if self.traced is not None:
+                hidden = self.traced(ids, attention)
+            else:
+                hidden = self.bert(input_ids=ids, attention_mask=attention).last_hidden_state
+            return hidden.to(torch.float32).numpy()
+
+    @staticmethod
+    def _batch(rows: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
         import torch

@@ -29,6 +29,11 @@ from policies.semantic.pair_features import (
     numbers_changed,
     pair_features,
 )
+from policies.semantic.token_alignment import (
+    TOKEN_FEATURE_NAMES,
+    TokenEncoder,
+    token_alignment_features,
+)
 from policies.semantic.word_alignment import ALIGN_FEATURE_NAMES, WordVectors, alignment_features
 
 
@@ -42,10 +47,12 @@ class GuardModel:
     scale: tuple[float, ...]
     # Weights for FEATURE_NAMES + ALIGN_FEATURE_NAMES: the guard then aligns content words.
     uses_alignment: bool = False
+    # ... + TOKEN_FEATURE_NAMES (last): the guard then aligns contextual token states.
+    uses_tokens: bool = False
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return FEATURE_NAMES + ALIGN_FEATURE_NAMES if self.uses_alignment else FEATURE_NAMES
+        return feature_names(self.uses_alignment, self.uses_tokens)
 
     def probability(self, features: list[float]) -> float:
         z = self.bias
@@ -69,15 +76,25 @@ class GuardModel:
     def from_json(cls, text: str) -> GuardModel:
         data = json.loads(text)
         names = tuple(data["features"])
-        if names not in (FEATURE_NAMES, FEATURE_NAMES + ALIGN_FEATURE_NAMES):
+        known = {feature_names(a, t): (a, t) for a in (False, True) for t in (False, True)}
+        if names not in known:
             raise ValueError(f"guard weights are for features {data['features']}")
         return cls(
-            uses_alignment=names != FEATURE_NAMES,
+            uses_alignment=known[names][0],
+            uses_tokens=known[names][1],
             weights=tuple(float(w) for w in data["weights"]),
             bias=float(data["bias"]),
             mean=tuple(float(m) for m in data["mean"]),
             scale=tuple(float(s) for s in data["scale"]),
         )
+
+
+def feature_names(uses_alignment: bool, uses_tokens: bool) -> tuple[str, ...]:
+    return (
+        FEATURE_NAMES
+        + (ALIGN_FEATURE_NAMES if uses_alignment else ())
+        + (TOKEN_FEATURE_NAMES if uses_tokens else ())
+    )
 
 
 SpanSimilarity = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
@@ -151,6 +168,7 @@ class Guard:
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
+        token_states: TokenEncoder | None = None,
     ) -> float:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
@@ -191,6 +209,13 @@ class Guard:
                 if word_vectors is not None
                 else [1.0, 0.0, 0.0, 0.0]
             )
+        if self.model.uses_tokens:
+            # Without token states the alignment reads as perfect (neutral).
+            if token_states is not None:
+                mine, theirs = token_states([query.wording, cached.wording])
+                features += token_alignment_features(mine, theirs)
+            else:
+                features += [1.0] * len(TOKEN_FEATURE_NAMES)
         return self.model.probability(features)
 
     def accepts(
@@ -200,6 +225,7 @@ class Guard:
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
+        token_states: TokenEncoder | None = None,
     ) -> bool:
-        p = self.probability(cosine, query, cached, span_similarity, word_vectors)
+        p = self.probability(cosine, query, cached, span_similarity, word_vectors, token_states)
         return p >= self.min_probability
