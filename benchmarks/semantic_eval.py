@@ -2,7 +2,7 @@
 
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
-        [--alignment] [--tokens]
+        [--alignment] [--tokens] [--margin M]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -42,6 +42,12 @@ def main() -> None:
         "--tokens",
         action="store_true",
         help="quality: give the guard model the contextual token alignment features (experiment)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="quality: held-out runner-up margin row at this margin (default: chosen per fold)",
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()

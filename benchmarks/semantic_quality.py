@@ -334,6 +334,10 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         for margin in MARGINS:
             by_margin[margin] = (await ev.replay(train, global_t, "learned", cut, model, margin))[0]
         margin = max(by_margin, key=lambda m: (*value(total(by_margin[m])), m is None))
+        # `--margin M`: the held-out margin row uses M whatever the training folds chose.
+        forced = getattr(args, "margin", None)
+        margin_train = {str(m): total(t).row() for m, t in by_margin.items()}
+        margin = forced if forced is not None else margin
         chosen_log.append(
             {
                 "fold": fold,
@@ -342,6 +346,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
                 "per_category": per_category,
                 "per_category_shrunk": shrunk,
                 "margin": margin,
+                "margin_train": margin_train,
                 "plain_global": plain_t,
             }
         )
