@@ -60,8 +60,14 @@ def _number(token: str) -> str:
 
 def read_numerals(text: str) -> str:
     """`text` with the numeral forms above replaced by their digits (other text unchanged)."""
-    text = _WORLD_WAR.sub(lambda m: f"world war {_number(m.group(1))}", text)
-    text = _ORDINAL_BEFORE.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
+    # Each rule runs only when its cheap precondition holds: most prompts have no numeral.
+    lowered = text.lower()
+    if "ww" in lowered:
+        text = _WORLD_WAR.sub(lambda m: f"world war {_number(m.group(1))}", text)
+    if any(word in lowered for word in _ORDINAL_WORDS):
+        text = _ORDINAL_BEFORE.sub(lambda m: _ORDINAL_WORDS[m.group(1).lower()], text)
+    if not any(c in text for c in "IVX"):
+        return text
     text = _LONE_I.sub(lambda m: f"{m.group(1)} 1", text)
     letters = [c for c in text if c.isalpha()]
     upper = sum(c.isupper() for c in letters)
