@@ -3,6 +3,7 @@
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
         [--alignment] [--tokens] [--margin M]
+        [--typo-vocab]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -48,6 +49,11 @@ def main() -> None:
         type=float,
         default=None,
         help="quality: held-out runner-up margin row at this margin (default: chosen per fold)",
+    )
+    parser.add_argument(
+        "--typo-vocab",
+        action="store_true",
+        help="quality: never fold two whole vocabulary words as a typo (guard.typo_vocabulary)",
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -24,6 +24,7 @@ def guard_cost(
     model: GuardModel,
     repeats: int = 3,
     max_timed: int = 60,
+    known_words: frozenset[str] = frozenset(),
 ) -> dict[str, float]:
     """Extra work of the guard per lookup, against embedding the prompt itself (same run).
 
@@ -34,7 +35,7 @@ def guard_cost(
     texts = [r["prompt"] for r in rows]
     vectors = np.asarray(raw_model.encode(texts, **EMBED_KWARGS))  # type: ignore[attr-defined]
     terms = [prompt_terms(t) for t in texts]
-    guard = Guard("learned", model)
+    guard = Guard("learned", model, known_words=known_words)
     prompt_s: list[float] = []
     spans_s: list[float] = []
     pure_s: list[float] = []
@@ -55,7 +56,7 @@ def guard_cost(
             continue
         looked += 1
         started = time.perf_counter()
-        edit = edit_of(terms[q], terms[c])
+        edit = edit_of(terms[q], terms[c], known_words)
         vetoed = guard.veto(terms[q], terms[c], edit)
         pure_s.append(time.perf_counter() - started)
         if vetoed or terms[q].content == terms[c].content or not edit.replaced:

@@ -73,11 +73,12 @@ def pair_rows(
     span_similarity: SpanSimilarity,
     word_vectors: WordVectors | None = None,
     token_states: TokenEncoder | None = None,
+    known_words: frozenset[str] = frozenset(),
 ) -> np.ndarray:
     """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them."""
     rows = []
     for i, j in pairs:
-        edit = edit_of(terms[i], terms[j])
+        edit = edit_of(terms[i], terms[j], known_words)
         spans = [
             (x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced[:MAX_SPAN_PAIRS]
         ]
@@ -101,6 +102,7 @@ def fit_guard(
     l2: float = 1.0,
     word_vectors: WordVectors | None = None,
     token_states: TokenEncoder | None = None,
+    known_words: frozenset[str] = frozenset(),
 ) -> GuardModel:
     """Every pair a lookup could weigh (cosine >= `min_cosine`, below every threshold tried)
     that the model would decide: a broad rewrite (near-duplicates are decided by the guard's
@@ -108,9 +110,11 @@ def fit_guard(
     pairs = [
         (i, j)
         for i, j in candidate_pairs(indices, similarity, min_cosine)
-        if edit_of(terms[i], terms[j]).ratio < NEAR_DUPLICATE_RATIO
+        if edit_of(terms[i], terms[j], known_words).ratio < NEAR_DUPLICATE_RATIO
     ]
-    x = pair_rows(pairs, similarity, terms, span_similarity, word_vectors, token_states)
+    x = pair_rows(
+        pairs, similarity, terms, span_similarity, word_vectors, token_states, known_words
+    )
     y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
     return fit_logistic(
         x,

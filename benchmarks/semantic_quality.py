@@ -164,7 +164,14 @@ def value(t: Tally) -> tuple[bool, float]:
 class Evaluator:
     """Replays index lists of the data set through a fresh real cache per configuration."""
 
-    def __init__(self, rows: list[dict[str, str]], memo: MemoModel, categorizer: Categorizer):
+    def __init__(
+        self,
+        rows: list[dict[str, str]],
+        memo: MemoModel,
+        categorizer: Categorizer,
+        known_words: frozenset[str] = frozenset(),
+    ):
+        self.known_words = known_words
         self.rows = rows
         self.memo = memo
         self.categorizer = categorizer
@@ -197,7 +204,11 @@ class Evaluator:
             thresholds = dict.fromkeys(CATEGORIES, thresholds)
         cfg = self.config(thresholds, mode, cut, margin)
         guard = Guard(
-            mode, model if mode == "learned" else None, cut, cfg.guard.min_span_similarity
+            mode,
+            model if mode == "learned" else None,
+            cut,
+            cfg.guard.min_span_similarity,
+            self.known_words,
         )
         cache = SemanticCache(cfg, Embedder(cfg.embedder, self.memo), self.categorizer, guard)
         await cache.start()
@@ -288,7 +299,9 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     examples = {
         c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
     }
-    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples))
+    # `--typo-vocab`: two whole words of the model's vocabulary are never folded as a typo.
+    known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
+    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples), known)
 
     groups = cluster_groups(rows)
     group_ids = sorted(set(groups.values()))
@@ -316,7 +329,14 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         train = [i for i in order if fold_of[i] != fold]
         test = [i for i in order if fold_of[i] == fold]
         model = fit_guard(
-            train, similarity, terms, clusters, spans, word_vectors=words, token_states=tokens
+            train,
+            similarity,
+            terms,
+            clusters,
+            spans,
+            word_vectors=words,
+            token_states=tokens,
+            known_words=known,
         )
         grid = {
             (t, c): (await ev.replay(train, t, "learned", c, model))[0]
@@ -373,7 +393,14 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
 
     # Shipped guard, cut and thresholds: fitted and chosen on all the data.
     final_model = fit_guard(
-        order, similarity, terms, clusters, spans, word_vectors=words, token_states=tokens
+        order,
+        similarity,
+        terms,
+        clusters,
+        spans,
+        word_vectors=words,
+        token_states=tokens,
+        known_words=known,
     )
     grid = {
         (t, c): (await ev.replay(order, t, "learned", c, final_model))[0]
@@ -386,6 +413,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "folds": args.folds,
         "alignment": words is not None,
         "tokens": tokens is not None,
+        "typo_vocab": bool(known),
         "seed": args.seed,
         "categorizer_agreement": agree / len(rows),
         "sweep": {m: {str(t): total(r).row() for t, r in sweep[m].items()} for m in sweep},
@@ -400,7 +428,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "shipped_global_threshold": final_t,
         "shipped_thresholds": choose_per_category(grid, final_cut),
         "shipped_guard": json.loads(final_model.to_json()),
-        "guard_cost": guard_cost(rows, raw_model, final_model),
+        "guard_cost": guard_cost(rows, raw_model, final_model, known_words=known),
     }
 
 

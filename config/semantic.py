@@ -160,6 +160,9 @@ class GuardConfig(Frozen):
     # above the threshold, at most this much less similar to the query (cosine), asks another
     # question than the accepted entry (the guard rejects the two cached prompts as a pair).
     runner_up_margin: float | None = None
+    # Typo folding ("celcius" -> "celsius") never folds two words that the embedding model's
+    # vocabulary knows as whole words ("remote" / "remove", "austria" / "australia").
+    typo_vocabulary: bool = False
 
 
 class SemanticCacheConfig(Frozen):

@@ -324,7 +324,7 @@ def shipped_guard_weights() -> str:
     return resources.files("policies.semantic").joinpath("guard_weights.json").read_text()
 
 
-def build_guard(cfg: SemanticCacheConfig) -> Guard:
+def build_guard(cfg: SemanticCacheConfig, known_words: frozenset[str] = frozenset()) -> Guard:
     model = None
     if cfg.guard.mode == "learned":
         text = (
@@ -333,7 +333,13 @@ def build_guard(cfg: SemanticCacheConfig) -> Guard:
             else shipped_guard_weights()
         )
         model = GuardModel.from_json(text)
-    return Guard(cfg.guard.mode, model, cfg.guard.min_probability, cfg.guard.min_span_similarity)
+    return Guard(
+        cfg.guard.mode,
+        model,
+        cfg.guard.min_probability,
+        cfg.guard.min_span_similarity,
+        known_words,
+    )
 
 
 def build_semantic_cache(
@@ -348,8 +354,10 @@ def build_semantic_cache(
         for name, texts in cfg.categorizer.examples.items()
         if texts
     }
+    whole_words = getattr(embedder.model, "whole_words", None)
+    known = whole_words() if cfg.guard.typo_vocabulary and whole_words is not None else frozenset()
     return SemanticCache(
-        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg), clock
+        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg, known), clock
     )
 
 

@@ -142,6 +142,11 @@ class TextEncoder:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         return cls(bert, tokenizer, max_tokens, precision, batch_size, trace)
 
+    def whole_words(self) -> frozenset[str]:
+        """Alphabetic whole-word entries of the tokenizer's vocabulary (no "##" pieces, no
+        special tokens): the guard's list of real words for typo folding."""
+        return frozenset(w for w in self.tokenizer.get_vocab() if w.isalpha() and len(w) > 1)
+
     def get_embedding_dimension(self) -> int:
         return self.dim
 

@@ -142,6 +142,7 @@ class Guard:
         model: GuardModel | None = None,
         min_probability: float = 0.5,
         min_span_similarity: float = 0.85,
+        known_words: frozenset[str] = frozenset(),
     ):
         if mode == "learned" and model is None:
             raise ValueError("the learned guard needs a model")
@@ -149,6 +150,8 @@ class Guard:
         self.model = model
         self.min_probability = min_probability
         self.min_span_similarity = min_span_similarity
+        # Whole words of a vocabulary: two of them are never folded as a typo (edit_shape).
+        self.known_words = known_words
 
     def veto(self, query: PromptTerms, cached: PromptTerms, edit: EditShape) -> bool:
         """A difference that makes it another question whatever the model says."""
@@ -173,7 +176,7 @@ class Guard:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
             return 1.0
-        edit = edit_of(query, cached)
+        edit = edit_of(query, cached, self.known_words)
         if self.veto(query, cached, edit):
             return 0.0
         # The same content words, numbers and negation in any order (not swapped around a

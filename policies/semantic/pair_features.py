@@ -165,8 +165,8 @@ def numbers_changed(a: PromptTerms, b: PromptTerms) -> bool:
     return bool(a.numbers and b.numbers) and not (a.numbers <= b.numbers or b.numbers <= a.numbers)
 
 
-def edit_of(a: PromptTerms, b: PromptTerms) -> EditShape:
-    return edit_shape(a.tokens, b.tokens, _STOPWORDS)
+def edit_of(a: PromptTerms, b: PromptTerms, known_words: frozenset[str] = frozenset()) -> EditShape:
+    return edit_shape(a.tokens, b.tokens, _STOPWORDS, known_words)
 
 
 def pair_features(
