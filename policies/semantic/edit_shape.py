@@ -69,7 +69,7 @@ def _fold_typos(
         if best_ratio < _TYPO_MIN_RATIO:
             continue
         both_known = word in known_words and best in known_words
-        if not both_known or _stem(word) == _stem(best):
+        if not both_known or _stem(word) in (_stem(best), best) or _stem(best) == word:
             renamed[word] = best
     return tuple(renamed.get(w, w) for w in a)
 
