@@ -161,7 +161,8 @@ class GuardConfig(Frozen):
     # question than the accepted entry (the guard rejects the two cached prompts as a pair).
     runner_up_margin: float | None = None
     # Typo folding ("celcius" -> "celsius") never folds two words that the embedding model's
-    # vocabulary knows as whole words ("remote" / "remove", "austria" / "australia").
+    # vocabulary knows as whole words ("remote" / "remove", "austria" / "australia"). Needs the
+    # built-in text encoder (it reads the tokenizer's vocabulary); other models: no effect.
     typo_vocabulary: bool = False
 
 
