@@ -87,10 +87,12 @@ def token_alignment_features(a: TokenStates, b: TokenStates) -> list[float]:
 
 
 class TokenStateCache:
-    """Token states per text, LRU-bounded at `max_texts`; misses are encoded in one batch.
-    Not thread-safe: the cache calls it from its embedder thread only."""
+    """Token states per text, LRU-bounded at `max_texts` texts of at most MAX_PIECES pieces
+    (the features read no more): with MiniLM at most ~100 KB a text, ~100 MB at the default.
+    Misses are encoded in one batch. Not thread-safe: the cache calls it from its embedder
+    thread only."""
 
-    def __init__(self, encode: TokenEncoder, max_texts: int = 4096):
+    def __init__(self, encode: TokenEncoder, max_texts: int = 1024):
         self.encode = encode
         self.max_texts = max_texts
         self._states: OrderedDict[str, TokenStates] = OrderedDict()
@@ -101,7 +103,11 @@ class TokenStateCache:
         if missing:
             self.encoded_texts += len(missing)
             for text, states in zip(missing, self.encode(missing), strict=True):
-                self._states[text] = states
+                self._states[text] = TokenStates(
+                    states.ids[:MAX_PIECES],
+                    states.pieces[:MAX_PIECES],
+                    np.ascontiguousarray(states.vectors[:MAX_PIECES]),
+                )
         out = []
         for text in texts:
             self._states.move_to_end(text)
