@@ -2,7 +2,8 @@
 
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
-        [--alignment]
+        [--alignment] [--tokens] [--margin M]
+        [--typo-vocab]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -37,6 +38,22 @@ def main() -> None:
         "--alignment",
         action="store_true",
         help="quality: give the guard model the content-word alignment features (experiment)",
+    )
+    parser.add_argument(
+        "--tokens",
+        action="store_true",
+        help="quality: give the guard model the contextual token alignment features (experiment)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="quality: held-out runner-up margin row at this margin (default: chosen per fold)",
+    )
+    parser.add_argument(
+        "--typo-vocab",
+        action="store_true",
+        help="quality: never fold two whole vocabulary words as a typo (guard.typo_vocabulary)",
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -19,6 +19,7 @@ from policies.semantic.guard import (
     SpanSimilarity,
 )
 from policies.semantic.pair_features import PromptTerms, edit_of, pair_features
+from policies.semantic.token_alignment import TokenEncoder, token_alignment_features
 from policies.semantic.word_alignment import WordVectors, alignment_features
 
 
@@ -32,7 +33,12 @@ def candidate_pairs(
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50, uses_alignment: bool = False
+    x: np.ndarray,
+    y: np.ndarray,
+    l2: float = 1.0,
+    iters: int = 50,
+    uses_alignment: bool = False,
+    uses_tokens: bool = False,
 ) -> GuardModel:
     """L2-regularised logistic regression by Newton's method on standardised features."""
     mean = x.mean(axis=0)
@@ -56,6 +62,7 @@ def fit_logistic(
         mean=tuple(float(v) for v in mean),
         scale=tuple(float(v) for v in scale),
         uses_alignment=uses_alignment,
+        uses_tokens=uses_tokens,
     )
 
 
@@ -65,11 +72,13 @@ def pair_rows(
     terms: list[PromptTerms],
     span_similarity: SpanSimilarity,
     word_vectors: WordVectors | None = None,
+    token_states: TokenEncoder | None = None,
+    known_words: frozenset[str] = frozenset(),
 ) -> np.ndarray:
     """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them."""
     rows = []
     for i, j in pairs:
-        edit = edit_of(terms[i], terms[j])
+        edit = edit_of(terms[i], terms[j], known_words)
         spans = [
             (x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced[:MAX_SPAN_PAIRS]
         ]
@@ -77,6 +86,8 @@ def pair_rows(
         row = pair_features(float(similarity[i, j]), terms[i], terms[j], edit, lowest)
         if word_vectors is not None:
             row += alignment_features(terms[i].tokens, terms[j].tokens, word_vectors)
+        if token_states is not None:
+            row += token_alignment_features(*token_states([terms[i].wording, terms[j].wording]))
         rows.append(row)
     return np.array(rows)
 
@@ -90,6 +101,8 @@ def fit_guard(
     min_cosine: float = 0.6,
     l2: float = 1.0,
     word_vectors: WordVectors | None = None,
+    token_states: TokenEncoder | None = None,
+    known_words: frozenset[str] = frozenset(),
 ) -> GuardModel:
     """Every pair a lookup could weigh (cosine >= `min_cosine`, below every threshold tried)
     that the model would decide: a broad rewrite (near-duplicates are decided by the guard's
@@ -97,8 +110,16 @@ def fit_guard(
     pairs = [
         (i, j)
         for i, j in candidate_pairs(indices, similarity, min_cosine)
-        if edit_of(terms[i], terms[j]).ratio < NEAR_DUPLICATE_RATIO
+        if edit_of(terms[i], terms[j], known_words).ratio < NEAR_DUPLICATE_RATIO
     ]
-    x = pair_rows(pairs, similarity, terms, span_similarity, word_vectors)
+    x = pair_rows(
+        pairs, similarity, terms, span_similarity, word_vectors, token_states, known_words
+    )
     y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
-    return fit_logistic(x, y, l2=l2, uses_alignment=word_vectors is not None)
+    return fit_logistic(
+        x,
+        y,
+        l2=l2,
+        uses_alignment=word_vectors is not None,
+        uses_tokens=token_states is not None,
+    )

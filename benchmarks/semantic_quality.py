@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.semantic_guard_cost import guard_cost
 from benchmarks.semantic_guard_fit import fit_guard
 from config.semantic import (
     CATEGORIES,
@@ -32,14 +32,13 @@ from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
 from gateway.semantic.embedder import Embedder, load_model
 from policies.semantic.categorizer import Categorizer
 from policies.semantic.guard import (
-    MAX_SPAN_CHARS,
-    MAX_SPAN_PAIRS,
     Guard,
     GuardModel,
     span_similarity_from,
 )
-from policies.semantic.pair_features import edit_of, prompt_terms
-from policies.semantic.word_alignment import WordVectors, alignment_features
+from policies.semantic.pair_features import prompt_terms
+from policies.semantic.token_alignment import TokenStateCache, TokenStates
+from policies.semantic.word_alignment import WordVectors
 
 THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
 # Thresholds and cuts searched on the training folds (cosine below 0.6 never paid off).
@@ -47,6 +46,12 @@ TRAIN_THRESHOLDS = [t for t in THRESHOLDS if t >= 0.6]
 CUTS = [0.5, 0.6, 0.7, 0.8, 0.9]
 MAX_FALSE_RATE = 0.02
 FALSE_HIT_COST = 5.0
+# Runner-up margins (cosine) tried on the training folds at the chosen threshold and cut.
+MARGINS = [0.0, 0.02, 0.05]
+# Hierarchical per-category thresholds: each category's training tally is pooled with this many
+# pseudo possible hits' worth of the global tally at the same threshold (a prior fixed in
+# advance, about one category's possible hits in a training set of 480 prompts).
+PRIOR_POSSIBLE = 60.0
 EMBED_KWARGS = {"normalize_embeddings": True, "batch_size": 64, "show_progress_bar": False}
 
 
@@ -66,6 +71,15 @@ class MemoModel:
             out = self.model.encode(missing, **kwargs)  # type: ignore[attr-defined]
             self.vectors.update(zip(missing, np.asarray(out), strict=True))
         return np.stack([self.vectors[t] for t in texts])
+
+    def token_states(self, texts: list[str]) -> list[TokenStates]:
+        """Contextual token states (the guard's token alignment), memoised like `encode`."""
+        memo: dict[str, TokenStates] = self.__dict__.setdefault("_token_memo", {})
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            found = self.model.token_states(missing)  # type: ignore[attr-defined]
+            memo.update(zip(missing, found, strict=True))
+        return [memo[t] for t in texts]
 
 
 @dataclass
@@ -150,19 +164,28 @@ def value(t: Tally) -> tuple[bool, float]:
 class Evaluator:
     """Replays index lists of the data set through a fresh real cache per configuration."""
 
-    def __init__(self, rows: list[dict[str, str]], memo: MemoModel, categorizer: Categorizer):
+    def __init__(
+        self,
+        rows: list[dict[str, str]],
+        memo: MemoModel,
+        categorizer: Categorizer,
+        known_words: frozenset[str] = frozenset(),
+    ):
+        self.known_words = known_words
         self.rows = rows
         self.memo = memo
         self.categorizer = categorizer
 
-    def config(self, thresholds: dict[str, float], mode: str, cut: float) -> SemanticCacheConfig:
+    def config(
+        self, thresholds: dict[str, float], mode: str, cut: float, margin: float | None = None
+    ) -> SemanticCacheConfig:
         categories = {
             c: CategoryPolicy(threshold=thresholds[c], ttl_s=1e9, max_entries=10_000)
             for c in CATEGORIES
         }
         return SemanticCacheConfig(
             categories=categories,
-            guard=GuardConfig(mode=mode, min_probability=cut),  # type: ignore[arg-type]
+            guard=GuardConfig(mode=mode, min_probability=cut, runner_up_margin=margin),  # type: ignore[arg-type]
             # A sequential replay has nothing to batch: no micro-batch wait.
             embedder=EmbedderConfig(max_wait_ms=0.0),
         )
@@ -174,13 +197,18 @@ class Evaluator:
         mode: str,
         cut: float = 0.5,
         model: GuardModel | None = None,
+        margin: float | None = None,
     ) -> tuple[Tallies, int]:
         """Tallies by labelled category, and how often the categorizer agreed with the label."""
         if isinstance(thresholds, float):
             thresholds = dict.fromkeys(CATEGORIES, thresholds)
-        cfg = self.config(thresholds, mode, cut)
+        cfg = self.config(thresholds, mode, cut, margin)
         guard = Guard(
-            mode, model if mode == "learned" else None, cut, cfg.guard.min_span_similarity
+            mode,
+            model if mode == "learned" else None,
+            cut,
+            cfg.guard.min_span_similarity,
+            self.known_words,
         )
         cache = SemanticCache(cfg, Embedder(cfg.embedder, self.memo), self.categorizer, guard)
         await cache.start()
@@ -225,75 +253,29 @@ def choose_per_category(grid: dict[tuple[float, float], Tallies], cut: float) ->
     return chosen
 
 
-def guard_cost(
-    rows: list[dict[str, str]],
-    raw_model: object,
-    model: GuardModel,
-    repeats: int = 3,
-    max_timed: int = 60,
+def choose_per_category_shrunk(
+    grid: dict[tuple[float, float], Tallies], cut: float, prior_possible: float = PRIOR_POSSIBLE
 ) -> dict[str, float]:
-    """Extra work of the guard per lookup, against embedding the prompt itself (same run).
+    """Per category, the threshold that serves best its training tally pooled with the global
+    tally at the same threshold scaled to `prior_possible` possible hits (a hierarchical
+    estimate: a small category moves away from the global choice only on strong evidence)."""
+    chosen = {}
+    keys = [k for k in grid if k[1] == cut]
+    for c in CATEGORIES:
 
-    For each prompt, its nearest earlier prompt at cosine >= 0.6 is the candidate; where the
-    learned guard gets as far as the model, its replaced spans are embedded (one batch). Bare
-    encodes of the prompt and of the spans are interleaved, `repeats` times, for the first
-    `max_timed` such lookups; medians."""
-    texts = [r["prompt"] for r in rows]
-    vectors = np.asarray(raw_model.encode(texts, **EMBED_KWARGS))  # type: ignore[attr-defined]
-    terms = [prompt_terms(t) for t in texts]
-    guard = Guard("learned", model)
-    prompt_s: list[float] = []
-    spans_s: list[float] = []
-    pure_s: list[float] = []
-    # Content-word alignment (only for a model with those features): cold = every word of the
-    # pair embedded (one batch, empty LRU), warm = all words already in the LRU.
-    align_cold_s: list[float] = []
-    align_warm_s: list[float] = []
-    needing = 0
-    looked = 0
-    for q in range(1, len(rows)):
-        sims = vectors[:q] @ vectors[q]
-        c = int(np.argmax(sims))
-        if sims[c] < 0.6:
-            continue
-        looked += 1
-        started = time.perf_counter()
-        edit = edit_of(terms[q], terms[c])
-        vetoed = guard.veto(terms[q], terms[c], edit)
-        pure_s.append(time.perf_counter() - started)
-        if vetoed or terms[q].content == terms[c].content or not edit.replaced:
-            continue
-        needing += 1
-        if needing > max_timed:
-            continue
-        flat = [s[:MAX_SPAN_CHARS] for pair in edit.replaced[:MAX_SPAN_PAIRS] for s in pair]
-        for _ in range(repeats):
-            for batch, sink in (([texts[q]], prompt_s), (flat, spans_s)):
-                started = time.perf_counter()
-                raw_model.encode(batch, **EMBED_KWARGS)  # type: ignore[attr-defined]
-                sink.append(time.perf_counter() - started)
-            if model.uses_alignment:
-                words = WordVectors(lambda t: raw_model.encode(t, **EMBED_KWARGS))  # type: ignore[attr-defined]
-                for sink in (align_cold_s, align_warm_s):
-                    started = time.perf_counter()
-                    alignment_features(terms[q].tokens, terms[c].tokens, words)
-                    sink.append(time.perf_counter() - started)
-    prompt_ms = 1000 * float(np.median(prompt_s)) if prompt_s else 0.0
-    spans_ms = 1000 * float(np.median(spans_s)) if spans_s else 0.0
-    cold_ms = 1000 * float(np.median(align_cold_s)) if align_cold_s else 0.0
-    warm_ms = 1000 * float(np.median(align_warm_s)) if align_warm_s else 0.0
-    return {
-        "align_cold_p50_ms": cold_ms,
-        "align_warm_p50_ms": warm_ms,
-        "align_cold_to_prompt_ratio": cold_ms / prompt_ms if prompt_ms else 0.0,
-        "align_warm_to_prompt_ratio": warm_ms / prompt_ms if prompt_ms else 0.0,
-        "lookups_with_candidate": looked,
-        "share_embedding_spans": needing / max(1, looked),
-        "prompt_embed_p50_ms": prompt_ms,
-        "span_embed_p50_ms": spans_ms,
-        "span_to_prompt_ratio": spans_ms / prompt_ms if prompt_ms else 0.0,
-        "alignment_and_veto_p50_ms": 1000 * float(np.median(pure_s)) if pure_s else 0.0,
-    }
+        def shrunk(key: tuple[float, float], c: str = c) -> Tally:
+            everything = total(grid[key])
+            k = prior_possible / max(1, everything.possible)
+            own = grid[key].get(c, Tally())
+            return Tally(
+                possible=own.possible + k * everything.possible,  # type: ignore[arg-type]
+                hits=own.hits + k * everything.hits,  # type: ignore[arg-type]
+                false_hits=own.false_hits + k * everything.false_hits,  # type: ignore[arg-type]
+            )
+
+        best = max(keys, key=lambda key: (*value(shrunk(key)), -key[0]))
+        chosen[c] = best[0]
+    return chosen
 
 
 async def quality(args: argparse.Namespace) -> dict[str, object]:
@@ -312,10 +294,14 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         if getattr(args, "alignment", False)
         else None
     )
+    # `--tokens`: the model also gets the contextual token alignment features (experiment).
+    tokens = TokenStateCache(memo.token_states, 10**6) if getattr(args, "tokens", False) else None
     examples = {
         c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
     }
-    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples))
+    # `--typo-vocab`: two whole words of the model's vocabulary are never folded as a typo.
+    known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
+    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples), known)
 
     groups = cluster_groups(rows)
     group_ids = sorted(set(groups.values()))
@@ -327,13 +313,31 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
 
     modes = ("off", "rules", "learned")
     sweep: dict[str, dict[float, Tallies]] = {m: {t: {} for t in THRESHOLDS} for m in modes}
-    held: dict[str, Tallies] = {"plain_global": {}, "guard_global": {}, "guard_per_category": {}}
+    held: dict[str, Tallies] = {
+        name: {}
+        for name in (
+            "plain_global",
+            "guard_global",
+            "guard_per_category",
+            "guard_per_category_shrunk",
+            "guard_margin",
+        )
+    }
     chosen_log = []
     agree = 0
     for fold in range(args.folds):
         train = [i for i in order if fold_of[i] != fold]
         test = [i for i in order if fold_of[i] == fold]
-        model = fit_guard(train, similarity, terms, clusters, spans, word_vectors=words)
+        model = fit_guard(
+            train,
+            similarity,
+            terms,
+            clusters,
+            spans,
+            word_vectors=words,
+            token_states=tokens,
+            known_words=known,
+        )
         grid = {
             (t, c): (await ev.replay(train, t, "learned", c, model))[0]
             for t in TRAIN_THRESHOLDS
@@ -342,13 +346,27 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         plain = {(t, 0.0): (await ev.replay(train, t, "off"))[0] for t in TRAIN_THRESHOLDS}
         global_t, cut = choose_global(grid)
         per_category = choose_per_category(grid, cut)
+        shrunk = choose_per_category_shrunk(grid, cut)
         plain_t = choose_global(plain)[0]
+        # Runner-up margin: chosen on the training folds at the chosen threshold and cut
+        # (None, i.e. off, wins ties).
+        by_margin: dict[float | None, Tallies] = {None: grid[(global_t, cut)]}
+        for margin in MARGINS:
+            by_margin[margin] = (await ev.replay(train, global_t, "learned", cut, model, margin))[0]
+        margin = max(by_margin, key=lambda m: (*value(total(by_margin[m])), m is None))
+        # `--margin M`: the held-out margin row uses M whatever the training folds chose.
+        forced = getattr(args, "margin", None)
+        margin_train = {str(m): total(t).row() for m, t in by_margin.items()}
+        margin = forced if forced is not None else margin
         chosen_log.append(
             {
                 "fold": fold,
                 "cut": cut,
                 "global": global_t,
                 "per_category": per_category,
+                "per_category_shrunk": shrunk,
+                "margin": margin,
+                "margin_train": margin_train,
                 "plain_global": plain_t,
             }
         )
@@ -363,10 +381,27 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
             held["guard_per_category"],
             (await ev.replay(test, per_category, "learned", cut, model))[0],
         )
+        merge(
+            held["guard_per_category_shrunk"],
+            (await ev.replay(test, shrunk, "learned", cut, model))[0],
+        )
+        merge(
+            held["guard_margin"],
+            (await ev.replay(test, global_t, "learned", cut, model, margin))[0],
+        )
         print(f"fold {fold}: {chosen_log[-1]}", flush=True)
 
     # Shipped guard, cut and thresholds: fitted and chosen on all the data.
-    final_model = fit_guard(order, similarity, terms, clusters, spans, word_vectors=words)
+    final_model = fit_guard(
+        order,
+        similarity,
+        terms,
+        clusters,
+        spans,
+        word_vectors=words,
+        token_states=tokens,
+        known_words=known,
+    )
     grid = {
         (t, c): (await ev.replay(order, t, "learned", c, final_model))[0]
         for t in TRAIN_THRESHOLDS
@@ -377,6 +412,8 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "data": args.data,
         "folds": args.folds,
         "alignment": words is not None,
+        "tokens": tokens is not None,
+        "typo_vocab": bool(known),
         "seed": args.seed,
         "categorizer_agreement": agree / len(rows),
         "sweep": {m: {str(t): total(r).row() for t, r in sweep[m].items()} for m in sweep},
@@ -384,12 +421,14 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "plain_global_threshold_held_out": table(held["plain_global"]),
         "guard_global_threshold_held_out": table(held["guard_global"]),
         "guard_per_category_held_out": table(held["guard_per_category"]),
+        "guard_per_category_shrunk_held_out": table(held["guard_per_category_shrunk"]),
+        "guard_margin_held_out": table(held["guard_margin"]),
         "chosen_per_fold": chosen_log,
         "shipped_cut": final_cut,
         "shipped_global_threshold": final_t,
         "shipped_thresholds": choose_per_category(grid, final_cut),
         "shipped_guard": json.loads(final_model.to_json()),
-        "guard_cost": guard_cost(rows, raw_model, final_model),
+        "guard_cost": guard_cost(rows, raw_model, final_model, known_words=known),
     }
 
 
@@ -407,6 +446,8 @@ def print_quality(report: dict[str, object]) -> None:
         "plain_global_threshold_held_out",
         "guard_global_threshold_held_out",
         "guard_per_category_held_out",
+        "guard_per_category_shrunk_held_out",
+        "guard_margin_held_out",
     ):
         print(f"\n{name}")
         for category, row in report[name].items():  # type: ignore[attr-defined]

@@ -156,6 +156,14 @@ class GuardConfig(Frozen):
     # this close to its replacement: synonyms ("biggest"/"largest" ~0.9) pass, another entity
     # ("Python"/"Ruby", "rows"/"columns" ~0.5-0.7) does not.
     min_span_similarity: float = 0.85
+    # Off when None. Else a candidate the guard accepts is still a miss when another candidate
+    # above the threshold, at most this much less similar to the query (cosine), asks another
+    # question than the accepted entry (the guard rejects the two cached prompts as a pair).
+    runner_up_margin: float | None = None
+    # Typo folding ("celcius" -> "celsius") never folds two words that the embedding model's
+    # vocabulary knows as whole words ("remote" / "remove", "austria" / "australia"). Needs the
+    # built-in text encoder (it reads the tokenizer's vocabulary); other models: no effect.
+    typo_vocabulary: bool = False
 
 
 class SemanticCacheConfig(Frozen):

@@ -35,6 +35,7 @@ from policies.semantic.request_rules import (
     parse_cache_control,
     partition_key,
 )
+from policies.semantic.token_alignment import TokenStateCache
 from policies.semantic.word_alignment import WordVectors
 
 Status = Literal["hit", "miss", "bypass"]
@@ -104,6 +105,13 @@ class SemanticCache:
         self._word_vectors = (
             WordVectors(embedder.encode_now)
             if guard.model is not None and guard.model.uses_alignment
+            else None
+        )
+        # Contextual token states for a guard model that aligns them (LRU-bounded per text).
+        encode_tokens = getattr(embedder.model, "token_states", None)
+        self._token_states = (
+            TokenStateCache(encode_tokens)
+            if guard.model is not None and guard.model.uses_tokens and encode_tokens is not None
             else None
         )
         self.clock = clock
@@ -194,18 +202,43 @@ class SemanticCache:
             candidates = self.index.search_exact(vector, list(members), k)
         else:
             candidates = self.index.search(vector, k, members.__contains__)
-        for slot, similarity in candidates:
-            if similarity < threshold:
-                break
-            entry = self.table.by_slot[slot]
-            if entry.expires_s <= now:
-                continue
-            if self.guard.accepts(
-                similarity, terms, entry.terms, self._span_similarity, self._word_vectors
-            ):
+        live = [
+            (self.table.by_slot[slot], similarity)
+            for slot, similarity in candidates
+            if similarity >= threshold and self.table.by_slot[slot].expires_s > now
+        ]
+        for entry, similarity in live:
+            if self._accepts(similarity, terms, entry.terms):
+                if self._ambiguous(entry, similarity, live):
+                    return None
                 entry.hits += 1
                 return entry, similarity
         return None
+
+    def _accepts(self, similarity: float, query: PromptTerms, cached: PromptTerms) -> bool:
+        return self.guard.accepts(
+            similarity,
+            query,
+            cached,
+            self._span_similarity,
+            self._word_vectors,
+            self._token_states,
+        )
+
+    def _ambiguous(self, chosen: Entry, similarity: float, live: list[tuple[Entry, float]]) -> bool:
+        """With `guard.runner_up_margin` set: another candidate within the margin of the chosen
+        one that asks a different question than the chosen entry (the guard rejects the two
+        cached prompts as a pair) makes the lookup ambiguous, and ambiguous is a miss."""
+        margin = self.cfg.guard.runner_up_margin
+        if margin is None:
+            return False
+        for other, other_similarity in live:
+            if other is chosen or other_similarity < similarity - margin:
+                continue
+            pair = float(self.index.vector(other.slot) @ self.index.vector(chosen.slot))
+            if not self._accepts(pair, chosen.terms, other.terms):
+                return True
+        return False
 
     async def insert(self, result: CacheResult, reply: CachedReply) -> bool:
         """Store `reply` for the query behind `result`; False when it must not be stored."""
@@ -291,7 +324,7 @@ def shipped_guard_weights() -> str:
     return resources.files("policies.semantic").joinpath("guard_weights.json").read_text()
 
 
-def build_guard(cfg: SemanticCacheConfig) -> Guard:
+def build_guard(cfg: SemanticCacheConfig, known_words: frozenset[str] = frozenset()) -> Guard:
     model = None
     if cfg.guard.mode == "learned":
         text = (
@@ -300,7 +333,13 @@ def build_guard(cfg: SemanticCacheConfig) -> Guard:
             else shipped_guard_weights()
         )
         model = GuardModel.from_json(text)
-    return Guard(cfg.guard.mode, model, cfg.guard.min_probability, cfg.guard.min_span_similarity)
+    return Guard(
+        cfg.guard.mode,
+        model,
+        cfg.guard.min_probability,
+        cfg.guard.min_span_similarity,
+        known_words,
+    )
 
 
 def build_semantic_cache(
@@ -315,8 +354,10 @@ def build_semantic_cache(
         for name, texts in cfg.categorizer.examples.items()
         if texts
     }
+    whole_words = getattr(embedder.model, "whole_words", None)
+    known = whole_words() if cfg.guard.typo_vocabulary and whole_words is not None else frozenset()
     return SemanticCache(
-        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg), clock
+        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg, known), clock
     )
 
 

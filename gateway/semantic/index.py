@@ -111,6 +111,12 @@ class HnswIndex:
         """Slots ever handed out (live + free): what the hnswlib graph holds."""
         return self._next_slot
 
+    def vector(self, slot: int) -> np.ndarray:
+        """The stored unit vector of `slot` (a read-only view; valid until the next add)."""
+        view = self._vectors[slot]
+        view.flags.writeable = False
+        return view
+
     def search_exact(self, vector: np.ndarray, slots: list[int], k: int) -> list[tuple[int, float]]:
         """Cosine similarity against the given slots; the best `k`, best first."""
         if not slots:

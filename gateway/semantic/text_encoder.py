@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from policies.semantic.token_alignment import TokenStates
+
 Precision = str  # "fp32" | "bf16" | "int8" | "auto"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -140,6 +142,11 @@ class TextEncoder:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         return cls(bert, tokenizer, max_tokens, precision, batch_size, trace)
 
+    def whole_words(self) -> frozenset[str]:
+        """Alphabetic whole-word entries of the tokenizer's vocabulary (no "##" pieces, no
+        special tokens): the guard's list of real words for typo folding."""
+        return frozenset(w for w in self.tokenizer.get_vocab() if w.isalpha() and len(w) > 1)
+
     def get_embedding_dimension(self) -> int:
         return self.dim
 
@@ -165,7 +172,47 @@ class TextEncoder:
             out[chunk] = self._forward([encodings[i].ids for i in chunk])
         return out
 
-    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+    def token_states(self, texts: list[str]) -> list[TokenStates]:
+        """Per text, its word pieces (no [CLS]/[SEP]) and their unit contextual vectors from
+        the encoder's last layer: the states `encode` mean-pools. For the guard's token
+        alignment; one forward pass per sub-batch, like `encode`."""
+        out: list[TokenStates | None] = [None] * len(texts)
+        if not texts:
+            return []
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            hidden = self._hidden([encodings[i].ids for i in chunk])
+            for row, i in enumerate(chunk):
+                n = len(encodings[i].ids)
+                states = hidden[row, 1 : n - 1]
+                norms = np.linalg.norm(states, axis=1, keepdims=True)
+                out[i] = TokenStates(
+                    ids=tuple(encodings[i].ids[1 : n - 1]),
+                    pieces=tuple(encodings[i].tokens[1 : n - 1]),
+                    vectors=(states / np.maximum(norms, 1e-9)).astype(np.float32),
+                )
+        return [s for s in out if s is not None]
+
+    def _hidden(self, rows: list[list[int]]) -> np.ndarray:
+        """Last-layer states, float32, (rows, longest row, dim); padding rows are garbage."""
+        import torch
+
+        ids, attention = self._batch(rows)
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            return self._run(ids, attention).to(torch.float32).numpy()
+
+    def _run(self, ids: Any, attention: Any) -> Any:
+        """The encoder's last hidden state; call inside inference_mode and, for the reason in
+        `_forward`, with the graph executor's optimisation off."""
+        if self.traced is not None:
+            return self.traced(ids, attention)
+        return self.bert(input_ids=ids, attention_mask=attention).last_hidden_state
+
+    @staticmethod
+    def _batch(rows: list[list[int]]) -> tuple[Any, Any]:
+        """Token ids and attention mask, right-padded to the longest row, as int64 tensors."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -174,16 +221,17 @@ class TextEncoder:
         for i, r in enumerate(rows):
             ids[i, : len(r)] = r
             mask[i, : len(r)] = 1
-        input_ids = torch.from_numpy(ids)
-        attention = torch.from_numpy(mask)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+        import torch
+
+        input_ids, attention = self._batch(rows)
         # The graph executor's profiling re-specialises the graph for new input shapes, and
         # every batch has a new shape: plain execution is ~25 % cheaper here. The flag is
         # thread-local, so this touches only the calling thread.
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            if self.traced is not None:
-                hidden = self.traced(input_ids, attention)
-            else:
-                hidden = self.bert(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            hidden = self._run(input_ids, attention)
             weights = attention.unsqueeze(-1).to(torch.float32)
             summed = (hidden.to(torch.float32) * weights).sum(dim=1)
             mean = summed / weights.sum(dim=1).clamp(min=1e-9)

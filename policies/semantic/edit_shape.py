@@ -45,8 +45,12 @@ def _stem(word: str) -> str:
     return word
 
 
-def _fold_typos(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """`a` with each long word that `b` lacks replaced by `b`'s closest spelling, if close."""
+def _fold_typos(
+    a: tuple[str, ...], b: tuple[str, ...], known_words: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """`a` with each long word that `b` lacks replaced by `b`'s closest spelling, if close.
+    Two words that are both in `known_words` (a vocabulary) are two words, not a typo
+    ("remote" / "remove", "austria" / "australia"), unless they share a stem ("strings")."""
     only_a = {w for w in set(a) - set(b) if w.isalpha() and len(w) >= _TYPO_MIN_LEN}
     only_b = [w for w in set(b) - set(a) if w.isalpha() and len(w) >= _TYPO_MIN_LEN]
     if not only_a or not only_b:
@@ -62,7 +66,10 @@ def _fold_typos(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
             ratio = matcher.ratio()
             if ratio > best_ratio:
                 best, best_ratio = other, ratio
-        if best_ratio >= _TYPO_MIN_RATIO:
+        if best_ratio < _TYPO_MIN_RATIO:
+            continue
+        both_known = word in known_words and best in known_words
+        if not both_known or _stem(word) in (_stem(best), best) or _stem(best) == word:
             renamed[word] = best
     return tuple(renamed.get(w, w) for w in a)
 
@@ -83,10 +90,16 @@ def direction_swapped(a: tuple[str, ...], b: tuple[str, ...], stopwords: frozens
     return any((y, x) in in_b and (x, y) not in in_b for x, y in in_a)
 
 
-def edit_shape(a: tuple[str, ...], b: tuple[str, ...], stopwords: frozenset[str]) -> EditShape:
+def edit_shape(
+    a: tuple[str, ...],
+    b: tuple[str, ...],
+    stopwords: frozenset[str],
+    known_words: frozenset[str] = frozenset(),
+) -> EditShape:
     """Symmetric up to the order of each replaced pair. Tokens are lower-cased words and
-    punctuation marks, as `PromptTerms.tokens` holds them."""
-    a = _fold_typos(a, b)
+    punctuation marks, as `PromptTerms.tokens` holds them. `known_words`: see _fold_typos
+    (empty: any close spelling is a typo)."""
+    a = _fold_typos(a, b, known_words)
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     ops = 0
     replaced: list[tuple[str, str]] = []

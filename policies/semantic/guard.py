@@ -29,6 +29,11 @@ from policies.semantic.pair_features import (
     numbers_changed,
     pair_features,
 )
+from policies.semantic.token_alignment import (
+    TOKEN_FEATURE_NAMES,
+    TokenEncoder,
+    token_alignment_features,
+)
 from policies.semantic.word_alignment import ALIGN_FEATURE_NAMES, WordVectors, alignment_features
 
 
@@ -42,10 +47,12 @@ class GuardModel:
     scale: tuple[float, ...]
     # Weights for FEATURE_NAMES + ALIGN_FEATURE_NAMES: the guard then aligns content words.
     uses_alignment: bool = False
+    # ... + TOKEN_FEATURE_NAMES (last): the guard then aligns contextual token states.
+    uses_tokens: bool = False
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return FEATURE_NAMES + ALIGN_FEATURE_NAMES if self.uses_alignment else FEATURE_NAMES
+        return feature_names(self.uses_alignment, self.uses_tokens)
 
     def probability(self, features: list[float]) -> float:
         z = self.bias
@@ -69,15 +76,25 @@ class GuardModel:
     def from_json(cls, text: str) -> GuardModel:
         data = json.loads(text)
         names = tuple(data["features"])
-        if names not in (FEATURE_NAMES, FEATURE_NAMES + ALIGN_FEATURE_NAMES):
+        known = {feature_names(a, t): (a, t) for a in (False, True) for t in (False, True)}
+        if names not in known:
             raise ValueError(f"guard weights are for features {data['features']}")
         return cls(
-            uses_alignment=names != FEATURE_NAMES,
+            uses_alignment=known[names][0],
+            uses_tokens=known[names][1],
             weights=tuple(float(w) for w in data["weights"]),
             bias=float(data["bias"]),
             mean=tuple(float(m) for m in data["mean"]),
             scale=tuple(float(s) for s in data["scale"]),
         )
+
+
+def feature_names(uses_alignment: bool, uses_tokens: bool) -> tuple[str, ...]:
+    return (
+        FEATURE_NAMES
+        + (ALIGN_FEATURE_NAMES if uses_alignment else ())
+        + (TOKEN_FEATURE_NAMES if uses_tokens else ())
+    )
 
 
 SpanSimilarity = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
@@ -125,6 +142,7 @@ class Guard:
         model: GuardModel | None = None,
         min_probability: float = 0.5,
         min_span_similarity: float = 0.85,
+        known_words: frozenset[str] = frozenset(),
     ):
         if mode == "learned" and model is None:
             raise ValueError("the learned guard needs a model")
@@ -132,6 +150,8 @@ class Guard:
         self.model = model
         self.min_probability = min_probability
         self.min_span_similarity = min_span_similarity
+        # Whole words of a vocabulary: two of them are never folded as a typo (edit_shape).
+        self.known_words = known_words
 
     def veto(self, query: PromptTerms, cached: PromptTerms, edit: EditShape) -> bool:
         """A difference that makes it another question whatever the model says."""
@@ -151,11 +171,12 @@ class Guard:
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
+        token_states: TokenEncoder | None = None,
     ) -> float:
         """Estimated probability that both prompts want the same answer."""
         if self.mode == "off":
             return 1.0
-        edit = edit_of(query, cached)
+        edit = edit_of(query, cached, self.known_words)
         if self.veto(query, cached, edit):
             return 0.0
         # The same content words, numbers and negation in any order (not swapped around a
@@ -191,6 +212,13 @@ class Guard:
                 if word_vectors is not None
                 else [1.0, 0.0, 0.0, 0.0]
             )
+        if self.model.uses_tokens:
+            # Without token states the alignment reads as perfect (neutral).
+            if token_states is not None:
+                mine, theirs = token_states([query.wording, cached.wording])
+                features += token_alignment_features(mine, theirs)
+            else:
+                features += [1.0] * len(TOKEN_FEATURE_NAMES)
         return self.model.probability(features)
 
     def accepts(
@@ -200,6 +228,7 @@ class Guard:
         cached: PromptTerms,
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
+        token_states: TokenEncoder | None = None,
     ) -> bool:
-        p = self.probability(cosine, query, cached, span_similarity, word_vectors)
+        p = self.probability(cosine, query, cached, span_similarity, word_vectors, token_states)
         return p >= self.min_probability

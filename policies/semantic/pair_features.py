@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from policies.semantic.edit_shape import EditShape, edit_shape
+from policies.semantic.numerals import read_numerals
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -117,7 +118,8 @@ def _stem(word: str) -> str:
 
 
 def prompt_terms(text: str) -> PromptTerms:
-    lowered = text.lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
+    # Numerals first, on the original case: "World War II" / "WWII" / "ww2" all read "2".
+    lowered = read_numerals(text).lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
     for pattern, word in _UNITS:
         lowered = pattern.sub(word, lowered)
     numbers: set[str] = set()
@@ -163,8 +165,8 @@ def numbers_changed(a: PromptTerms, b: PromptTerms) -> bool:
     return bool(a.numbers and b.numbers) and not (a.numbers <= b.numbers or b.numbers <= a.numbers)
 
 
-def edit_of(a: PromptTerms, b: PromptTerms) -> EditShape:
-    return edit_shape(a.tokens, b.tokens, _STOPWORDS)
+def edit_of(a: PromptTerms, b: PromptTerms, known_words: frozenset[str] = frozenset()) -> EditShape:
+    return edit_shape(a.tokens, b.tokens, _STOPWORDS, known_words)
 
 
 def pair_features(
