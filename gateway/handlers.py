@@ -115,8 +115,11 @@ async def _proxy(
         if opening is not None:
             relay.abandon(opening)
         started = time.perf_counter()
+        # usage.prompt_tokens: exact when the gateway has the workers' tokenizer (the parser's
+        # size is a ~4-characters-per-token guess, kept only as the fallback).
+        prompt_tokens = await relay.prompt_tokens(call) or info.view.num_prompt_tokens
         response = await stage.serve_hit(
-            request, result, kind, body, info.model, info.stream, info.view.num_prompt_tokens
+            request, result, kind, body, info.model, info.stream, prompt_tokens
         )
         elapsed_s = time.perf_counter() - started
         app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)

@@ -173,6 +173,28 @@ class FleetCache:
     def close(self) -> None:
         self.ahead.close()
 
+    async def prompt_tokens(
+        self, call: UpstreamCall, candidates: Sequence[WorkerState]
+    ) -> int | None:
+        """`call`'s prompt length as a candidate worker will build it, for the usage of a reply
+        the gateway gives itself (a semantic-cache hit); None when the gateway has none of the
+        candidates' tokenizers, or its tokenizing queue is full. Long new turns are encoded off
+        the loop, as for routing (and are then cached for the conversation's next turn)."""
+        ticket = await self.ready(call, candidates)
+        try:
+            if ticket.skipped:
+                return None
+            for worker in candidates:
+                profile, exact = self._profile(self.workers[worker.worker_id], call.model)
+                tokens = self._tokens.get(profile) if exact else None
+                if tokens is not None:
+                    return len(tokens.token_ids(call.endpoint, call.body))
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return None
+        finally:
+            ticket.release()
+        return None
+
     async def prepare(self, profile: Profile | None) -> None:
         """Build the tokenizer of `profile` off the event loop when it is slow to build (once;
         concurrent callers share the build). Routing uses it from then on."""

@@ -89,6 +89,10 @@ async def test_paraphrase_hits_without_worker_and_reports_zero_usage(make_gatewa
     assert similarity is not None and 0.75 <= float(similarity) <= 1.0
     assert reply.usage.completion_tokens == 0
     assert upstream_requests(gw) == sent  # the worker saw no request
+    # The hit's prompt_tokens is the worker's own count for that prompt, not a size guess.
+    *_, direct = await ask(c, PY_PARAPHRASE, headers={"Cache-Control": "no-cache, no-store"})
+    assert reply.usage.prompt_tokens == direct.usage.prompt_tokens
+    assert upstream_requests(gw) == sent + 1
 
 
 async def test_other_tenant_and_other_earlier_turn_miss(make_gateway, client):
