@@ -164,6 +164,12 @@ class Dispatcher:
             self._metrics.dispatch_wait.observe(self._clock() - started)
         self._taken(model)
 
+    def wake(self, model: str) -> None:
+        """Hand free slots of `model` to its waiters: a request that was handed one and then
+        failed or was cancelled before taking it calls this (the slot is free, nobody knows)."""
+        if self._cap and self._waiting.get(model):
+            self._hand_off(model)
+
     # FleetView listener
 
     def released(self, worker: WorkerState) -> None:

@@ -168,6 +168,13 @@ class Relay:
         """Pick a worker, send it the request and wait for the first bytes of its reply, retrying
         on other workers as the module's rules say. The caller must `deliver` (or `abandon`) the
         result: the worker's in-flight slot and connection are held until then."""
+        try:
+            return await self._open(call)
+        except BaseException:
+            self._dispatch.wake(call.model)  # a slot handed to this request may be unused now
+            raise
+
+    async def _open(self, call: UpstreamCall) -> Opened:
         start = time.perf_counter()
         tried: set[str] = set()
         last_error = ""

@@ -158,3 +158,28 @@ async def test_arrival_check_uses_the_fastest_recent_first_token():
         dispatch.check(MODEL, 100.0, 100.055)  # 55 ms: faster than nearly every recent one
     assert tight.value.code == "deadline_unmeetable"
     dispatch.check("other-model", 100.0, 100.001)  # histories are per model
+
+
+async def test_a_slot_handed_to_a_request_that_leaves_goes_to_the_next():
+    metrics = GatewayMetrics()
+    fleet = FleetView(["http://127.0.0.1:9"], metrics)
+    (worker,) = fleet.workers
+    fleet.probe_ok(worker, [MODEL])
+    dispatch = Dispatcher(DispatchConfig(max_in_flight_per_worker=1), fleet, metrics)
+    fleet.acquire(worker)  # the only slot is taken
+    assert dispatch.must_wait(MODEL)
+    first = asyncio.create_task(dispatch.wait_turn(MODEL, 0.0, None))
+    second = asyncio.create_task(dispatch.wait_turn(MODEL, 1.0, None))
+    third = asyncio.create_task(dispatch.wait_turn(MODEL, 2.0, None))
+    await asyncio.sleep(0)
+    assert dispatch.waiting == 3
+    fleet.release(worker)  # handed to `first`, which is cancelled before it runs again
+    first.cancel()
+    for _ in range(3):  # let the woken tasks run
+        await asyncio.sleep(0)
+    assert first.cancelled() and second.done() and not third.done()
+    # `second` got the slot but gives up before taking it (its caller failed): it wakes the rest.
+    dispatch.wake(MODEL)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert third.done() and dispatch.waiting == 0
