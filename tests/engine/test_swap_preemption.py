@@ -125,3 +125,35 @@ def test_host_pool_is_all_or_nothing():
     assert a == [0, 1, 2] and pool.allocate(2) is None and pool.num_free() == 1
     pool.free(a)
     assert pool.num_free() == 4 and pool.allocate(4) == [0, 1, 2, 3]
+
+
+def test_swap_in_copies_back_only_blocks_gone_from_the_cache(make_engine, req, run_all, prompts):
+    # Every request shares a 24-token system prompt (6 blocks of 4): while one sequence is
+    # swapped out, the others keep those blocks resident, so it must not copy them back.
+    system = prompts(1, seed=21, lo=24, hi=25)[0]
+    reqs = [
+        req(str(i), system + p, max_tokens=24) for i, p in enumerate(prompts(8, 22, lo=4, hi=12))
+    ]
+    expected = _expected(make_engine, run_all, reqs)
+    tight = make_engine(num_blocks=24, preemption="swap", num_swap_blocks=96)
+    swap_ins: list[list[tuple[int, int]]] = []
+    schedule = tight.scheduler.schedule
+
+    def watched_schedule():
+        batch = schedule()
+        bm = tight.block_manager
+        # a block copied into is never one the prefix cache still holds
+        assert all(bm.blocks[d].hash is None for _, d in batch.swap_in)
+        swap_ins.append(batch.swap_in)
+        return batch
+
+    tight.scheduler.schedule = watched_schedule
+    for r in reqs:
+        tight.add_request(r)
+    assert run_all(tight)[0] == expected
+    sched = tight.scheduler
+    assert sched.num_swap_outs > 0 and sched.num_swap_outs == tight.stats().num_preemptions
+    assert sum(len(s) for s in swap_ins) == sched.num_blocks_swapped_in
+    assert 0 < sched.num_blocks_swapped_in < sched.num_blocks_swapped_out
+    assert all(c == 0 for c in tight.block_manager.ref_counts())
+    assert _host_free(tight) == 96
