@@ -1,5 +1,6 @@
-"""Preemption by swapping to host memory (CPU, tiny model): same output as never preempted, no
-leaked device or host blocks, recompute when the swap space is full."""
+"""Preemption by swapping to host memory (tiny model, on the test device; on CUDA the swap space is
+pinned and the copies non_blocking): same output as never preempted, no leaked device or host
+blocks, recompute when the swap space is full, only blocks gone from the cache copied back."""
 
 import pytest
 
@@ -22,6 +23,14 @@ def _host_free(engine) -> int:
     return engine.scheduler.host_pool.num_free()
 
 
+def _check_swap_space(engine) -> None:
+    """The swap space is pinned exactly when the cache is on CUDA (asynchronous copies)."""
+    host = engine.runner.host_cache
+    on_cuda = engine.device.type == "cuda"
+    assert host is not None and host.pinned == on_cuda
+    assert host.data.device.type == "cpu" and (not on_cuda or host.data.is_pinned())
+
+
 @pytest.mark.parametrize("caching", [True, False])
 def test_swapped_equals_never_preempted(make_engine, req, run_all, prompts, caching):
     reqs = _reqs(req, prompts)
@@ -29,6 +38,7 @@ def test_swapped_equals_never_preempted(make_engine, req, run_all, prompts, cach
     tight = make_engine(
         num_blocks=20, enable_prefix_caching=caching, preemption="swap", num_swap_blocks=64
     )
+    _check_swap_space(tight)
     for r in reqs:
         tight.add_request(r)
     assert run_all(tight)[0] == expected
@@ -95,7 +105,7 @@ def test_no_leaks_with_aborts_swaps_and_recomputes(make_engine, req, run_all, pr
 
 
 def test_auto_never_swaps_on_cpu(make_engine, req, run_all, prompts):
-    tight = make_engine(num_blocks=20, preemption="auto")
+    tight = make_engine(num_blocks=20, preemption="auto", device="cpu")
     assert tight.runner.host_cache is None  # no swap space where it would never be used
     for r in _reqs(req, prompts):
         tight.add_request(r)
