@@ -27,4 +27,6 @@ def upload_list(
     """A 1-D tensor of `values` on `device`, without waiting for the copy on CUDA."""
     if device.type != "cuda":
         return torch.tensor(values, dtype=dtype)
+    if not values:
+        return torch.empty(0, dtype=dtype, device=device)  # nothing to copy
     return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
