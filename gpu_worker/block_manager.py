@@ -92,13 +92,8 @@ class BlockManager:
         self._extend_hashes(seq, max_blocks)
         matched: list[int] = []
         for i in range(max_blocks):
-            block_id = self._cached.get(seq.block_hashes[i])
+            block_id = self._cached_block(seq, i)
             if block_id is None:
-                break
-            start = i * self.block_size
-            if self.blocks[block_id].token_ids != tuple(
-                seq.token_ids[start : start + self.block_size]
-            ):
                 break
             matched.append(block_id)
         return matched
@@ -120,6 +115,60 @@ class BlockManager:
         seq.block_table = list(matched)
         seq.num_computed_tokens = len(matched) * self.block_size
         seq.num_committed_blocks = len(matched)
+
+    # ---- swap-in -------------------------------------------------------------------------
+
+    def swap_in(self, seq: Sequence, num_new_tokens: int) -> list[int] | None:
+        """Device blocks for a swapped-out `seq` (no blocks held, `num_computed_tokens` kept):
+        its computed tokens plus `num_new_tokens` more. A full computed block whose K/V are
+        still in the prefix cache is shared again (same chained hash and token ids, so the same
+        K/V); every other block is fresh. Returns the block-table positions below
+        ceil(num_computed_tokens / block_size) that got a fresh block, the ones whose K/V must be
+        copied back from the host; None (and no change) if the blocks are not there.
+
+        Any cached block may be reused, not only a leading run: a block's K/V depend only on
+        the tokens up to its end, which its chained hash pins down."""
+        assert not seq.block_table, "swap_in of a sequence that holds blocks"
+        num_full = seq.num_computed_tokens // self.block_size
+        reused: list[int | None] = [None] * num_full
+        if self._caching:
+            self._extend_hashes(seq, num_full)
+            reused = [self._cached_block(seq, i) for i in range(num_full)]
+        num_reused = sum(1 for b in reused if b is not None)
+        needed = self._blocks_for(seq.num_computed_tokens + num_new_tokens) - num_reused
+        # Reused blocks that are unreferenced are counted as evictable; reusing uses them up.
+        reclaimed = sum(1 for b in reused if b is not None and self.blocks[b].ref_count == 0)
+        if needed > self.num_free_blocks() - reclaimed:
+            return None
+        now = self._clock()
+        for i, block_id in enumerate(reused):  # claimed first, so _take_block cannot evict them
+            if block_id is not None:
+                self.blocks[block_id].ref_count += 1
+                self._policy.hit(seq.block_hashes[i], self._info(seq, i), now)
+        num_computed_blocks = self._blocks_for(seq.num_computed_tokens)
+        total = self._blocks_for(seq.num_computed_tokens + num_new_tokens)
+        table: list[int] = []
+        fresh: list[int] = []
+        for i in range(total):
+            block_id = reused[i] if i < num_full else None
+            if block_id is None:
+                block_id = self._take_block()
+                if i < num_computed_blocks:
+                    fresh.append(i)
+            table.append(block_id)
+        seq.block_table = table
+        seq.num_committed_blocks = 0  # commit() re-offers the fresh full blocks
+        return fresh
+
+    def _cached_block(self, seq: Sequence, i: int) -> int | None:
+        """The cached block holding full block i of `seq` (its hash computed), or None."""
+        block_id = self._cached.get(seq.block_hashes[i])
+        if block_id is None:
+            return None
+        start = i * self.block_size
+        if self.blocks[block_id].token_ids != tuple(seq.token_ids[start : start + self.block_size]):
+            return None  # a hash collision: not this block's K/V
+        return block_id
 
     # ---- growth --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from gpu_worker.device_upload import upload_list
 from gpu_worker.llama_config import LlamaConfig
 
 
@@ -72,7 +73,7 @@ class KvCache:
         On CUDA the device→host copies are queued on the current stream without waiting (the
         host side is pinned), so they read the blocks before any later kernel on that stream
         writes them: a block swapped out may be handed to another sequence in the same step."""
-        index = torch.tensor([d for d, _ in pairs], dtype=torch.long, device=self.device)
+        index = upload_list([d for d, _ in pairs], self.device)
         staged = torch.stack(
             [
                 torch.stack((k.index_select(0, index), v.index_select(0, index)), 1)
@@ -85,7 +86,7 @@ class KvCache:
     def swap_in(self, pairs: list[tuple[int, int]], host: HostKvCache) -> None:
         """Copy host blocks back into (new) device blocks, `pairs` of (host id, device id)."""
         staged = host.read([h for h, _ in pairs], self.device)
-        index = torch.tensor([d for _, d in pairs], dtype=torch.long, device=self.device)
+        index = upload_list([d for _, d in pairs], self.device)
         for layer, (k, v) in enumerate(self.layers):
             k.index_copy_(0, index, staged[:, layer, 0])
             v.index_copy_(0, index, staged[:, layer, 1])
@@ -97,7 +98,9 @@ class HostKvCache:
 
     Rule that makes the asynchronous copies safe: the host tensor is only ever read or written
     by copies queued on the device's current stream, never by the CPU, so every copy is ordered
-    after the one before it (a host block freed by a swap-in may be reused by the next swap-out)."""
+    after the one before it (a host block freed by a swap-in may be reused by the next swap-out).
+    The CPU runs the very same copies (one per run of consecutive host blocks), synchronously,
+    so the CPU tests cover this code; only the pinning and the asynchrony are CUDA's own."""
 
     def __init__(
         self,
@@ -110,23 +113,21 @@ class HostKvCache:
         shape = (num_blocks, cfg.num_layers, 2, block_size, cfg.num_kv_heads, cfg.head_dim)
         self.pinned = device.type == "cuda"
         self.num_blocks = num_blocks
-        self.data = torch.zeros(shape, dtype=dtype, pin_memory=self.pinned)
+        # Not zeroed: a host block is always written (swap-out) before it is read (swap-in).
+        self.data = torch.empty(shape, dtype=dtype, pin_memory=self.pinned)
 
     def write(self, block_ids: list[int], staged: torch.Tensor) -> None:
-        if not self.pinned:
-            self.data.index_copy_(0, torch.tensor(block_ids, dtype=torch.long), staged)
-            return
+        """Host blocks `block_ids` ← `staged` ([len(block_ids), ...], on the device)."""
         for lo, hi, first in _runs(block_ids):
-            self.data[first : first + hi - lo].copy_(staged[lo:hi], non_blocking=True)
+            self.data[first : first + hi - lo].copy_(staged[lo:hi], non_blocking=self.pinned)
 
     def read(self, block_ids: list[int], device: torch.device) -> torch.Tensor:
-        if not self.pinned:
-            return self.data.index_select(0, torch.tensor(block_ids, dtype=torch.long))
+        """Host blocks `block_ids` as a new tensor on `device`."""
         staged = torch.empty(
             (len(block_ids), *self.data.shape[1:]), dtype=self.data.dtype, device=device
         )
         for lo, hi, first in _runs(block_ids):
-            staged[lo:hi].copy_(self.data[first : first + hi - lo], non_blocking=True)
+            staged[lo:hi].copy_(self.data[first : first + hi - lo], non_blocking=self.pinned)
         return staged
 
 

@@ -2,13 +2,16 @@
 
 `run(batch)` makes the batch's swap copies (out, then in), then turns it into one forward pass
 over the step's flat tokens and samples a token for every sequence whose computed tokens reach its
-end; it returns them as Python ints (the step's single device→host sync).
+end; it returns them as Python ints (the step's single device→host sync). Rule the engine's
+timing relies on: `run` returns once the step's work on the device is done, so wall time around
+it is the step's time on CUDA too (a step that samples nothing waits for the device explicitly).
 """
 
 from __future__ import annotations
 
 import torch
 
+from gpu_worker.device_upload import upload_list
 from gpu_worker.kv_cache import HostKvCache, KvCache
 from gpu_worker.model import LlamaForCausalLM
 from gpu_worker.paged_attention import build_metadata
@@ -73,14 +76,18 @@ class ModelRunner:
         )
         dev = self.device
         logits = self.model(
-            torch.tensor(input_ids, dtype=torch.long, device=dev),
-            torch.tensor(positions, dtype=torch.long, device=dev),
+            upload_list(input_ids, dev),
+            upload_list(positions, dev),
             self.kv_cache.layers,
             meta,
-            torch.tensor(logits_rows, dtype=torch.long, device=dev),
+            upload_list(logits_rows, dev),
         )
         out: list[int | None] = [None] * len(batch.seqs)
         if not sampled:
+            if dev.type == "cuda":
+                # A prefill chunk that ends nowhere: wait for it, or the engine would time only
+                # the kernel launches and the cost model would see an absurd prefill rate.
+                torch.cuda.synchronize(dev)
             return out
         params = [batch.seqs[i].sampling for i in sampled]
         tokens = self.sampler.sample(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gpu_worker.device_upload import upload
+
 
 @dataclass(frozen=True, slots=True)
 class AttnGroup:
@@ -72,7 +74,7 @@ def build_metadata(
         for ctx, table in zip(context_lens[num_prefills:], block_tables[num_prefills:], strict=True)
     ]
     parts.append(torch.tensor(decode_slots, dtype=torch.long))
-    slot_mapping = torch.cat(parts).to(device)
+    slot_mapping = upload(torch.cat(parts), device)
     groups: list[AttnGroup] = []
     start = 0
     for lo, hi in ((0, num_prefills), (num_prefills, n)):
@@ -117,16 +119,16 @@ def _group(
     mask = (k_idx[None, None, :] < ctx[:, None, None]) & (
         k_idx[None, None, :] <= first + q_idx[None, :, None]
     )
-    mask_t: torch.Tensor | None = mask[:, None].to(device)
-    if all(c == max_k for c in context_lens) and max_q == 1:
-        mask_t = None  # decodes of equal lengths: every key is visible
+    mask_t: torch.Tensor | None = None  # decodes of equal lengths: every key is visible
+    if not (all(c == max_k for c in context_lens) and max_q == 1):
+        mask_t = upload(mask[:, None], device)
     q_pad_index = q_unpad_index = None
     if batch > 1 and max_q > 1:
         offsets_q = torch.cumsum(q_lens, 0) - q_lens
         pad = offsets_q[:, None] + torch.minimum(q_idx[None, :], q_lens[:, None] - 1)
-        q_pad_index = pad.reshape(-1).to(device)
+        q_pad_index = upload(pad.reshape(-1), device)
         valid = (q_idx[None, :] < q_lens[:, None]).reshape(-1)
-        q_unpad_index = torch.nonzero(valid).squeeze(1).to(device)
+        q_unpad_index = upload(torch.nonzero(valid).squeeze(1), device)
     return AttnGroup(
         start,
         start + num_tokens,
@@ -135,7 +137,7 @@ def _group(
         max_k,
         q_pad_index,
         q_unpad_index,
-        kv_slots.reshape(-1).to(device),
+        upload(kv_slots.reshape(-1), device),
         mask_t,
         False,
     )

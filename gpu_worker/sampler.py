@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from gpu_worker.device_upload import upload_list
+
 
 class Sampler:
     def __init__(self, seed: int, device: torch.device) -> None:
@@ -29,9 +31,9 @@ class Sampler:
         if not random_rows:
             return greedy
         device = logits.device
-        rows = torch.tensor(random_rows, device=device)
+        rows = upload_list(random_rows, device)
         sub = logits.index_select(0, rows)
-        temps = torch.tensor([temperatures[i] for i in random_rows], device=device)
+        temps = upload_list([temperatures[i] for i in random_rows], device, torch.float32)
         sub = sub / temps[:, None]
         ks = [top_ks[i] for i in random_rows]
         ps = [top_ps[i] for i in random_rows]
@@ -47,7 +49,7 @@ class Sampler:
         if unseeded:
             draw = torch.empty((len(unseeded), probs.shape[1]), device=device)
             draw.exponential_(generator=self._generator)
-            noise[torch.tensor(unseeded, device=device)] = draw
+            noise[upload_list(unseeded, device)] = draw
         chosen = (probs / noise).argmax(dim=-1)
         return greedy.index_copy(0, rows, chosen)
 
@@ -58,10 +60,10 @@ def _filter(logits: torch.Tensor, top_ks: list[int], top_ps: list[float]) -> tor
     device = logits.device
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     ranks = torch.arange(vocab, device=device)[None, :]
-    ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_ks], device=device)
+    ks = upload_list([k if 0 < k < vocab else vocab for k in top_ks], device)
     drop = ranks >= ks[:, None]
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    ps = torch.tensor(top_ps, device=device, dtype=logits.dtype)
+    ps = upload_list(top_ps, device, logits.dtype)
     probs = torch.softmax(sorted_logits, dim=-1)
     before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly better tokens
     drop = drop | (before >= ps[:, None])

@@ -5,10 +5,10 @@ min(tokens it still needs, budget left); then waiting sequences in arrival order
 the front), each admitted with its prefix-cache hits when its first chunk's blocks are there.
 When a running sequence cannot get a block, the newest running sequence not yet scheduled this
 step is preempted; if there is none, the sequence preempts itself. A victim either swaps its
-computed blocks out to host memory and later copies them back (`swapped`, resumed before any
-waiting request is admitted, oldest first), or frees them and is recomputed later (back at the
-front of `waiting`); `PreemptionCost` (gpu_worker/preemption.py) decides. Either way its device
-blocks are freed at once (full ones stay in the prefix cache).
+computed blocks out to host memory and later copies back those no longer in the prefix cache
+(`swapped`, resumed before any waiting request is admitted, oldest first), or frees them and is
+recomputed later (back at the front of `waiting`); `PreemptionCost` (gpu_worker/preemption.py)
+decides. Either way its device blocks are freed at once (full ones stay in the prefix cache).
 
 The copies a step needs are in its batch (`swap_out`, then `swap_in`); the model runner makes
 them before the forward pass, in that order. So a device block freed by a swap-out can go to
@@ -63,6 +63,8 @@ class Scheduler:
         self.swapped: list[Sequence] = []  # in arrival order
         self.num_preemptions = 0
         self.num_swap_outs = 0
+        self.num_blocks_swapped_out = 0
+        self.num_blocks_swapped_in = 0  # fewer than out: cached blocks are shared, not copied
         self._batch = ScheduledBatch()  # the batch being built (swap-outs land here)
         self._swapped_now: set[int] = set()  # ids swapped out by the schedule() under way
 
@@ -134,10 +136,13 @@ class Scheduler:
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if id(seq) in self._swapped_now:
                 break  # no copy out and straight back in within one step
-            if not self.block_manager.allocate_slots(seq, num_new):
+            fresh = self.block_manager.swap_in(seq, num_new)
+            if fresh is None:
                 break
             self.swapped.pop(0)
-            batch.swap_in.extend(zip(seq.host_blocks, seq.block_table, strict=False))
+            # Only blocks that left the device move back; still-cached ones are shared again.
+            batch.swap_in.extend((seq.host_blocks[i], seq.block_table[i]) for i in fresh)
+            self.num_blocks_swapped_in += len(fresh)
             self.host_pool.free(seq.host_blocks)  # copied back before any later swap-out
             seq.host_blocks = []
             self._resume(seq, num_new, decodes, prefills)
@@ -192,6 +197,7 @@ class Scheduler:
             host_blocks = self.host_pool.allocate(num_blocks)  # None: pool full, recompute
         if host_blocks is not None:
             self._batch.swap_out.extend(zip(seq.block_table, host_blocks, strict=False))
+            self.num_blocks_swapped_out += len(host_blocks)
             self.block_manager.free(seq)
             seq.host_blocks = host_blocks
             seq.status = Status.SWAPPED

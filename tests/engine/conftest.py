@@ -1,9 +1,35 @@
+"""Engine test helpers. The device the engine tests run on is `KVGATE_TEST_DEVICE` (`cpu` by
+default, or `cuda`): `KVGATE_TEST_DEVICE=cuda pytest tests/engine` runs the same tests on the GPU
+(benchmarks/cuda_check.sh does). Tests that only make sense on the CPU pin `device="cpu"`; tests
+marked `gpu` need CUDA and skip without it."""
+
+import os
+
 import pytest
 import torch
 
 from config.engine import EngineConfig
 from gpu_worker.engine import TorchEngine
 from gpu_worker.engine_api import EngineRequest, RequestMeta, SamplingParams
+
+DEVICE_ENV = "KVGATE_TEST_DEVICE"
+
+
+def engine_device() -> str:
+    return os.environ.get(DEVICE_ENV, "cpu")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = engine_device()
+    if device not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"{DEVICE_ENV}={device!r}: use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"{DEVICE_ENV}=cuda but torch sees no CUDA device")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
 
 
 @pytest.fixture(autouse=True)
@@ -12,7 +38,13 @@ def _few_threads():
 
 
 def make_engine(**overrides) -> TorchEngine:
-    cfg = {"model": "tiny", "device": "cpu", "num_blocks": 128, "block_size": 4, **overrides}
+    cfg = {
+        "model": "tiny",
+        "device": engine_device(),
+        "num_blocks": 128,
+        "block_size": 4,
+        **overrides,
+    }
     return TorchEngine(EngineConfig(**cfg))
 
 
@@ -78,6 +110,11 @@ def _run_all_fixture():
 @pytest.fixture(name="step_twice")
 def _step_twice_fixture():
     return step_twice
+
+
+@pytest.fixture(name="device")
+def _device_fixture() -> torch.device:
+    return torch.device(engine_device())
 
 
 @pytest.fixture(name="prompts")

@@ -1,5 +1,6 @@
-"""Preemption by swapping to host memory (CPU, tiny model): same output as never preempted, no
-leaked device or host blocks, recompute when the swap space is full."""
+"""Preemption by swapping to host memory (tiny model, on the test device; on CUDA the swap space is
+pinned and the copies non_blocking): same output as never preempted, no leaked device or host
+blocks, recompute when the swap space is full, only blocks gone from the cache copied back."""
 
 import pytest
 
@@ -22,6 +23,14 @@ def _host_free(engine) -> int:
     return engine.scheduler.host_pool.num_free()
 
 
+def _check_swap_space(engine) -> None:
+    """The swap space is pinned exactly when the cache is on CUDA (asynchronous copies)."""
+    host = engine.runner.host_cache
+    on_cuda = engine.device.type == "cuda"
+    assert host is not None and host.pinned == on_cuda
+    assert host.data.device.type == "cpu" and (not on_cuda or host.data.is_pinned())
+
+
 @pytest.mark.parametrize("caching", [True, False])
 def test_swapped_equals_never_preempted(make_engine, req, run_all, prompts, caching):
     reqs = _reqs(req, prompts)
@@ -29,6 +38,7 @@ def test_swapped_equals_never_preempted(make_engine, req, run_all, prompts, cach
     tight = make_engine(
         num_blocks=20, enable_prefix_caching=caching, preemption="swap", num_swap_blocks=64
     )
+    _check_swap_space(tight)
     for r in reqs:
         tight.add_request(r)
     assert run_all(tight)[0] == expected
@@ -95,7 +105,7 @@ def test_no_leaks_with_aborts_swaps_and_recomputes(make_engine, req, run_all, pr
 
 
 def test_auto_never_swaps_on_cpu(make_engine, req, run_all, prompts):
-    tight = make_engine(num_blocks=20, preemption="auto")
+    tight = make_engine(num_blocks=20, preemption="auto", device="cpu")
     assert tight.runner.host_cache is None  # no swap space where it would never be used
     for r in _reqs(req, prompts):
         tight.add_request(r)
@@ -125,3 +135,35 @@ def test_host_pool_is_all_or_nothing():
     assert a == [0, 1, 2] and pool.allocate(2) is None and pool.num_free() == 1
     pool.free(a)
     assert pool.num_free() == 4 and pool.allocate(4) == [0, 1, 2, 3]
+
+
+def test_swap_in_copies_back_only_blocks_gone_from_the_cache(make_engine, req, run_all, prompts):
+    # Every request shares a 24-token system prompt (6 blocks of 4): while one sequence is
+    # swapped out, the others keep those blocks resident, so it must not copy them back.
+    system = prompts(1, seed=21, lo=24, hi=25)[0]
+    reqs = [
+        req(str(i), system + p, max_tokens=24) for i, p in enumerate(prompts(8, 22, lo=4, hi=12))
+    ]
+    expected = _expected(make_engine, run_all, reqs)
+    tight = make_engine(num_blocks=24, preemption="swap", num_swap_blocks=96)
+    swap_ins: list[list[tuple[int, int]]] = []
+    schedule = tight.scheduler.schedule
+
+    def watched_schedule():
+        batch = schedule()
+        bm = tight.block_manager
+        # a block copied into is never one the prefix cache still holds
+        assert all(bm.blocks[d].hash is None for _, d in batch.swap_in)
+        swap_ins.append(batch.swap_in)
+        return batch
+
+    tight.scheduler.schedule = watched_schedule
+    for r in reqs:
+        tight.add_request(r)
+    assert run_all(tight)[0] == expected
+    sched = tight.scheduler
+    assert sched.num_swap_outs > 0 and sched.num_swap_outs == tight.stats().num_preemptions
+    assert sum(len(s) for s in swap_ins) == sched.num_blocks_swapped_in
+    assert 0 < sched.num_blocks_swapped_in < sched.num_blocks_swapped_out
+    assert all(c == 0 for c in tight.block_manager.ref_counts())
+    assert _host_free(tight) == 96
