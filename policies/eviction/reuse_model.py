@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 
-_EM_STEPS = 20
+_BISECT_STEPS = 30  # p to within 1e-9
 NUM_BINS = 32  # bin b >= 1 covers ages [2^((b-1)/2), 2^(b/2)) s; the last is open (~9 h+)
 
 
@@ -207,10 +207,22 @@ class ReuseModel:
         cdf_mid = (cdf[:-1] + cdf[1:]) / 2.0
         num_events, total = events.sum(), events.sum() + censored.sum()
         w = self.prior_weight
-        p = ever
-        for _ in range(_EM_STEPS):
+
+        def update(p: float) -> float:  # one EM step: censored blocks, weighted by P(returning)
             returning = p * (1.0 - cdf_mid) / np.maximum(1.0 - p * cdf_mid, 1e-12)
-            p = (num_events + (censored * returning).sum() + w * ever) / (total + w)
+            return (num_events + float((censored * returning).sum()) + w * ever) / (total + w)
+
+        # The maximum-likelihood p is the fixed point of the EM step; EM itself crawls when most
+        # blocks are censored young (little information each), so bisect: update(p) - p falls
+        # from >= 0 at p = 0 to <= 0 at p = 1.
+        low, high = 0.0, 1.0
+        for _ in range(_BISECT_STEPS):
+            mid = (low + high) / 2.0
+            if update(mid) > mid:
+                low = mid
+            else:
+                high = mid
+        p = (low + high) / 2.0
         p = min(p, 0.999)
         hazard = p * (cdf[1:] - cdf[:-1]) / np.maximum(1.0 - p * cdf[:-1], 1e-12)
         return np.clip(hazard, 0.0, 0.999)
