@@ -69,6 +69,8 @@ class ReuseModel:
         self._group = group
         self._groups: dict[Hashable, _Counts] = {}
         self._open_groups: dict[Hashable, list[float]] = {}
+        # (group, version) -> (hazard per bin, share that comes back, alive at each bin start)
+        self._shapes: dict[tuple[Hashable, int], tuple[np.ndarray, float, np.ndarray]] = {}
         self._classes: dict[Hashable, _Counts] = {}
         self._all = _Counts()
         self._since_halving = 0
@@ -127,6 +129,7 @@ class ReuseModel:
         self._open = per_class
         self._open_all = [sum(c[b] for c in per_class.values()) for b in range(NUM_BINS)]
         self._open_groups = {}
+        self._shapes.clear()  # the open counts are part of every estimate
         if self._group is not None:
             for cls, bins in per_class.items():
                 g = self._open_groups.setdefault(self._group(cls), [0.0] * NUM_BINS)
@@ -193,10 +196,21 @@ class ReuseModel:
             return self._cure_hazards(cls, counts)
         return np.array([self._hazard(counts, b, cls) for b in range(NUM_BINS)])
 
+    def _group_shape(self, cls: Hashable) -> tuple[np.ndarray, float, np.ndarray]:
+        """The group's hazard per bin and its share of blocks that come back, cached until the
+        counts move (tables of a group's classes are often built back to back)."""
+        key = (self._group(cls), self.version)  # type: ignore[misc]
+        cached = self._shapes.get(key)
+        if cached is None:
+            if len(self._shapes) > 64:
+                self._shapes.clear()
+            shape = np.clip([self._prior(b, cls) for b in range(NUM_BINS)], 0.0, 0.999)
+            alive = np.exp(np.concatenate(([0.0], np.cumsum(np.log1p(-shape)))))
+            cached = self._shapes[key] = (shape, float(1.0 - alive[-1]), alive)
+        return cached[0], cached[1], cached[2]
+
     def _cure_hazards(self, cls: Hashable, counts: _Counts) -> np.ndarray:
-        shape = np.clip([self._prior(b, cls) for b in range(NUM_BINS)], 0.0, 0.999)
-        alive = np.exp(np.concatenate(([0.0], np.cumsum(np.log1p(-shape)))))
-        ever = 1.0 - alive[-1]
+        shape, ever, alive = self._group_shape(cls)
         if ever <= 1e-9:
             return shape
         cdf = (1.0 - alive) / ever  # when a returning block returns, at each bin's start
