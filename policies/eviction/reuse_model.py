@@ -64,6 +64,7 @@ class ReuseModel:
         shared_shape: bool = False,
     ) -> None:
         self.shared_shape = shared_shape and group is not None
+        self._trust: dict[Hashable, float] = {}  # group -> pseudo-observations of its shape
         self.prior_weight = prior_weight
         self.half_life_obs = half_life_obs
         self._group = group
@@ -130,6 +131,7 @@ class ReuseModel:
         self._open_all = [sum(c[b] for c in per_class.values()) for b in range(NUM_BINS)]
         self._open_groups = {}
         self._shapes.clear()  # the open counts are part of every estimate
+        self._trust.clear()
         if self._group is not None:
             for cls, bins in per_class.items():
                 g = self._open_groups.setdefault(self._group(cls), [0.0] * NUM_BINS)
@@ -193,7 +195,12 @@ class ReuseModel:
         """Per age bin, P(reused in the bin | not reused before it) for a block of `cls`."""
         counts = self._classes.get(cls) if cls is not None else None
         if self.shared_shape and counts is not None:
-            return self._cure_hazards(cls, counts)
+            cure = self._cure_hazards(cls, counts)
+            w = self._shape_trust(cls)
+            if math.isinf(w):
+                return cure
+            reached, events = self._class_counts(cls, counts)
+            return (events + w * cure) / (reached + w)
         return np.array([self._hazard(counts, b, cls) for b in range(NUM_BINS)])
 
     def _group_shape(self, cls: Hashable) -> tuple[np.ndarray, float, np.ndarray]:
@@ -208,6 +215,37 @@ class ReuseModel:
             alive = np.exp(np.concatenate(([0.0], np.cumsum(np.log1p(-shape)))))
             cached = self._shapes[key] = (shape, float(1.0 - alive[-1]), alive)
         return cached[0], cached[1], cached[2]
+
+    def _class_counts(self, cls: Hashable, counts: _Counts) -> tuple[np.ndarray, np.ndarray]:
+        open_counts = self._open.get(cls)
+        reached = np.asarray(counts.reached) + (open_counts if open_counts is not None else 0.0)
+        return reached, np.asarray(counts.events)
+
+    def _shape_trust(self, cls: Hashable) -> float:
+        """How many pseudo-observations the shared-shape prediction is worth in each age bin of
+        a class of `cls`'s group, learned from how far the group's classes stray from it
+        (a method-of-moments empirical-Bayes estimate, cached until the next `set_open`). If
+        the events of each (class, bin) scatter around the prediction no more than binomial
+        noise, the classes do share the shape: infinite trust. The more they stray, the more
+        each class's own per-bin counts decide."""
+        key = self._group(cls)  # type: ignore[misc]
+        trust = self._trust.get(key)
+        if trust is not None:
+            return trust
+        signal = excess = 0.0
+        for other, counts in self._classes.items():
+            if self._group(other) != key:  # type: ignore[misc]
+                continue
+            reached, events = self._class_counts(other, counts)
+            h = self._cure_hazards(other, counts)
+            noise = reached * h * (1.0 - h)
+            signal += float((noise * np.maximum(reached - 1.0, 0.0)).sum())
+            excess += float(((events - reached * h) ** 2 - noise).sum())
+        # E[(O - nh)^2] = nh(1-h) (1 + (n-1)/(w+1)) when the class's hazard is Beta around h
+        # with w + 1 pseudo-observations: solve for w over the group.
+        trust = math.inf if excess <= 0.0 else max(signal / excess - 1.0, 0.0)
+        self._trust[key] = trust
+        return trust
 
     def _cure_hazards(self, cls: Hashable, counts: _Counts) -> np.ndarray:
         shape, ever, alive = self._group_shape(cls)
