@@ -80,3 +80,19 @@ def test_shared_shape_learns_a_class_the_cache_evicts_young() -> None:
     # the early returns say how many will come back (60 s is a fifth of the way).
     assert estimate[True] > estimate[False] + 0.15
     assert estimate[True] < 0.8 + 0.05
+
+
+def test_classes_that_do_not_share_the_shape_keep_their_own() -> None:
+    # Same position group, different return times: one class comes back after ~5 s (an agent
+    # loop), the other after ~8 min (a person). Half of each comes back; the rest are watched
+    # for 40 min. A shape pooled over both would put half of each class's returns at the
+    # wrong time; the group's classes stray from it far beyond binomial noise, so the trust in
+    # it falls and each class keeps its own per-bin counts.
+    m = ReuseModel(prior_weight=20.0, group=lambda cls: cls[1], shared_shape=True)
+    for i in range(2000):
+        back = i % 2 == 0
+        m.observe(("agent", 0), 5.0 if back else 2400.0, back)
+        m.observe(("person", 0), 480.0 if back else 2400.0, back)
+    assert m.p_reuse_within(("agent", 0), 10.0) > 0.45
+    assert m.p_reuse_within(("person", 0), 10.0) < 0.05
+    assert m.p_reuse_within(("person", 0), 600.0) > 0.45
