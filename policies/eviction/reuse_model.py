@@ -8,6 +8,13 @@ per bin we keep how many observations reached it and how many ended in a reuse t
 Kaplan-Meier estimate of the reuse-gap distribution that stays correct under censoring. Classes
 with little data borrow from the all-class estimate (`prior_weight` pseudo-observations), and all
 counts are halved every `half_life_obs` observations so the model follows a drifting workload.
+
+Shared shape (`group` + `shared_shape`): classes in one group (e.g. one position bucket, any
+turn) are assumed to share *when* their blocks come back and to differ in *whether* they do — a
+mixture-cure model, hazard(a) = p·f(a) / (1 − p·F(a)) with F the group's return-time
+distribution; each class then learns one number, p, instead of one per age bin, and knows its
+hazard at ages the cache never lets it reach. How far to trust the shared shape is learned per
+group from how much its classes stray from it (`_shape_trust`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
 """Workload-aware eviction: keep the blocks that buy the most expected hits per block-second.
 
 - **Classes.** Every block belongs to a class: (turn bucket, category, position bucket, is the
-  prompt's last block, conversation pace). Each part is switchable so the study can measure what
-  each signal is worth; turn, category and conversation come from the gateway.
+  prompt's last block, conversation pace, turn growth). Each part is switchable so the study can
+  measure what each signal is worth; turn, category and conversation come from the gateway.
+  Growth = how many blocks the turn added to its conversation's previous prompt (a pasted
+  document ends a conversation far more often than a typed message).
 - **Learned value.** A `ReuseModel` learns online, per class, the distribution of the time from
   a block's release to its reuse — including the chance that it never comes back — from what
   it sees: hits on cached blocks, and re-inserts of recently evicted keys kept in a bounded,
   sampled ghost list (a block that falls out of sight is a censored observation). From it, per
   class and age, an index: the best reuse probability per second of cache time the block can
   still earn (`ReuseModel.reuse_rate_by_age`). The victim is the released block of lowest index.
+  With `shared_shape`, *when* returns come is learned per position group and a class mostly
+  learns *whether* its blocks come back (see `reuse_model`), so finer classes learn fast.
   Nothing is fitted to a trace: every number comes from the reuse gaps the policy has seen.
 - **Structure** (`orphans_first`). In a prefix cache a block is only reachable through its parent;
   once the parent is gone the block can never be hit again, so such orphans go before anything.
