@@ -259,9 +259,7 @@ class ReuseModel:
         if ever <= 1e-9:
             return shape
         cdf = (1.0 - alive) / ever  # when a returning block returns, at each bin's start
-        open_counts = self._open.get(cls)
-        reached = np.asarray(counts.reached) + (open_counts if open_counts is not None else 0.0)
-        events = np.asarray(counts.events)
+        reached, events = self._class_counts(cls, counts)
         censored = np.clip(reached - np.append(reached[1:], 0.0) - events, 0.0, None)
         cdf_mid = (cdf[:-1] + cdf[1:]) / 2.0
         num_events, total = events.sum(), events.sum() + censored.sum()
