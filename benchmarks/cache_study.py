@@ -5,8 +5,9 @@
 
 Replays a Mooncake-format trace (default ../shared/traces/mooncake_conversation.jsonl) through
 one cache of C blocks per policy, with C = 2, 5, 10, 20, 40 % of the trace's distinct blocks.
-Policies see only what a serving system knows at run time; "+gw" rows also get the turn number
-the gateway can pass. Belady is the offline optimum (it is handed the future).
+Policies see only what a serving system knows at run time; "+turn" rows also get the turn number
+the gateway can pass, "+gw" rows the turn and the conversation id (from which the policy takes
+how many blocks each turn added). Belady is the offline optimum (it is handed the future).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ POLICIES: dict[str, tuple[Factory, bool]] = {
         False,
     ),
     "workload_aware": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), False),
+    "workload_aware+turn": (
+        lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_growth=False)),
+        True,
+    ),
     "workload_aware+gw": (lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction()), True),
     "workload_aware+gw+conversation": (
         lambda reqs: WorkloadAwarePolicy(WorkloadAwareEviction(use_conversation=True)),

@@ -20,6 +20,8 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     orphans_first: bool = True  # evict blocks whose parent block is gone before anything else
     use_turn: bool = True  # the turn number the gateway passes (0 without it)
     use_conversation: bool = False  # the conversation id: classes by its pace between turns
+    # class by how many blocks the turn added (needs the conversation id; a first turn has none)
+    use_growth: bool = True
     use_category: bool = False  # the request category (the gateway's categorizer, or size)
     use_position: bool = True  # the block's position bucket and whether it is the prompt's last
     # Victim: the lowest index among this many released blocks drawn at random (O(1) a victim);
@@ -33,6 +35,13 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     half_life_obs: int = 50_000  # counts are halved after this many observations
     max_turn_bucket: int = 4  # turns >= this share one class
     max_position_bucket: int = 2  # position buckets: 0 = head, 1 = second, 2 = the rest
+    # growth buckets by log2 of the blocks a turn added: 1, 2-3, 4-7, 8+. In blocks, not tokens
+    # (the policy does not know the block size): with 512-token blocks (the trace) 8+ = 4k+
+    # tokens, a pasted document; with the engine's 16-token blocks 8+ = 128+ tokens
+    max_growth_bucket: int = 3
+    # a class learns only P(it ever comes back); *when* returns come is learned per position
+    # group (pooled over turns etc.): one number per class instead of one per age bin
+    shared_shape: bool = True
 
 
 class LfuEviction(Tagged, tag="lfu"):

@@ -1,14 +1,18 @@
 """Workload-aware eviction: keep the blocks that buy the most expected hits per block-second.
 
 - **Classes.** Every block belongs to a class: (turn bucket, category, position bucket, is the
-  prompt's last block, conversation pace). Each part is switchable so the study can measure what
-  each signal is worth; turn, category and conversation come from the gateway.
+  prompt's last block, conversation pace, turn growth). Each part is switchable so the study can
+  measure what each signal is worth; turn, category and conversation come from the gateway.
+  Growth = how many blocks the turn added to its conversation's previous prompt (a pasted
+  document ends a conversation far more often than a typed message).
 - **Learned value.** A `ReuseModel` learns online, per class, the distribution of the time from
   a block's release to its reuse — including the chance that it never comes back — from what
   it sees: hits on cached blocks, and re-inserts of recently evicted keys kept in a bounded,
   sampled ghost list (a block that falls out of sight is a censored observation). From it, per
   class and age, an index: the best reuse probability per second of cache time the block can
   still earn (`ReuseModel.reuse_rate_by_age`). The victim is the released block of lowest index.
+  With `shared_shape`, *when* returns come is learned per position group and a class mostly
+  learns *whether* its blocks come back (see `reuse_model`), so finer classes learn fast.
   Nothing is fitted to a trace: every number comes from the reuse gaps the policy has seen.
 - **Structure** (`orphans_first`). In a prefix cache a block is only reachable through its parent;
   once the parent is gone the block can never be hit again, so such orphans go before anything.
@@ -48,12 +52,22 @@ class _Meta:
         self.released_at: float | None = None  # set while released (a candidate or an orphan)
 
 
+def _position_group(cls: Hashable) -> Hashable:
+    """The class with its request-level parts (turn, category, pace, growth) pooled."""
+    return cls[2:4]  # type: ignore[index]
+
+
 class WorkloadAwarePolicy(EvictionPolicy):
     name = "workload_aware"
 
     def __init__(self, cfg: WorkloadAwareEviction | None = None) -> None:
         self.cfg = cfg or WorkloadAwareEviction()
-        self.model = ReuseModel(self.cfg.prior_weight, self.cfg.half_life_obs)
+        self.model = ReuseModel(
+            self.cfg.prior_weight,
+            self.cfg.half_life_obs,
+            _position_group if self.cfg.shared_shape else None,
+            self.cfg.shared_shape,
+        )
         self._meta: dict[Key, _Meta] = {}  # every tracked block
         self._children: dict[Key, set[Key]] = {}  # tracked parent -> its tracked children
         self._queues: dict[Hashable, OrderedDict[Key, float]] = {}  # class -> released, oldest 1st
@@ -61,8 +75,8 @@ class WorkloadAwarePolicy(EvictionPolicy):
         self._orphans: OrderedDict[Key, None] = OrderedDict()  # released blocks with no parent
         # sampled evictions -> (class, released at, age bins already counted)
         self._ghost: OrderedDict[Key, tuple[Hashable, float, int]] = OrderedDict()
-        # conversation id -> (time of its latest turn, bucket of the gap before it)
-        self._conversations: OrderedDict[int, tuple[float, int]] = OrderedDict()
+        # conversation id -> its latest turn: (turn, prompt blocks, first seen at, pace, growth)
+        self._conversations: OrderedDict[int, tuple[int, int, float, int, int]] = OrderedDict()
         self._pool: list[Key] = []  # released, non-orphan blocks (for sampling)
         self._pool_at: dict[Key, int] = {}
         self._ghost_ring: list[Key] = []  # the ghost's keys, for sampling (stale ones skipped)
@@ -73,21 +87,29 @@ class WorkloadAwarePolicy(EvictionPolicy):
 
     # -- classes and values -------------------------------------------------------------------
 
-    def _conversation_pace(self, info: BlockInfo, now: float) -> int:
-        """Bucket of the gap between this conversation's last two turns (-1: unknown)."""
-        if not self.cfg.use_conversation or info.conversation is None:
-            return -1
+    def _conversation_state(self, info: BlockInfo, now: float) -> tuple[int, int]:
+        """(pace, growth) of this request's conversation: bucket of the gap between its last two
+        turns, and of the number of blocks this turn added (-1: unknown / switched off). A new
+        turn is told by its (turn, prompt length), not by the clock: the engine touches one
+        request's blocks at several times (prefix hits on admission, inserts per prefill chunk)."""
+        c = self.cfg
+        if info.conversation is None or not (c.use_conversation or c.use_growth):
+            return (-1, -1)
         seen = self._conversations.get(info.conversation)
-        if seen is None or seen[0] != now:  # the first block of a new turn: a new gap
-            pace = -1 if seen is None else min(int(math.log2(max(now - seen[0], 1.0))) // 2, 6)
-            seen = (now, pace)
+        if seen is None or seen[:2] != (info.turn, info.prompt_blocks):
+            pace = growth = -1
+            if seen is not None:
+                pace = min(int(math.log2(max(now - seen[2], 1.0))) // 2, 6)
+                new = info.prompt_blocks - seen[1]
+                growth = min(int(math.log2(max(new, 1))), c.max_growth_bucket)
+            seen = (info.turn, info.prompt_blocks, now, pace, growth)
             self._conversations[info.conversation] = seen
             self._conversations.move_to_end(info.conversation)
             while len(self._conversations) > max(len(self._meta), _MIN_GHOST):
                 self._conversations.popitem(last=False)
-        return seen[1]
+        return (seen[3] if c.use_conversation else -1, seen[4] if c.use_growth else -1)
 
-    def block_class(self, info: BlockInfo, pace: int = -1) -> Hashable:
+    def block_class(self, info: BlockInfo, state: tuple[int, int] = (-1, -1)) -> Hashable:
         c = self.cfg
         turn = min(info.turn, c.max_turn_bucket) if c.use_turn else 0
         category = info.category if c.use_category else ""
@@ -95,7 +117,7 @@ class WorkloadAwarePolicy(EvictionPolicy):
         if c.use_position and info.position > 0:
             pos = min(int(math.log2(info.position)) + 1, c.max_position_bucket)
         last = c.use_position and info.prompt_blocks > 0 and info.position == info.prompt_blocks - 1
-        return (turn, category, pos, last, pace)
+        return (turn, category, pos, last, *state)
 
     def index(self, cls: Hashable, age_s: float) -> float:
         """Expected reuses per second of cache time a released block of `cls` aged `age_s` can
@@ -173,7 +195,7 @@ class WorkloadAwarePolicy(EvictionPolicy):
         self._touch(key, info, now)
 
     def _touch(self, key: Key, info: BlockInfo, now: float) -> None:
-        cls = self.block_class(info, self._conversation_pace(info, now))
+        cls = self.block_class(info, self._conversation_state(info, now))
         meta = self._meta.get(key)
         if meta is None:
             self._meta[key] = _Meta(cls, info.parent)
