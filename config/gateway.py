@@ -68,7 +68,7 @@ class FleetViewConfig(Frozen):
     routed_ttl_s: PositiveS = 600.0
     # Long new chat turns are tokenized in a thread (gateway/tokenize_ahead.py): those with more
     # new characters than this (measured: benchmarks/request_hashing.py --cutoff) ...
-    tokenize_inline_max_chars: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    tokenize_inline_max_chars: Annotated[int, msgspec.Meta(ge=0)] = 4000
     # ... and at most this many requests wait for their turn to route; beyond it a request is
     # routed at once, without prefix information when its new turns are long.
     tokenize_queue_max: PositiveInt = 256
