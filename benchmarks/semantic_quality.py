@@ -323,13 +323,10 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
             "guard_margin",
         )
     }
-    chosen_log = []
-    agree = 0
-    for fold in range(args.folds):
-        train = [i for i in order if fold_of[i] != fold]
-        test = [i for i in order if fold_of[i] == fold]
-        model = fit_guard(
-            train,
+
+    def fit(indices: list[int]) -> GuardModel:
+        return fit_guard(
+            indices,
             similarity,
             terms,
             clusters,
@@ -338,6 +335,13 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
             token_states=tokens,
             known_words=known,
         )
+
+    chosen_log = []
+    agree = 0
+    for fold in range(args.folds):
+        train = [i for i in order if fold_of[i] != fold]
+        test = [i for i in order if fold_of[i] == fold]
+        model = fit(train)
         grid = {
             (t, c): (await ev.replay(train, t, "learned", c, model))[0]
             for t in TRAIN_THRESHOLDS
@@ -392,16 +396,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         print(f"fold {fold}: {chosen_log[-1]}", flush=True)
 
     # Shipped guard, cut and thresholds: fitted and chosen on all the data.
-    final_model = fit_guard(
-        order,
-        similarity,
-        terms,
-        clusters,
-        spans,
-        word_vectors=words,
-        token_states=tokens,
-        known_words=known,
-    )
+    final_model = fit(order)
     grid = {
         (t, c): (await ev.replay(order, t, "learned", c, final_model))[0]
         for t in TRAIN_THRESHOLDS
