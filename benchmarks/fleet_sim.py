@@ -84,7 +84,7 @@ def simulate(
         SimWorker(
             i,
             spec.cost,
-            build_eviction(spec.eviction),
+            build_eviction(spec.eviction, spec.block_size),
             spec.capacity_blocks,
             spec.block_size,
             spec.token_budget,

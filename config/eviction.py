@@ -35,9 +35,9 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     half_life_obs: int = 50_000  # counts are halved after this many observations
     max_turn_bucket: int = 4  # turns >= this share one class
     max_position_bucket: int = 2  # position buckets: 0 = head, 1 = second, 2 = the rest
-    # growth buckets by log2 of the blocks a turn added: 1, 2-3, 4-7, 8+. In blocks, not tokens
-    # (the policy does not know the block size): with 512-token blocks (the trace) 8+ = 4k+
-    # tokens, a pasted document; with the engine's 16-token blocks 8+ = 128+ tokens
+    # growth buckets by log2 of the tokens a turn added, in units of 512 tokens (the trace's
+    # block; the engine and the sim worker pass their own block size): 1, 2-3, 4-7, 8+ units,
+    # i.e. up to 512 tokens, ~1-2k, ~2-4k, 4k+ (a pasted document)
     max_growth_bucket: int = 3
     # a class learns only P(it ever comes back); *when* returns come is learned per position
     # group (pooled over turns etc.): one number per class instead of one per age bin

@@ -87,7 +87,7 @@ class TorchEngine:
         self.block_manager = BlockManager(
             num_blocks,
             cfg.block_size,
-            build_eviction(cfg.eviction),
+            build_eviction(cfg.eviction, cfg.block_size),
             cfg.enable_prefix_caching,
             time.monotonic,
         )

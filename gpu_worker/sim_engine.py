@@ -111,7 +111,7 @@ class SimEngine:
         self.max_prompt_tokens = min(cfg.max_model_len - 1, cfg.num_blocks * cfg.block_size - 1)
         self._clock = clock
         self._sleep = sleep
-        self._pool = BlockPool(cfg.num_blocks, build_eviction(cfg.eviction))
+        self._pool = BlockPool(cfg.num_blocks, build_eviction(cfg.eviction, cfg.block_size))
         self._waiting: deque[_Seq] = deque()
         self._running: list[_Seq] = []
         self._outputs: list[RequestOutput] = []  # finished outside a step (abort, rejected)

@@ -43,6 +43,9 @@ _MAX_WALK = 256  # bound on the walk from a chosen block down to its chain's tai
 _EXPOSURE_SAMPLE = 512  # open observations drawn per refresh to estimate their exposure
 
 
+GROWTH_UNIT_TOKENS = 512  # growth buckets count 512-token units (one block of the Mooncake trace)
+
+
 class _Meta:
     __slots__ = ("cls", "parent", "released_at")
 
@@ -60,8 +63,12 @@ def _position_group(cls: Hashable) -> Hashable:
 class WorkloadAwarePolicy(EvictionPolicy):
     name = "workload_aware"
 
-    def __init__(self, cfg: WorkloadAwareEviction | None = None) -> None:
+    def __init__(
+        self, cfg: WorkloadAwareEviction | None = None, block_tokens: int = GROWTH_UNIT_TOKENS
+    ) -> None:
         self.cfg = cfg or WorkloadAwareEviction()
+        # a turn's growth is bucketed in tokens, whatever the block size of the cache
+        self._growth_unit_blocks = GROWTH_UNIT_TOKENS / max(1, block_tokens)
         self.model = ReuseModel(
             self.cfg.prior_weight,
             self.cfg.half_life_obs,
@@ -100,8 +107,8 @@ class WorkloadAwarePolicy(EvictionPolicy):
             pace = growth = -1
             if seen is not None:
                 pace = min(int(math.log2(max(now - seen[2], 1.0))) // 2, 6)
-                new = info.prompt_blocks - seen[1]
-                growth = min(int(math.log2(max(new, 1))), c.max_growth_bucket)
+                units = (info.prompt_blocks - seen[1]) / self._growth_unit_blocks
+                growth = min(int(math.log2(max(units, 1.0))), c.max_growth_bucket)
             seen = (info.turn, info.prompt_blocks, now, pace, growth)
             self._conversations[info.conversation] = seen
             self._conversations.move_to_end(info.conversation)

@@ -79,3 +79,19 @@ def test_growth_is_per_turn_not_per_touch() -> None:
         p.insert(j, BlockInfo(turn=1, position=j, conversation=7, prompt_blocks=16), now)
     growth = {p._meta[j].cls[-1] for j in range(16)}
     assert growth == {3}  # 12 new blocks: the 8+ bucket
+
+
+def test_growth_counts_tokens_whatever_the_block_size() -> None:
+    # The same turn, 12 new blocks: a document (6k tokens) with the trace's 512-token blocks, a
+    # short message (192 tokens) with the engine's 16-token blocks.
+    def growth(block_tokens: int) -> int:
+        p = WorkloadAwarePolicy(WorkloadAwareEviction(), block_tokens)
+        for j in range(4):
+            p.insert(j, BlockInfo(turn=0, position=j, conversation=7, prompt_blocks=4), 0.0)
+        for j in range(4, 16):
+            p.insert(j, BlockInfo(turn=1, position=j, conversation=7, prompt_blocks=16), 60.0)
+        return p._meta[15].cls[-1]
+
+    assert growth(512) == 3  # 8+ units of 512 tokens
+    assert growth(16) == 0  # under one unit
+    assert growth(128) == 1  # 1536 tokens: 3 units
