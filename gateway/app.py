@@ -38,6 +38,7 @@ from gateway.relay import Relay
 from gateway.semantic.cache import build_semantic_cache
 from gateway.semantic_stage import CacheCollector, SemanticStage
 from gateway.stats_poller import StatsPoller
+from gateway.tokenize_ahead import TokenizeCollector
 from gateway.worker_cache import FleetCache
 from policies.routing import build_routing
 
@@ -63,6 +64,7 @@ def create_app(
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
     app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
+    metrics.registry.register(TokenizeCollector(app[FLEET_CACHE].ahead))
     app.cleanup_ctx.append(_upstream_ctx)
     if cfg.semantic_cache.enabled:
         app.cleanup_ctx.append(partial(_semantic_ctx, model=semantic_model, clock=clock))

@@ -35,9 +35,12 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.request_tokens import RequestTokens
 
@@ -143,3 +146,26 @@ class TokenizeAhead:
 def _encode_all(jobs: list[Job]) -> list[list[array[int]]]:
     """In the tokenizing thread: thread-safe, GIL released while the encoder runs."""
     return [tokens.encode_turns(turns) for tokens, turns in jobs]
+
+
+class TokenizeCollector(Collector):
+    """How requests were tokenized for routing, on /metrics, read at scrape time."""
+
+    def __init__(self, ahead: TokenizeAhead) -> None:
+        self._ahead = ahead
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        paths = CounterMetricFamily(
+            "kvgate_tokenize_requests",
+            "Requests tokenized for routing, by path (inline, ahead = in the tokenizing thread, "
+            "queued = behind an earlier one, skipped / overflow_inline = over the queue bound)",
+            labels=["path"],
+        )
+        for path, count in self._ahead.counts.items():
+            paths.add_metric([path], count)
+        yield paths
+        yield GaugeMetricFamily(
+            "kvgate_tokenize_waiting",
+            "Requests waiting for the tokenizing thread or an earlier request to route",
+            value=self._ahead.waiting,
+        )

@@ -15,7 +15,7 @@ from config.gateway import FleetViewConfig
 from config.protocol import WorkerStats
 from config.worker import SimEngineConfig, WorkerConfig
 from gateway.fleet import FleetView
-from gateway.keys import FLEET_CACHE
+from gateway.keys import FLEET_CACHE, METRICS
 from gateway.metrics import GatewayMetrics
 from gateway.relay import UpstreamCall
 from gateway.request_tokens import Profile, RequestTokens
@@ -241,6 +241,8 @@ async def test_a_burst_of_long_new_chats_does_not_block_the_gateways_loop(stack,
         ahead.inline_max_chars = default_cut
         lags["ahead"].append(await burst(f"ahead{round_}-"))
     assert ahead.counts["ahead"] == 8  # every request of the "ahead" bursts, none of the others
+    scraped = gw.app[METRICS].render().decode()
+    assert 'kvgate_tokenize_requests_total{path="ahead"} 8.0' in scraped
     inline_lag_s, ahead_lag_s = min(lags["inline"]), min(lags["ahead"])
     # A cold ~6 k-token chat takes milliseconds to encode: inline, the probe sees it.
     assert ahead_lag_s < 0.5 * inline_lag_s, lags
