@@ -50,6 +50,8 @@ class TurnEncoder(Protocol):
 
     def missing_turns(self, messages: list[dict[str, str]]) -> list[tuple[str, str]]: ...
 
+    def missing_text(self, text: str) -> list[tuple[str, str]]: ...
+
     def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]: ...
 
     def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None: ...
@@ -118,10 +120,16 @@ class RequestTokens:
 
     def cold_turns(self, endpoint: str, body: bytes) -> list[tuple[str, str]]:
         """The chat turns of this request that `token_ids` would encode from scratch, when the
-        tokenizer can encode them ahead (`TurnEncoder`); empty otherwise (byte tokenizer,
-        completion prompts): then everything is done inline by `token_ids`."""
-        if endpoint != "chat" or not isinstance(self._tokenizer, TurnEncoder):
+        tokenizer can encode them ahead (`TurnEncoder`), or a completion's text prompt as one
+        such turn; empty otherwise (byte tokenizer, token-id prompts): then everything is done
+        inline by `token_ids`."""
+        if not isinstance(self._tokenizer, TurnEncoder):
             return []
+        if endpoint != "chat":
+            prompt = msgspec.json.decode(body, type=CompletionRequest).prompt
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            return self._tokenizer.missing_text(prompt) if isinstance(prompt, str) else []
         chat = msgspec.json.decode(body, type=ChatCompletionRequest)
         return self._tokenizer.missing_turns(
             [{"role": m.role, "content": m.text()} for m in chat.messages]

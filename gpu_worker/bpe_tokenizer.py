@@ -44,6 +44,9 @@ IM_END = "<|im_end|>"
 END_OF_TEXT = "<|endoftext|>"
 # SmolLM2-Instruct's default, for a file whose template states none we can read.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# The turn-cache key of a plain text (a completion prompt) is (TEXT_ROLE, text): no chat turn
+# has an empty role (the wire structs refuse one), so the two never collide.
+TEXT_ROLE = ""
 SMOLLM2_NAME = "smollm2"  # what a worker on the embedded model reports as its tokenizer
 
 # llama.cpp pre-tokenizer names -> whether digits are split one by one before the byte-level
@@ -141,6 +144,10 @@ class BpeTokenizer:
         return len(self._ids)
 
     def encode(self, text: str) -> list[int]:
+        if self._turns is not None:  # a text encoded ahead (`missing_text`) is in the turn cache
+            cached = self._turns.get((TEXT_ROLE, text))
+            if cached is not None:
+                return cached.tolist()
         return self._text.encode(text, add_special_tokens=False).ids
 
     def decode(self, token_ids: list[int]) -> str:
@@ -196,14 +203,27 @@ class BpeTokenizer:
                 missing.append((role, content))
         return missing
 
+    def missing_text(self, text: str) -> list[tuple[str, str]]:
+        """`[(TEXT_ROLE, text)]` when `encode(text)` (a completion prompt) would encode it now,
+        as a turn `encode_turns` takes; empty when it is cached or there is no turn cache."""
+        if self._turns is None or (TEXT_ROLE, text) in self._turns:
+            return []
+        return [(TEXT_ROLE, text)]
+
     def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]:
-        """Each turn's ids, as `apply_chat_template` encodes them. Safe to call from another
-        thread while this tokenizer is in use: it reads no mutable state, and its one
-        `encode_batch` call runs the Rust encoder with the GIL released (plain `encode` holds it
-        throughout, so a thread would not free the event loop)."""
-        texts = [f"{role}\n{content}" for role, content in turns]
-        encoded = self._plain.encode_batch(texts, add_special_tokens=False)
-        return [array("i", e.ids) for e in encoded]
+        """Each turn's ids, as `apply_chat_template` encodes them (a `TEXT_ROLE` turn: as
+        `encode` does). Safe to call from another thread while this tokenizer is in use: it
+        reads no mutable state, and its `encode_batch` calls run the Rust encoder with the GIL
+        released (plain `encode` holds it throughout, so a thread would not free the loop)."""
+        out: list[array[int]] = [array("i")] * len(turns)
+        chat = [(i, f"{role}\n{content}") for i, (role, content) in enumerate(turns) if role]
+        text = [(i, content) for i, (role, content) in enumerate(turns) if role == TEXT_ROLE]
+        for tokenizer, items in ((self._plain, chat), (self._text, text)):
+            if items:
+                batch = tokenizer.encode_batch([t for _, t in items], add_special_tokens=False)
+                for (i, _), encoded in zip(items, batch, strict=True):
+                    out[i] = array("i", encoded.ids)
+        return out
 
     def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None:
         """Put turns encoded by `encode_turns` into the turn cache (on the thread that owns this

@@ -85,6 +85,28 @@ async def test_picks_keep_arrival_order_and_ids_equal_inline(tokens):
 
 
 @pytest.mark.smollm2
+async def test_a_long_completion_prompt_is_encoded_ahead_too(tokens):
+    bpe: BpeTokenizer = tokens._tokenizer  # noqa: SLF001 - its uncached reference encoding
+    ahead = TokenizeAhead(queue_max=16, inline_max_chars=2000)
+    try:
+        text = long_text("completion")
+        body = orjson.dumps({"model": "smollm2", "prompt": text})
+        reference = bpe._text.encode(text, add_special_tokens=False).ids  # noqa: SLF001
+        jobs = tokens.cold_turns("completions", body)
+        assert len(jobs) == 1 and jobs[0][1] == text
+        (await ahead.ready([(tokens, jobs)])).release()
+        assert ahead.counts["ahead"] == 1
+        assert tokens.cold_turns("completions", body) == []  # kept in the turn cache
+        assert tokens.token_ids("completions", body) == reference  # read from it, same ids
+        one_text = orjson.dumps({"model": "smollm2", "prompt": [text]})
+        assert tokens.cold_turns("completions", one_text) == []  # the same prompt
+        ids = orjson.dumps({"model": "smollm2", "prompt": [1, 2, 3]})
+        assert tokens.cold_turns("completions", ids) == []  # token ids: nothing to encode
+    finally:
+        ahead.close()
+
+
+@pytest.mark.smollm2
 async def test_over_the_bound_requests_route_at_once_without_prefix_info(tokens):
     ahead = TokenizeAhead(queue_max=2, inline_max_chars=2000)
     try:
