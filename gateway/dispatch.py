@@ -101,8 +101,11 @@ class Dispatcher:
     def waiting(self) -> int:
         return sum(self._waiting.values())
 
-    def has_room(self, worker: WorkerState) -> bool:
-        return self._cap == 0 or worker.in_flight < self._cap
+    def with_room(self, workers: list[WorkerState]) -> list[WorkerState]:
+        """The workers that may take one more request now (all of them when unbounded)."""
+        if self._cap == 0:
+            return workers
+        return [w for w in workers if w.in_flight < self._cap]
 
     def record_ttft(self, model: str, seconds: float) -> None:
         history = self._ttft.get(model)
@@ -173,10 +176,8 @@ class Dispatcher:
     # FleetView listener
 
     def released(self, worker: WorkerState) -> None:
-        if self._cap:
-            for model in worker.models:
-                if self._waiting.get(model):
-                    self._hand_off(model)
+        for model in worker.models:
+            self.wake(model)
 
     def health_changed(self, worker: WorkerState) -> None:
         for model in list(self._queues):
@@ -190,17 +191,18 @@ class Dispatcher:
 
     # internals
 
-    def _fastest(self, model: str) -> float:
+    def _ttft_quantile(self, model: str, q: float) -> float:
         history = self._ttft.get(model)
-        return 0.0 if history is None else history.quantile(0.10)
+        return 0.0 if history is None else history.quantile(q)
+
+    def _fastest(self, model: str) -> float:
+        return self._ttft_quantile(model, 0.10)
 
     def _key(self, waiter: _Waiter) -> float:
-        history = self._ttft.get(waiter.model)
-        typical = 0.0 if history is None else history.quantile(0.50)
         due = waiter.deadline_s
         if due is None:
             due = waiter.arrival_s + self.cfg.no_deadline_ms / 1000.0
-        return due - typical
+        return due - self._ttft_quantile(waiter.model, 0.50)
 
     def _free_slots(self, candidates: list[WorkerState]) -> int:
         return sum(max(0, self._cap - w.in_flight) for w in candidates)

@@ -122,9 +122,7 @@ class Relay:
         self, call: UpstreamCall, exclude: set[str], ticket: Ticket | None = None
     ) -> WorkerState | None:
         """A worker for `call` among the healthy ones not in `exclude` with room (dispatch)."""
-        candidates = self._fleet.candidates(call.model, exclude)
-        if self._dispatch.cfg.max_in_flight_per_worker:
-            candidates = [w for w in candidates if self._dispatch.has_room(w)]
+        candidates = self._dispatch.with_room(self._fleet.candidates(call.model, exclude))
         if not candidates:
             return None
         if self._cache is not None:
@@ -206,7 +204,7 @@ class Relay:
                 sent = time.perf_counter()
                 headers = _with_budget(call)
                 reply = await self._upstream.open(worker.url, call.path, call.body, headers)
-                if reply.status in _BUSY and self._can_retry(call, tried, attempt - 1):
+                if reply.status in _BUSY and self._can_retry(call, tried, attempt):
                     reply.close()
                     self._fleet.release(worker)
                     last_error = f"{worker.worker_id}: busy ({reply.status})"
@@ -255,8 +253,9 @@ class Relay:
         self._metrics.observe(call.endpoint, response.status, elapsed_s, opened.ttft_s)
         return response
 
-    def _can_retry(self, call: UpstreamCall, tried: set[str], attempt: int) -> bool:
-        return attempt + 1 < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
+    def _can_retry(self, call: UpstreamCall, tried: set[str], attempts: int) -> bool:
+        """Whether another worker may be tried after `attempts` sends."""
+        return attempts < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
 
     async def _whole(
         self, reply: UpstreamReply, first: bytes, observer: ReplyObserver | None = None
