@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
@@ -155,13 +155,7 @@ class FleetCache:
         if not self.needs_hashes:
             return Ticket()
         jobs: list[Job] = []
-        seen: set[Profile] = set()
-        for worker in candidates:
-            profile, exact = self._profile(self.workers[worker.worker_id], call.model)
-            tokens = self._tokens.get(profile) if exact else None
-            if tokens is None or profile in seen:
-                continue
-            seen.add(profile)
+        for tokens in self._exact_tokens(call.model, candidates):
             try:
                 turns = tokens.cold_turns(call.endpoint, call.body)
             except (msgspec.DecodeError, ValueError, TypeError):
@@ -172,6 +166,18 @@ class FleetCache:
 
     def close(self) -> None:
         self.ahead.close()
+
+    def _exact_tokens(
+        self, model: str, candidates: Sequence[WorkerState]
+    ) -> Iterator[RequestTokens]:
+        """The distinct tokenizer profiles among `candidates` that the gateway has exactly."""
+        seen: set[Profile] = set()
+        for worker in candidates:
+            profile, exact = self._profile(self.workers[worker.worker_id], model)
+            tokens = self._tokens.get(profile) if exact else None
+            if tokens is not None and profile not in seen:
+                seen.add(profile)
+                yield tokens
 
     async def prompt_tokens(
         self, call: UpstreamCall, candidates: Sequence[WorkerState]
@@ -184,11 +190,8 @@ class FleetCache:
         try:
             if ticket.skipped:
                 return None
-            for worker in candidates:
-                profile, exact = self._profile(self.workers[worker.worker_id], call.model)
-                tokens = self._tokens.get(profile) if exact else None
-                if tokens is not None:
-                    return len(tokens.token_ids(call.endpoint, call.body))
+            for tokens in self._exact_tokens(call.model, candidates):
+                return len(tokens.token_ids(call.endpoint, call.body))
         except (msgspec.DecodeError, ValueError, TypeError):
             return None
         finally:
