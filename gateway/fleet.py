@@ -2,7 +2,11 @@
 
 Owned by the app; mutated only on the event loop (handlers and the health prober), so no locks.
 A worker leaves rotation when a request to it fails or a probe fails
-(`unhealthy_after_failures` in a row) and comes back on its first good probe.
+(`unhealthy_after_failures` in a row) and comes back on its first good probe. A probe that
+*times out* while the worker's replies keep arriving does not count: the worker is slow (its
+loop or its box is busy), not gone, and taking the fleet's only busy worker out would turn a
+slow fleet into a 503 for everyone. `progress` is that sign of life: the relay bumps it for
+every piece of a reply it reads, and the prober compares it before and after a probe.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "url", "healthy", "in_flight", "models", "failures")
+    __slots__ = ("worker_id", "url", "healthy", "in_flight", "models", "failures", "progress")
 
     def __init__(self, worker_id: str, url: str) -> None:
         self.worker_id = worker_id
@@ -28,6 +32,7 @@ class WorkerState:
         self.in_flight = 0
         self.models: frozenset[str] = frozenset()
         self.failures = 0  # failed probes in a row
+        self.progress = 0  # reply pieces read from it so far (a sign of life; see module doc)
 
     def view(self) -> WorkerView:
         return WorkerView(worker_id=self.worker_id, in_flight=self.in_flight)
@@ -108,6 +113,13 @@ class FleetView:
                 "worker %s (%s) failed its health probe: %s", worker.worker_id, worker.url, reason
             )
             self._set_healthy(worker, False)
+
+    def probe_slow(self, worker: WorkerState, reason: str) -> None:
+        """A probe timed out while `worker`'s replies kept arriving: not a failure."""
+        log.info(
+            "worker %s (%s) slow to answer its probe: %s", worker.worker_id, worker.url, reason
+        )
+        self._metrics.error("probe_slow_while_serving")
 
     async def health_changed(self) -> None:
         """Return after the next time some worker leaves or rejoins rotation."""

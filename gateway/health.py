@@ -1,7 +1,9 @@
 """Active health checks: probe every worker's `/health` every `interval_s`.
 
 A worker that answers is asked for its `/v1/models` when it (re)joins, so the fleet knows which
-models it serves even after a restart with a different model.
+models it serves even after a restart with a different model. A probe that times out while the
+worker's replies kept arriving (its `progress` moved) is reported slow, not failed (fleet.py).
+A refused or reset connection always counts: that worker is gone.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from backends.openai_upstream import UpstreamClient, UpstreamError
+from backends.openai_upstream import UpstreamClient, UpstreamError, UpstreamTimeout
 from config.gateway import HealthConfig
 from gateway.fleet import FleetView, WorkerState
 
@@ -42,6 +44,7 @@ class HealthProber:
 
     async def _probe(self, worker: WorkerState) -> None:
         timeout_s = self._cfg.timeout_s
+        progress = worker.progress
         try:
             await self._upstream.check(worker.url, "/health", timeout_s)
             models = None
@@ -50,6 +53,10 @@ class HealthProber:
                     await self._upstream.get_json(worker.url, "/v1/models", timeout_s)
                 )
         except (UpstreamError, ValueError) as exc:
-            self._fleet.probe_failed(worker, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, UpstreamTimeout) and worker.healthy and worker.progress != progress:
+                self._fleet.probe_slow(worker, reason)
+            else:
+                self._fleet.probe_failed(worker, reason)
             return
         self._fleet.probe_ok(worker, models)

@@ -212,6 +212,7 @@ class Relay:
                     self._metrics.retries.inc()
                     continue
                 first = await reply.read_chunk()
+                worker.progress += 1
                 if reply.status == 200 and call.stream:  # a whole reply's first bytes are its end
                     dispatch.record_ttft(call.model, time.perf_counter() - sent)
             except UpstreamUnavailable as exc:
@@ -246,6 +247,7 @@ class Relay:
                 response = await self._stream(request, worker, reply, opened.first, call.observer)
             else:
                 response = await self._whole(reply, opened.first, call.observer)
+                worker.progress += 1
         finally:
             reply.close()
             self._fleet.release(worker)
@@ -295,6 +297,7 @@ class Relay:
                 if observer is not None:
                     observer.feed(chunk)
                 chunk = await reply.read_chunk()
+                worker.progress += 1
             if observer is not None:
                 observer.finish_stream()
         except ConnectionError:
