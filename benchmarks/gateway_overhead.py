@@ -237,7 +237,7 @@ def _table(result: dict[str, object]) -> str:
         f"{'x' + format(result['throughput_ratio'], '.3f'):>12}"
     )
     rows.append(f"{'errors':<16}{d['errors']:>12}{g['errors']:>12}")
-    for name in ("worker", "gateway"):
+    for name in ("worker", "gateway", "client"):
         key = f"{name}_cpu_ms_per_request"
         rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
     mixed = result.get("interleaved")
@@ -293,7 +293,7 @@ def main() -> int:
             | ({"KVGATE__GATEWAY__ROUTING__TYPE": args.routing} if args.routing else {}),
         )
         try:
-            pids = {"worker": worker.pid, "gateway": gateway.pid}
+            pids = {"worker": worker.pid, "gateway": gateway.pid, "client": os.getpid()}
             if args.pin:
                 rest = set(range(1, os.cpu_count() or 2)) or {0}
                 _pin(worker.pid, {0})
