@@ -37,7 +37,7 @@ from config.semantic import SemanticCacheConfig
 from gateway.semantic.cache import shipped_guard_weights
 from gateway.semantic.embedder import load_model
 from policies.semantic.categorizer import Categorizer
-from policies.semantic.guard import GuardModel, span_similarity_from
+from policies.semantic.guard import NEAR_DUPLICATE_RATIO, GuardModel, span_similarity_from
 from policies.semantic.pair_features import edit_of, prompt_terms
 
 # A guard variant: (guard mode, global threshold, probability cut, model).
@@ -114,6 +114,9 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
         "held_out": {name: table(t) for name, t in chosen.items()},
         "sweep": sweep,
         "false_hits": {name: _describe(held, log) for name, log in false_hits.items()},
+        "false_hits_by_kind": {
+            name: _by_kind(_describe(held, log)) for name, log in false_hits.items()
+        },
     }
 
 
@@ -154,11 +157,24 @@ def _describe(rows: list[dict[str, str]], log: list[dict[str, object]]) -> list[
             "served": s["prompt"],
             "clusters": [q["cluster"], s["cluster"]],
             "siblings": q.get("sibling") == s["cluster"],
+            # What makes the sibling another question (the set's `sibling_kind` label).
+            "kind": q.get("sibling_kind", "?") if q.get("sibling") == s["cluster"] else "other",
+            "near_duplicate": ratio >= NEAR_DUPLICATE_RATIO,
             "similarity": round(float(np.float64(hit["similarity"])), 4),  # type: ignore[arg-type]
             "edit_ratio": round(ratio, 3),
             "count": 1,
         }
     return sorted(seen.values(), key=lambda h: -h["count"])  # type: ignore[operator]
+
+
+def _by_kind(hits: list[dict[str, object]]) -> dict[str, dict[str, int]]:
+    """False hits over all orders by sibling kind, split by edit shape."""
+    out: dict[str, dict[str, int]] = {}
+    for h in hits:
+        row = out.setdefault(str(h["kind"]), {"near_duplicate": 0, "broad": 0, "pairs": 0})
+        row["near_duplicate" if h["near_duplicate"] else "broad"] += int(h["count"])  # type: ignore[call-overload]
+        row["pairs"] += 1
+    return dict(sorted(out.items(), key=lambda kv: -(kv[1]["near_duplicate"] + kv[1]["broad"])))
 
 
 def print_holdout(report: dict[str, object]) -> None:
@@ -187,5 +203,6 @@ def print_holdout(report: dict[str, object]) -> None:
         for h in hits:
             print(
                 f"  x{h['count']} sim {h['similarity']:.3f} ratio {h['edit_ratio']:.2f} "
-                f"sib {int(h['siblings'])}  {h['query']!r} <- {h['served']!r}"
+                f"{h['kind']:15s}  {h['query']!r} <- {h['served']!r}"
             )
+        print(f"  by kind (false hits over all orders): {report['false_hits_by_kind'][name]}")  # type: ignore[index]
