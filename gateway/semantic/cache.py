@@ -373,9 +373,14 @@ def build_semantic_cache(
     }
     whole_words = getattr(embedder.model, "whole_words", None)
     known = whole_words() if cfg.guard.typo_vocabulary and whole_words is not None else frozenset()
-    return SemanticCache(
-        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg, known), clock
-    )
+    guard = build_guard(cfg, known)
+    # A pair-head model reads both prompts' vectors: its weights must match this embedder.
+    if guard.model is not None and guard.model.head_dim not in (0, embedder.dim):
+        raise ValueError(
+            f"guard weights {cfg.guard.weights_path!r} are for {guard.model.head_dim}-dimensional"
+            f" embeddings, the embedder gives {embedder.dim}"
+        )
+    return SemanticCache(cfg, embedder, Categorizer(cfg.categorizer, examples), guard, clock)
 
 
 def _common_bypass(cfg: SemanticCacheConfig, temperature: float) -> str | None:

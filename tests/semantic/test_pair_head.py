@@ -125,3 +125,10 @@ async def test_cache_hands_the_guard_both_vectors(make_cache, small_cfg, tmp_pat
         finally:
             await cache.close()
     assert build_guard(small_cfg()).model is not None
+    # Head weights for another embedding size are refused when the cache is built.
+    path = tmp_path / "head_8.json"
+    path.write_text(head_model(8, bias=0.0).to_json())
+    with pytest.raises(ValueError, match="8-dimensional"):
+        await make_cache(
+            msgspec.structs.replace(small_cfg(), guard=GuardConfig(weights_path=str(path)))
+        )
