@@ -3,12 +3,16 @@
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
         [--alignment] [--tokens] [--margin M]
-        [--typo-vocab]
+        [--typo-vocab] [--pair-head]
+    python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
+        [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--pair-head] [--out FILE]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
 the real SemanticCache; guard, probability cut and thresholds are learned on some cluster groups
-and scored on the others (k-fold by group). Latency: benchmarks/semantic_latency.py.
+and scored on the others (k-fold by group). Holdout (benchmarks/semantic_holdout.py): guards,
+cuts and thresholds chosen on the dev set, scored on an independent prompt set. Latency:
+benchmarks/semantic_latency.py.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from benchmarks.semantic_quality import print_quality, quality  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["quality", "latency"])
+    parser.add_argument("mode", choices=["quality", "holdout", "latency"])
     parser.add_argument("--data", default="../shared/semantic/dev_prompts.jsonl")
+    parser.add_argument("--holdout", default="benchmarks/data/holdout_prompts.jsonl")
+    parser.add_argument("--orders", type=int, default=5, help="holdout: seeded replay orders")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--entries", type=int, default=100_000)
@@ -55,6 +61,11 @@ def main() -> None:
         action="store_true",
         help="quality: never fold two whole vocabulary words as a typo (guard.typo_vocabulary)",
     )
+    parser.add_argument(
+        "--pair-head",
+        action="store_true",
+        help="quality: give the guard model the pair head (|u-v|, u*v of the embeddings)",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.mode == "quality":
@@ -63,6 +74,11 @@ def main() -> None:
         if args.write_weights:
             text = json.dumps(report["shipped_guard"], indent=1)
             Path(args.write_weights).write_text(text + "\n")
+    elif args.mode == "holdout":
+        from benchmarks.semantic_holdout import holdout, print_holdout
+
+        report = asyncio.run(holdout(args))
+        print_holdout(report)
     else:
         from benchmarks.semantic_latency import latency, print_latency
 

@@ -19,6 +19,7 @@ from policies.semantic.guard import (
     SpanSimilarity,
 )
 from policies.semantic.pair_features import PromptTerms, edit_of, pair_features
+from policies.semantic.pair_head import head_features
 from policies.semantic.token_alignment import TokenEncoder, token_alignment_features
 from policies.semantic.word_alignment import WordVectors, alignment_features
 
@@ -39,14 +40,20 @@ def fit_logistic(
     iters: int = 50,
     uses_alignment: bool = False,
     uses_tokens: bool = False,
+    head_dim: int = 0,
+    head_l2: float = 1.0,
 ) -> GuardModel:
-    """L2-regularised logistic regression by Newton's method on standardised features."""
+    """L2-regularised logistic regression by Newton's method on standardised features. The
+    last 2 x `head_dim` columns (the pair head's embedding features) are shrunk by `head_l2`
+    instead of `l2`: hundreds of them against a thousand pairs need their own, stronger pull."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-6] = 1.0
     z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
     w = np.zeros(z.shape[1])
     reg = np.full(z.shape[1], l2)
+    if head_dim:
+        reg[-2 * head_dim :] = head_l2
     reg[0] = 0.0  # the bias is not shrunk
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -60, 60)))
@@ -63,6 +70,7 @@ def fit_logistic(
         scale=tuple(float(v) for v in scale),
         uses_alignment=uses_alignment,
         uses_tokens=uses_tokens,
+        head_dim=head_dim,
     )
 
 
@@ -74,8 +82,10 @@ def pair_rows(
     word_vectors: WordVectors | None = None,
     token_states: TokenEncoder | None = None,
     known_words: frozenset[str] = frozenset(),
+    vectors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them."""
+    """Feature rows for `pairs`, with the replaced spans embedded as the guard embeds them;
+    with `vectors` (the prompts' unit embeddings, by index) the pair-head features last."""
     rows = []
     for i, j in pairs:
         edit = edit_of(terms[i], terms[j], known_words)
@@ -88,6 +98,8 @@ def pair_rows(
             row += alignment_features(terms[i].tokens, terms[j].tokens, word_vectors)
         if token_states is not None:
             row += token_alignment_features(*token_states([terms[i].wording, terms[j].wording]))
+        if vectors is not None:
+            row += head_features(vectors[i], vectors[j]).tolist()
         rows.append(row)
     return np.array(rows)
 
@@ -107,11 +119,7 @@ def fit_guard(
     """Every pair a lookup could weigh (cosine >= `min_cosine`, below every threshold tried)
     that the model would decide: a broad rewrite (near-duplicates are decided by the guard's
     span rule, not by the model). Vetoed pairs stay in: the veto is a rule on top."""
-    pairs = [
-        (i, j)
-        for i, j in candidate_pairs(indices, similarity, min_cosine)
-        if edit_of(terms[i], terms[j], known_words).ratio < NEAR_DUPLICATE_RATIO
-    ]
+    pairs = broad_pairs(indices, similarity, terms, known_words, min_cosine)
     x = pair_rows(
         pairs, similarity, terms, span_similarity, word_vectors, token_states, known_words
     )
@@ -123,3 +131,71 @@ def fit_guard(
         uses_alignment=word_vectors is not None,
         uses_tokens=token_states is not None,
     )
+
+
+def broad_pairs(
+    indices: list[int],
+    similarity: np.ndarray,
+    terms: list[PromptTerms],
+    known_words: frozenset[str] = frozenset(),
+    min_cosine: float = 0.6,
+) -> list[tuple[int, int]]:
+    """The pairs the guard's model decides: cosine >= `min_cosine` and a broad rewrite."""
+    return [
+        (i, j)
+        for i, j in candidate_pairs(indices, similarity, min_cosine)
+        if edit_of(terms[i], terms[j], known_words).ratio < NEAR_DUPLICATE_RATIO
+    ]
+
+
+# Shrinkage of the pair head's embedding features, chosen per training set by an inner
+# cross-validation by cluster group (held-out log loss of the broad-rewrite pairs).
+HEAD_L2_GRID = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+INNER_FOLDS = 4
+
+
+def log_loss(model: GuardModel, x: np.ndarray, y: np.ndarray) -> float:
+    p = np.array([model.probability(row) for row in x]).clip(1e-9, 1 - 1e-9)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
+
+
+def fit_pair_head(
+    indices: list[int],
+    similarity: np.ndarray,
+    terms: list[PromptTerms],
+    clusters: list[str],
+    groups: list[str],
+    span_similarity: SpanSimilarity,
+    vectors: np.ndarray,
+    known_words: frozenset[str] = frozenset(),
+    grid: tuple[float, ...] = HEAD_L2_GRID,
+) -> tuple[GuardModel, float, dict[float, float]]:
+    """The guard's model with the pair head (|u - v|, u * v after the 15 cheap features), on
+    the same broad-rewrite pairs as `fit_guard`. The head's shrinkage is chosen inside
+    `indices` only: inner folds by cluster group (`groups[i]`: prompt i's group, siblings
+    together); a pair is scored in an inner fold when both prompts are in it and trained on
+    when neither is. Returns the model refitted on all pairs, the chosen l2, the inner losses."""
+    pairs = broad_pairs(indices, similarity, terms, known_words)
+    x = pair_rows(
+        pairs, similarity, terms, span_similarity, known_words=known_words, vectors=vectors
+    )
+    y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
+    dim = vectors.shape[1]
+    group_ids = sorted({groups[i] for i in indices})
+    np.random.default_rng(0).shuffle(group_ids)
+    inner = {g: k % INNER_FOLDS for k, g in enumerate(group_ids)}
+    fold_a = np.array([inner[groups[i]] for i, _ in pairs])
+    fold_b = np.array([inner[groups[j]] for _, j in pairs])
+    losses = {}
+    for l2 in grid:
+        loss = 0.0
+        for k in range(INNER_FOLDS):
+            train = (fold_a != k) & (fold_b != k)
+            test = (fold_a == k) & (fold_b == k)
+            if not test.any() or len(set(y[train])) < 2:
+                continue
+            model = fit_logistic(x[train], y[train], head_dim=dim, head_l2=l2)
+            loss += log_loss(model, x[test], y[test])
+        losses[l2] = loss
+    chosen = min(grid, key=lambda l2: (losses[l2], -l2))
+    return fit_logistic(x, y, head_dim=dim, head_l2=chosen), chosen, losses

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.semantic_guard_cost import guard_cost
-from benchmarks.semantic_guard_fit import fit_guard
+from benchmarks.semantic_guard_fit import fit_guard, fit_pair_head
 from config.semantic import (
     CATEGORIES,
     CategoryPolicy,
@@ -198,8 +198,10 @@ class Evaluator:
         cut: float = 0.5,
         model: GuardModel | None = None,
         margin: float | None = None,
+        false_log: list[dict[str, object]] | None = None,
     ) -> tuple[Tallies, int]:
-        """Tallies by labelled category, and how often the categorizer agreed with the label."""
+        """Tallies by labelled category, and how often the categorizer agreed with the label.
+        `false_log` receives each false hit: the query's and the served entry's ids."""
         if isinstance(thresholds, float):
             thresholds = dict.fromkeys(CATEGORIES, thresholds)
         cfg = self.config(thresholds, mode, cut, margin)
@@ -227,7 +229,13 @@ class Evaluator:
                 if result.status == "hit":
                     assert result.reply is not None
                     tally.hits += 1
-                    tally.false_hits += cluster_of_reply[result.reply.text] != row["cluster"]
+                    wrong = cluster_of_reply[result.reply.text] != row["cluster"]
+                    tally.false_hits += wrong
+                    if wrong and false_log is not None:
+                        served = result.reply.text.split("::")[1]
+                        false_log.append(
+                            {"query": row["id"], "served": served, "similarity": result.similarity}
+                        )
                 else:
                     # The stored reply names its cluster, so a hit tells us whose answer it was.
                     reply = f"{row['cluster']}::{row['id']}"
@@ -324,7 +332,20 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         )
     }
 
+    # `--pair-head`: the model also gets |u - v| and u * v of the two prompts' embeddings, its
+    # shrinkage chosen by an inner cross-validation inside each training set.
+    pair_head = getattr(args, "pair_head", False)
+    group_of = [groups[c] for c in clusters]
+    head_l2: list[dict[str, object]] = []
+
     def fit(indices: list[int]) -> GuardModel:
+        if pair_head:
+            model, l2, losses = fit_pair_head(
+                indices, similarity, terms, clusters, group_of, spans, vectors, known
+            )
+            head_l2.append({"l2": l2, "inner_log_loss": {str(k): v for k, v in losses.items()}})
+            print(f"pair head: l2 {l2}, inner log loss {losses}", flush=True)
+            return model
         return fit_guard(
             indices,
             similarity,
@@ -409,6 +430,8 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "alignment": words is not None,
         "tokens": tokens is not None,
         "typo_vocab": bool(known),
+        "pair_head": pair_head,
+        "pair_head_l2": head_l2,
         "seed": args.seed,
         "categorizer_agreement": agree / len(rows),
         "sweep": {m: {str(t): total(r).row() for t, r in sweep[m].items()} for m in sweep},

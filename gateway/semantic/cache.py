@@ -208,14 +208,28 @@ class SemanticCache:
             if similarity >= threshold and self.table.by_slot[slot].expires_s > now
         ]
         for entry, similarity in live:
-            if self._accepts(similarity, terms, entry.terms):
+            if self._accepts(similarity, terms, entry.terms, vector, entry.slot):
                 if self._ambiguous(entry, similarity, live):
                     return None
                 entry.hits += 1
                 return entry, similarity
         return None
 
-    def _accepts(self, similarity: float, query: PromptTerms, cached: PromptTerms) -> bool:
+    def _accepts(
+        self,
+        similarity: float,
+        query: PromptTerms,
+        cached: PromptTerms,
+        query_vector: np.ndarray,
+        cached_slot: int,
+    ) -> bool:
+        # The cached prompt's vector is read from the index only for a pair-head model.
+        model = self.guard.model
+        vectors = (
+            (query_vector, self.index.vector(cached_slot))
+            if model is not None and model.head_dim
+            else None
+        )
         return self.guard.accepts(
             similarity,
             query,
@@ -223,6 +237,7 @@ class SemanticCache:
             self._span_similarity,
             self._word_vectors,
             self._token_states,
+            vectors,
         )
 
     def _ambiguous(self, chosen: Entry, similarity: float, live: list[tuple[Entry, float]]) -> bool:
@@ -236,7 +251,9 @@ class SemanticCache:
             if other is chosen or other_similarity < similarity - margin:
                 continue
             pair = float(self.index.vector(other.slot) @ self.index.vector(chosen.slot))
-            if not self._accepts(pair, chosen.terms, other.terms):
+            if not self._accepts(
+                pair, chosen.terms, other.terms, self.index.vector(chosen.slot), other.slot
+            ):
                 return True
         return False
 
@@ -356,9 +373,14 @@ def build_semantic_cache(
     }
     whole_words = getattr(embedder.model, "whole_words", None)
     known = whole_words() if cfg.guard.typo_vocabulary and whole_words is not None else frozenset()
-    return SemanticCache(
-        cfg, embedder, Categorizer(cfg.categorizer, examples), build_guard(cfg, known), clock
-    )
+    guard = build_guard(cfg, known)
+    # A pair-head model reads both prompts' vectors: its weights must match this embedder.
+    if guard.model is not None and guard.model.head_dim not in (0, embedder.dim):
+        raise ValueError(
+            f"guard weights {cfg.guard.weights_path!r} are for {guard.model.head_dim}-dimensional"
+            f" embeddings, the embedder gives {embedder.dim}"
+        )
+    return SemanticCache(cfg, embedder, Categorizer(cfg.categorizer, examples), guard, clock)
 
 
 def _common_bypass(cfg: SemanticCacheConfig, temperature: float) -> str | None:

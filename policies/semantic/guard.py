@@ -29,6 +29,7 @@ from policies.semantic.pair_features import (
     numbers_changed,
     pair_features,
 )
+from policies.semantic.pair_head import head_dim, head_feature_names, head_features
 from policies.semantic.token_alignment import (
     TOKEN_FEATURE_NAMES,
     TokenEncoder,
@@ -47,17 +48,23 @@ class GuardModel:
     scale: tuple[float, ...]
     # Weights for FEATURE_NAMES + ALIGN_FEATURE_NAMES: the guard then aligns content words.
     uses_alignment: bool = False
-    # ... + TOKEN_FEATURE_NAMES (last): the guard then aligns contextual token states.
+    # ... + TOKEN_FEATURE_NAMES: the guard then aligns contextual token states.
     uses_tokens: bool = False
+    # > 0: ... + the pair head's |u - v| and u * v of the two prompts' sentence embeddings of
+    # this dimension (last); the guard then needs both vectors (pair_head.py).
+    head_dim: int = 0
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return feature_names(self.uses_alignment, self.uses_tokens)
+        return feature_names(self.uses_alignment, self.uses_tokens, self.head_dim)
 
-    def probability(self, features: list[float]) -> float:
-        z = self.bias
-        for x, w, m, s in zip(features, self.weights, self.mean, self.scale, strict=True):
-            z += w * (x - m) / s
+    def probability(self, features: Sequence[float] | np.ndarray) -> float:
+        x = np.asarray(features, dtype=np.float64)
+        if x.shape != (len(self.weights),):
+            raise ValueError(f"{x.shape[0]} features for {len(self.weights)} weights")
+        z = self.bias + float(
+            np.dot((x - np.asarray(self.mean)) / np.asarray(self.scale), np.asarray(self.weights))
+        )
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def to_json(self) -> str:
@@ -76,12 +83,15 @@ class GuardModel:
     def from_json(cls, text: str) -> GuardModel:
         data = json.loads(text)
         names = tuple(data["features"])
+        dim = head_dim(names)
+        base = names[: len(names) - 2 * dim]
         known = {feature_names(a, t): (a, t) for a in (False, True) for t in (False, True)}
-        if names not in known:
-            raise ValueError(f"guard weights are for features {data['features']}")
+        if base not in known:
+            raise ValueError(f"guard weights are for features {data['features'][:40]}")
         return cls(
-            uses_alignment=known[names][0],
-            uses_tokens=known[names][1],
+            uses_alignment=known[base][0],
+            uses_tokens=known[base][1],
+            head_dim=dim,
             weights=tuple(float(w) for w in data["weights"]),
             bias=float(data["bias"]),
             mean=tuple(float(m) for m in data["mean"]),
@@ -89,11 +99,12 @@ class GuardModel:
         )
 
 
-def feature_names(uses_alignment: bool, uses_tokens: bool) -> tuple[str, ...]:
+def feature_names(uses_alignment: bool, uses_tokens: bool, dim: int = 0) -> tuple[str, ...]:
     return (
         FEATURE_NAMES
         + (ALIGN_FEATURE_NAMES if uses_alignment else ())
         + (TOKEN_FEATURE_NAMES if uses_tokens else ())
+        + (head_feature_names(dim) if dim else ())
     )
 
 
@@ -172,8 +183,11 @@ class Guard:
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
         token_states: TokenEncoder | None = None,
+        vectors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> float:
-        """Estimated probability that both prompts want the same answer."""
+        """Estimated probability that both prompts want the same answer. `vectors`: the
+        query's and the cached prompt's unit sentence embeddings, needed by a pair-head model
+        (without them such a model rejects every broad rewrite: a miss is the safe answer)."""
         if self.mode == "off":
             return 1.0
         edit = edit_of(query, cached, self.known_words)
@@ -219,6 +233,10 @@ class Guard:
                 features += token_alignment_features(mine, theirs)
             else:
                 features += [1.0] * len(TOKEN_FEATURE_NAMES)
+        if self.model.head_dim:
+            if vectors is None:
+                return 0.0
+            return self.model.probability(np.concatenate([features, head_features(*vectors)]))
         return self.model.probability(features)
 
     def accepts(
@@ -229,6 +247,9 @@ class Guard:
         span_similarity: SpanSimilarity | None = None,
         word_vectors: WordVectors | None = None,
         token_states: TokenEncoder | None = None,
+        vectors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> bool:
-        p = self.probability(cosine, query, cached, span_similarity, word_vectors, token_states)
+        p = self.probability(
+            cosine, query, cached, span_similarity, word_vectors, token_states, vectors
+        )
         return p >= self.min_probability
