@@ -102,6 +102,9 @@ class RequestTokens:
     def __init__(self, profile: Profile, tokenizer: ChatTokenizer) -> None:
         self.profile = profile
         self._tokenizer = tokenizer
+        # Checked once: an isinstance() against a runtime-checkable Protocol walks its members
+        # (~10 µs), too much for every request.
+        self._turns = tokenizer if isinstance(tokenizer, TurnEncoder) else None
         self._extra: dict[str | None, bytes] = {}
 
     def token_ids(self, endpoint: str, body: bytes) -> list[int]:
@@ -123,28 +126,29 @@ class RequestTokens:
         tokenizer can encode them ahead (`TurnEncoder`), or a completion's text prompt as one
         such turn; empty otherwise (byte tokenizer, token-id prompts): then everything is done
         inline by `token_ids`."""
-        if not isinstance(self._tokenizer, TurnEncoder):
+        turns = self._turns
+        if turns is None:
             return []
         if endpoint != "chat":
             prompt = msgspec.json.decode(body, type=CompletionRequest).prompt
             if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
                 prompt = prompt[0]
-            return self._tokenizer.missing_text(prompt) if isinstance(prompt, str) else []
+            return turns.missing_text(prompt) if isinstance(prompt, str) else []
         chat = msgspec.json.decode(body, type=ChatCompletionRequest)
-        return self._tokenizer.missing_turns(
+        return turns.missing_turns(
             [{"role": m.role, "content": m.text()} for m in chat.messages]
         )
 
     def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]:
         """Thread-safe: the ids of `turns` (see `TurnEncoder`). Only called after `cold_turns`
         returned them, so the tokenizer is a `TurnEncoder`."""
-        assert isinstance(self._tokenizer, TurnEncoder)
-        return self._tokenizer.encode_turns(turns)
+        assert self._turns is not None
+        return self._turns.encode_turns(turns)
 
     def keep_turns(self, turns: Sequence[tuple[str, str]], ids: Sequence[array[int]]) -> None:
         """On the event loop: `token_ids` then finds these turns in the turn cache."""
-        assert isinstance(self._tokenizer, TurnEncoder)
-        self._tokenizer.keep_turns(turns, ids)
+        assert self._turns is not None
+        self._turns.keep_turns(turns, ids)
 
     def hashes(self, token_ids: Sequence[int], cache_salt: str | None) -> list[int]:
         extra = self._extra.get(cache_salt)
