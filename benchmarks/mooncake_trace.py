@@ -6,10 +6,15 @@ position mean an equal prefix. The trace carries no conversation or category fie
 
 - **Conversation / turn.** A request continues an earlier one when it starts with all of that
   request's *full* blocks (the last block of a prompt is usually partial, and a longer prompt
-  re-hashes it) and they reach past the first block (block 0 is a system prompt every request
-  shares). The deepest such earlier request is the parent; turn = parent's turn + 1, and the
-  conversation id is inherited. A gateway gets the same from the message list (the number of
-  earlier user turns, a hash of the earlier messages) — these are the "gateway signals".
+  re-hashes it). The deepest such earlier request is the parent; turn = parent's turn + 1, and
+  the conversation id is inherited. A conversation is a chain: a request that a *second* later
+  request extends is a branching point (a shared application prompt, a document read again with
+  another question, a regenerated answer), so its prefix is marked shared and requests that
+  extend it start conversations of their own. Nothing assumes a system prompt of a given length
+  (the conversation trace shares exactly block 0; an agent trace shares many); the first sibling
+  of a shared prefix cannot be told from a continuation by block ids alone and still counts as
+  one. A gateway gets the same from the message list (the number of earlier user turns, a hash
+  of the earlier messages) — these are the "gateway signals".
 - **Category.** The prompt's size class in blocks, `len<k>` with k = floor(log2(blocks)), capped:
   what any server knows on arrival, and in this trace a strong predictor of whether a
   conversation goes on (one-block prompts rarely do).
@@ -27,6 +32,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 BLOCK_TOKENS = 512  # Mooncake's block size
 MAX_LEN_CLASS = 6  # prompts of 64+ blocks share one size class
@@ -90,36 +96,47 @@ def derive_metadata(requests: Iterable[TraceRequest]) -> None:
     reqs = list(requests)
     # The id of a request's last full block names its whole reusable prefix (ids are chained).
     last_full: dict[int, int] = {}
+    extended: set[int] = set()  # requests a later request continued
+    shared: set[int] = set()  # last-full block ids found to be branching points
     # block id -> the conversation that first used it (for the app-prefix measure)
     first_owner: dict[int, int] = {}
     next_conversation = 0
     for i, r in enumerate(reqs):
         r.category = length_category(len(r.hash_ids))
         parent = None
-        for j in range(len(r.hash_ids) - 1, 0, -1):
+        for j in range(len(r.hash_ids) - 1, -1, -1):
             q = last_full.get(r.hash_ids[j])
             if q is not None:
-                parent = q
+                if q in extended or r.hash_ids[j] in shared:  # a sibling, not the next turn
+                    shared.add(r.hash_ids[j])
+                else:
+                    parent = q
                 break
         if parent is None:
             r.turn, r.conversation, r.parent_index = 0, next_conversation, None
             next_conversation += 1
         else:
+            extended.add(parent)
             p = reqs[parent]
             r.turn, r.conversation, r.parent_index = p.turn + 1, p.conversation, parent
-        shared = 0
+        shared_blocks = 0
         for h in r.hash_ids:
             owner = first_owner.setdefault(h, r.conversation)
             if owner == r.conversation:
                 break
-            shared += 1
-        r.app_prefix_blocks = shared
-        if r.full_blocks >= 2:
+            shared_blocks += 1
+        r.app_prefix_blocks = shared_blocks
+        if r.full_blocks >= 1:
             last_full[r.hash_ids[r.full_blocks - 1]] = i
 
 
-def ideal_hit_ratio(requests: Iterable[TraceRequest]) -> float:
-    """Prefix hit ratio with an unbounded cache (a block hits while all earlier ones hit)."""
+class HasBlocks(Protocol):
+    hash_ids: list[int]
+
+
+def ideal_hit_ratio(requests: Iterable[HasBlocks]) -> float:
+    """Prefix hit ratio with an unbounded cache (a block hits while all earlier ones hit): the
+    most any cache, or fleet of caches, can reach on these requests."""
     seen: set[int] = set()
     hits = total = 0
     for r in requests:
