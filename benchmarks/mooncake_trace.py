@@ -7,14 +7,18 @@ position mean an equal prefix. The trace carries no conversation or category fie
 - **Conversation / turn.** A request continues an earlier one when it starts with all of that
   request's *full* blocks (the last block of a prompt is usually partial, and a longer prompt
   re-hashes it). The deepest such earlier request is the parent; turn = parent's turn + 1, and
-  the conversation id is inherited. A conversation is a chain: a request that a *second* later
-  request extends is a branching point (a shared application prompt, a document read again with
-  another question, a regenerated answer), so its prefix is marked shared and requests that
-  extend it start conversations of their own. Nothing assumes a system prompt of a given length
-  (the conversation trace shares exactly block 0; an agent trace shares many); the first sibling
-  of a shared prefix cannot be told from a continuation by block ids alone and still counts as
-  one. A gateway gets the same from the message list (the number of earlier user turns, a hash
-  of the earlier messages) — these are the "gateway signals".
+  the conversation id is inherited. A conversation is a chain whose prompts only grow, so two
+  signs mark a prefix as shared (an application prompt, a document read again with another
+  question, a regenerated or edited turn) rather than one conversation's history: a block
+  already followed by two different *full* blocks in earlier prompts (a branching point:
+  everything down to the first block is shared), or a request extending a prompt longer than
+  itself (a sibling; its anchor block is not used again). Nothing assumes a shared system prompt
+  of a given length: in the conversation trace block 0 (shared by every request) is found to
+  branch at once, in an agent trace a many-block application prompt is. The first sibling of a
+  shared prefix that is longer than the first user and ends on the same blocks cannot be told
+  from a next turn by block ids and lengths, and still counts as one. A gateway gets the same
+  from the message list (the number of earlier user turns, a hash of the earlier messages) —
+  these are the "gateway signals".
 - **Category.** The prompt's size class in blocks, `len<k>` with k = floor(log2(blocks)), capped:
   what any server knows on arrival, and in this trace a strong predictor of whether a
   conversation goes on (one-block prompts rarely do).
@@ -96,8 +100,9 @@ def derive_metadata(requests: Iterable[TraceRequest]) -> None:
     reqs = list(requests)
     # The id of a request's last full block names its whole reusable prefix (ids are chained).
     last_full: dict[int, int] = {}
-    extended: set[int] = set()  # requests a later request continued
-    shared: set[int] = set()  # last-full block ids found to be branching points
+    # block id -> the distinct full blocks seen right after it (two mark a branching point)
+    successors: dict[int, set[int]] = {}
+    dead: set[int] = set()  # anchors a shorter prompt extended: a sibling's, not a history's
     # block id -> the conversation that first used it (for the app-prefix measure)
     first_owner: dict[int, int] = {}
     next_conversation = 0
@@ -105,18 +110,24 @@ def derive_metadata(requests: Iterable[TraceRequest]) -> None:
         r.category = length_category(len(r.hash_ids))
         parent = None
         for j in range(len(r.hash_ids) - 1, -1, -1):
-            q = last_full.get(r.hash_ids[j])
+            h = r.hash_ids[j]
+            if len(successors.get(h, ())) >= 2 or h in dead:
+                break  # a shared prefix from here down to the first block
+            q = last_full.get(h)
             if q is not None:
-                if q in extended or r.hash_ids[j] in shared:  # a sibling, not the next turn
-                    shared.add(r.hash_ids[j])
+                if r.input_tokens < reqs[q].input_tokens:  # a history never shrinks
+                    dead.add(h)
                 else:
                     parent = q
                 break
+        for j in range(r.full_blocks - 1):
+            seen = successors.setdefault(r.hash_ids[j], set())
+            if len(seen) < 2:
+                seen.add(r.hash_ids[j + 1])
         if parent is None:
             r.turn, r.conversation, r.parent_index = 0, next_conversation, None
             next_conversation += 1
         else:
-            extended.add(parent)
             p = reqs[parent]
             r.turn, r.conversation, r.parent_index = p.turn + 1, p.conversation, parent
         shared_blocks = 0
