@@ -1,7 +1,7 @@
 """Write Mooncake-format traces of other shapes than the conversation trace (seeded).
 
-    python -m benchmarks.make_trace agent ../wt/_data/agent.jsonl --requests 10000
-    python -m benchmarks.make_trace docs ../wt/_data/docs.jsonl --requests 8000 --seed 1
+    python -m benchmarks.make_trace agent /work/wt/_data/agent.jsonl --requests 10000
+    python -m benchmarks.make_trace docs /work/wt/_data/docs.jsonl --requests 8000 --seed 1
 
 Output is the Mooncake format (one JSON object a line: `timestamp` ms, `input_length`,
 `output_length`, `hash_ids` of 512-token blocks, chained: an equal id at an equal position means
@@ -9,15 +9,18 @@ an equal prefix; a partial last block gets its own id). Shapes:
 
 - `agent`: tool/agent traffic. A few long application prompts (`--apps`, Zipf popularity,
   `--app-tokens` each) shared by many sessions; a session is a chain of short steps (tool
-  results, user messages) each carrying the whole history, the previous answers included, a
-  few seconds apart (`--gap-median-s`). Long shared prefixes, fast-growing chains.
+  results, user messages) each carrying the whole history, the previous answers included,
+  seconds to minutes apart (`--gap-median-s`). Long shared prefixes, fast-growing chains.
 - `docs`: document traffic. Heavy one-off long documents read once, a hot set of documents
   re-read with other questions (`--hot-docs`, Zipf popularity), and short chats of a few turns
   minutes apart. No prefix shared by all requests.
 
 Every prompt is a list of content pieces (application prompt, document, message, answer); the
 block ids come from the pieces, so prefixes are shared exactly where the content is. Sessions
-start uniformly over `--duration-s`; a session's turns are drawn until `--requests` are made.
+start uniformly over `--duration-s`; sessions are drawn until `--requests` are made and the
+earliest `--requests` requests are kept (a session's later turns may run past the duration).
+Each line also carries the ground truth `session` and `turn` (readers of the format ignore
+them), to check what `mooncake_trace.derive_metadata` derives from block ids alone.
 """
 
 from __future__ import annotations
