@@ -206,6 +206,7 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
             "cache": c["cache"],
             "target_busy": c["target_busy"],
             "occupied_rr": pol[REFERENCE]["occupied"],
+            "prefill_busy_rr": pol[REFERENCE]["prefill_busy"],
             "lmetric_p99_over_rr": pol["lmetric"]["ttft_p99_s"] / pol[REFERENCE]["ttft_p99_s"],
             "lmetric_p99_best": best == "lmetric"
             or pol["lmetric"]["ttft_p99_s"] <= pol[best]["ttft_p99_s"],
@@ -216,8 +217,9 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
         }
         out.append(row)
         print(
-            f"{c['num_workers']} workers, {c['cache']:<9} ρ {c['target_busy']:.1f}: busy "
-            f"(round-robin) {row['occupied_rr']:.2f}; lmetric p99/RR "
+            f"{c['num_workers']} workers, {c['cache']:<9} ρ {c['target_busy']:.1f}: round-robin "
+            f"stepping {row['occupied_rr']:.2f}, prefilling {row['prefill_busy_rr']:.2f}; "
+            f"lmetric p99/RR "
             f"{row['lmetric_p99_over_rr']:.2f}, best p99: {best}; lmetric hit / ideal "
             f"{row['lmetric_hit_over_ideal']:.2f}"
         )
