@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.mooncake_trace import TraceRequest, derive_metadata
 from benchmarks.sim_worker import SimRequest, SimWorker
 from config.cost_model import CostModelConfig
 from config.eviction import EvictionConfig, LruEviction
@@ -93,16 +94,21 @@ def simulate(
         for i in range(spec.num_workers)
     ]
     requests: list[SimRequest] = []
-    # The trace has no conversation ids; turns of one conversation share their first two blocks
-    # (the first is a system prompt every request shares), so that pair stands in for one.
-    conversations: dict[tuple[int, ...], list[int]] = {}  # key -> [conversation id, turns seen]
+    # The trace has no conversation ids: the same derivation as the eviction study's, from
+    # earlier requests only (a shared prefix of any length is told from a conversation's own).
+    meta = [TraceRequest(r.arrival_s, r.input_tokens, r.output_tokens, r.hash_ids) for r in trace]
+    derive_metadata(meta)
     for rid, rec in enumerate(trace):
         now = rec.arrival_s / load_factor
-        seen = conversations.setdefault(tuple(rec.hash_ids[:2]), [len(conversations), 0])
         req = SimRequest(
-            rid, now, rec.input_tokens, rec.output_tokens, rec.hash_ids, seen[1], seen[0]
+            rid,
+            now,
+            rec.input_tokens,
+            rec.output_tokens,
+            rec.hash_ids,
+            meta[rid].turn,
+            meta[rid].conversation,
         )
-        seen[1] += 1
         requests.append(req)
         for w in workers:
             w.advance(now)
@@ -144,13 +150,15 @@ def _summarise(
     for r in done:
         in_hand[r.worker] += r.finish_s - r.arrival_s
     mean_in_hand = sum(in_hand) / num_workers
-    ttft = np.array([r.first_token_s - r.arrival_s for r in done])
+    # (a zero keeps the percentiles defined when nothing finished or no output had 2 tokens)
+    ttft = np.array([r.first_token_s - r.arrival_s for r in done] or [0.0])
     tpot = np.array(
         [
             (r.finish_s - r.first_token_s) / (r.output_tokens - 1)
             for r in done
             if r.output_tokens > 1
         ]
+        or [0.0]
     )
     hit = sum(r.matched_blocks for r in done) / max(sum(len(r.hash_ids) for r in requests), 1)
     mean_busy = float(np.mean(busy_s))

@@ -6,10 +6,19 @@ position mean an equal prefix. The trace carries no conversation or category fie
 
 - **Conversation / turn.** A request continues an earlier one when it starts with all of that
   request's *full* blocks (the last block of a prompt is usually partial, and a longer prompt
-  re-hashes it) and they reach past the first block (block 0 is a system prompt every request
-  shares). The deepest such earlier request is the parent; turn = parent's turn + 1, and the
-  conversation id is inherited. A gateway gets the same from the message list (the number of
-  earlier user turns, a hash of the earlier messages) — these are the "gateway signals".
+  re-hashes it). The deepest such earlier request is the parent; turn = parent's turn + 1, and
+  the conversation id is inherited. A conversation is a chain whose prompts only grow, so two
+  signs mark a prefix as shared (an application prompt, a document read again with another
+  question, a regenerated or edited turn) rather than one conversation's history: a block
+  already followed by two different *full* blocks in earlier prompts (a branching point:
+  everything down to the first block is shared), or a request extending a prompt longer than
+  itself (a sibling; its anchor block is not used again). Nothing assumes a shared system prompt
+  of a given length: in the conversation trace block 0 (shared by every request) is found to
+  branch at once, in an agent trace a many-block application prompt is. The first sibling of a
+  shared prefix that is longer than the first user and ends on the same blocks cannot be told
+  from a next turn by block ids and lengths, and still counts as one. A gateway gets the same
+  from the message list (the number of earlier user turns, a hash of the earlier messages) —
+  these are the "gateway signals".
 - **Category.** The prompt's size class in blocks, `len<k>` with k = floor(log2(blocks)), capped:
   what any server knows on arrival, and in this trace a strong predictor of whether a
   conversation goes on (one-block prompts rarely do).
@@ -27,6 +36,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 BLOCK_TOKENS = 512  # Mooncake's block size
 MAX_LEN_CLASS = 6  # prompts of 64+ blocks share one size class
@@ -90,36 +100,54 @@ def derive_metadata(requests: Iterable[TraceRequest]) -> None:
     reqs = list(requests)
     # The id of a request's last full block names its whole reusable prefix (ids are chained).
     last_full: dict[int, int] = {}
+    # block id -> the distinct full blocks seen right after it (two mark a branching point)
+    successors: dict[int, set[int]] = {}
+    dead: set[int] = set()  # anchors a shorter prompt extended: a sibling's, not a history's
     # block id -> the conversation that first used it (for the app-prefix measure)
     first_owner: dict[int, int] = {}
     next_conversation = 0
     for i, r in enumerate(reqs):
         r.category = length_category(len(r.hash_ids))
         parent = None
-        for j in range(len(r.hash_ids) - 1, 0, -1):
-            q = last_full.get(r.hash_ids[j])
+        for j in range(len(r.hash_ids) - 1, -1, -1):
+            h = r.hash_ids[j]
+            if len(successors.get(h, ())) >= 2 or h in dead:
+                break  # a shared prefix from here down to the first block
+            q = last_full.get(h)
             if q is not None:
-                parent = q
+                if r.input_tokens < reqs[q].input_tokens:  # a history never shrinks
+                    dead.add(h)
+                else:
+                    parent = q
                 break
+        for j in range(r.full_blocks - 1):
+            seen = successors.setdefault(r.hash_ids[j], set())
+            if len(seen) < 2:
+                seen.add(r.hash_ids[j + 1])
         if parent is None:
             r.turn, r.conversation, r.parent_index = 0, next_conversation, None
             next_conversation += 1
         else:
             p = reqs[parent]
             r.turn, r.conversation, r.parent_index = p.turn + 1, p.conversation, parent
-        shared = 0
+        shared_blocks = 0
         for h in r.hash_ids:
             owner = first_owner.setdefault(h, r.conversation)
             if owner == r.conversation:
                 break
-            shared += 1
-        r.app_prefix_blocks = shared
-        if r.full_blocks >= 2:
+            shared_blocks += 1
+        r.app_prefix_blocks = shared_blocks
+        if r.full_blocks >= 1:
             last_full[r.hash_ids[r.full_blocks - 1]] = i
 
 
-def ideal_hit_ratio(requests: Iterable[TraceRequest]) -> float:
-    """Prefix hit ratio with an unbounded cache (a block hits while all earlier ones hit)."""
+class HasBlocks(Protocol):
+    hash_ids: list[int]
+
+
+def ideal_hit_ratio(requests: Iterable[HasBlocks]) -> float:
+    """Prefix hit ratio with an unbounded cache (a block hits while all earlier ones hit): the
+    most any cache, or fleet of caches, can reach on these requests."""
     seen: set[int] = set()
     hits = total = 0
     for r in requests:

@@ -150,8 +150,13 @@ class WorkloadAwarePolicy(EvictionPolicy):
         self._indexes_at = self.model.version
         exposure: dict[Hashable, list[float]] = {}
         self._add_exposure(exposure, self._pool, now, lambda k: self._released(k))
-        while len(self._ghost_ring) > 2 * len(self._ghost) + _MIN_GHOST:
+        bound = 2 * len(self._ghost) + _MIN_GHOST
+        if len(self._ghost_ring) > bound:
             self._ghost_ring = [k for k in self._ghost_ring if k in self._ghost]
+            if len(self._ghost_ring) > bound:
+                # A watched key evicted again (back, then out again) is in the ring once per
+                # eviction; in a cache of a few blocks such repeats can outnumber the bound.
+                self._ghost_ring = list(dict.fromkeys(self._ghost_ring))
         self._add_exposure(exposure, self._ghost_ring, now, self._ghost.get)
         self.model.set_open(exposure)
 
