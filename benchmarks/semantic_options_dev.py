@@ -4,7 +4,7 @@ fold. The shipped choice rule runs alongside as the baseline (it reproduces `qua
 "guard, global thr" row for the same seed).
 
     python benchmarks/semantic_options_dev.py --data ../shared/semantic/dev_prompts.jsonl \
-        [--seeds 0,1] [--folds 5] [--costs 1,3,5,10] [--out FILE]
+        [--seeds 0,1] [--folds 5] [--costs 1,3,5,10] [--fixed 0.75:0.5,0.7:0.7] [--out FILE]
 
 Same protocol as semantic_quality.py: per fold the guard's model is fitted on the training
 folds and (threshold, cut) chosen by replaying them; the held-out fold is replayed once in the
@@ -82,6 +82,8 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
             }
             picks = {"shipped_rule": choose_global(grid)}
             picks |= {f"cost_{k:g}": choose_weighted(grid, k) for k in args.costs}
+            # Fixed settings (no choice): the dev figure of a sweep point of the holdout table.
+            picks |= {f"fixed_{t:g}_{c:g}": (t, c) for t, c in args.fixed}
             for name, (t, c) in picks.items():
                 merge(held.setdefault(name, {}), (await ev.replay(test, t, "learned", c, model))[0])
             rules = {(t, 0.0): (await ev.replay(train, t, "rules"))[0] for t in TRAIN_THRESHOLDS}
@@ -102,6 +104,7 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
         "folds": args.folds,
         "seeds": args.seeds,
         "costs": args.costs,
+        "fixed": args.fixed,
         "results": out,
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -114,6 +117,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument(
         "--costs", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 3.0, 5.0, 10.0]
+    )
+    parser.add_argument(
+        "--fixed",
+        type=lambda s: [tuple(float(v) for v in x.split(":")) for x in s.split(",") if x],
+        default=[(0.75, 0.5), (0.75, 0.7), (0.7, 0.7), (0.8, 0.5)],
+        help="THRESHOLD:CUT,... settings scored as they are (no choice)",
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
