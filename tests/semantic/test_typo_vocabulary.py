@@ -27,8 +27,9 @@ def test_known_words_are_not_folded_but_misspellings_and_inflections_are(st_mode
 
 async def test_cache_passes_the_vocabulary_to_the_guard_only_when_configured(st_model, small_cfg):
     base = small_cfg()
-    on = msgspec.structs.replace(
-        base, guard=msgspec.structs.replace(base.guard, typo_vocabulary=True)
+    assert base.guard.typo_vocabulary  # on by default since session 4
+    off = msgspec.structs.replace(
+        base, guard=msgspec.structs.replace(base.guard, typo_vocabulary=False)
     )
-    assert "australia" in build_semantic_cache(on, model=st_model).guard.known_words
-    assert build_semantic_cache(base, model=st_model).guard.known_words == frozenset()
+    assert "australia" in build_semantic_cache(base, model=st_model).guard.known_words
+    assert build_semantic_cache(off, model=st_model).guard.known_words == frozenset()
