@@ -10,7 +10,9 @@ shrinkage is chosen inside the training set by an inner cross-validation by clus
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,8 @@ from benchmarks.semantic_guard_fit import (
     log_loss,
     pair_rows,
 )
-from policies.semantic.cross_pair import JointEncoder, cross_features
+from gateway.semantic.cross_encoder import joint_states
+from policies.semantic.cross_pair import JointEncoder, JointStates, cross_features
 from policies.semantic.guard import GuardModel, SpanSimilarity
 from policies.semantic.pair_features import PromptTerms
 
@@ -99,3 +102,31 @@ def fit_cross_pair(
         losses[l2] = loss
     chosen = min(grid, key=lambda l2: (losses[l2], -l2))
     return fit_logistic(x, y, head_l2=chosen, **kwargs), chosen, losses  # type: ignore[arg-type]
+
+
+def cross_spec(args: argparse.Namespace) -> CrossSpec | None:
+    """The cross features asked for on the command line (`--cross`, `--cross-orders`)."""
+    kind = getattr(args, "cross", "off")
+    if kind == "off":
+        return None
+    return CrossSpec(vectors=kind == "vectors", orders=getattr(args, "cross_orders", 1))
+
+
+def memo_joint_states(
+    memo: dict[tuple[str, str], JointStates], model: Any, pairs: list[tuple[str, str]]
+) -> list[JointStates]:
+    """Joint passes of `pairs` over `model`, each distinct pair computed once into `memo`."""
+    missing = list(dict.fromkeys(p for p in pairs if p not in memo))
+    if missing:
+        memo.update(zip(missing, joint_states(model, missing), strict=True))
+    return [memo[p] for p in pairs]
+
+
+def logged(
+    fitted: tuple[GuardModel, float, dict[float, float]], sink: list[dict[str, object]]
+) -> GuardModel:
+    """The model of a `fit_cross_pair` result; its l2 and inner losses go to `sink` and stdout."""
+    model, l2, losses = fitted
+    sink.append({"l2": l2, "inner_log_loss": {str(k): v for k, v in losses.items()}})
+    print(f"cross pair: l2 {l2}, inner log loss {losses}", flush=True)
+    return model

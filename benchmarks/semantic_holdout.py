@@ -17,7 +17,7 @@ import random
 
 import numpy as np
 
-from benchmarks.semantic_cross_fit import CrossSpec, fit_cross_pair
+from benchmarks.semantic_cross_fit import CrossSpec, cross_spec, fit_cross_pair
 from benchmarks.semantic_guard_fit import fit_pair_head
 from benchmarks.semantic_quality import (
     CUTS,
@@ -29,7 +29,6 @@ from benchmarks.semantic_quality import (
     Tallies,
     choose_global,
     cluster_groups,
-    cross_spec,
     load_rows,
     merge,
     table,

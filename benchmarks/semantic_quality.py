@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.semantic_cross_fit import CrossSpec, fit_cross_pair
+from benchmarks.semantic_cross_fit import cross_spec, fit_cross_pair, logged, memo_joint_states
 from benchmarks.semantic_guard_cost import guard_cost
 from benchmarks.semantic_guard_fit import fit_guard, fit_pair_head
 from config.semantic import (
@@ -30,7 +30,6 @@ from config.semantic import (
     SemanticCacheConfig,
 )
 from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
-from gateway.semantic.cross_encoder import joint_states
 from gateway.semantic.embedder import Embedder, load_model
 from policies.semantic.categorizer import Categorizer
 from policies.semantic.cross_pair import JointStates
@@ -86,11 +85,7 @@ class MemoModel:
 
     def joint_states(self, pairs: list[tuple[str, str]]) -> list[JointStates]:
         """Joint passes over text pairs (the guard's cross features), memoised by pair."""
-        memo: dict[tuple[str, str], JointStates] = self.__dict__.setdefault("_joint_memo", {})
-        missing = list(dict.fromkeys(p for p in pairs if p not in memo))
-        if missing:
-            memo.update(zip(missing, joint_states(self.model, missing), strict=True))  # type: ignore[arg-type]
-        return [memo[p] for p in pairs]
+        return memo_joint_states(self.__dict__.setdefault("_joint_memo", {}), self.model, pairs)
 
 
 @dataclass
@@ -355,21 +350,8 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
 
     def fit(indices: list[int]) -> GuardModel:
         if cross is not None:
-            model, l2, losses = fit_cross_pair(
-                indices,
-                similarity,
-                terms,
-                clusters,
-                group_of,
-                spans,
-                vectors,
-                memo.joint_states,
-                cross,
-                known,
-            )
-            head_l2.append({"l2": l2, "inner_log_loss": {str(k): v for k, v in losses.items()}})
-            print(f"cross pair: l2 {l2}, inner log loss {losses}", flush=True)
-            return model
+            data = (similarity, terms, clusters, group_of, spans, vectors, memo.joint_states)
+            return logged(fit_cross_pair(indices, *data, cross, known), head_l2)
         if pair_head:
             model, l2, losses = fit_pair_head(
                 indices, similarity, terms, clusters, group_of, spans, vectors, known
@@ -480,14 +462,6 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "shipped_guard": json.loads(final_model.to_json()),
         "guard_cost": guard_cost(rows, raw_model, final_model, known_words=known),
     }
-
-
-def cross_spec(args: argparse.Namespace) -> CrossSpec | None:
-    """The cross features asked for on the command line (`--cross`, `--cross-orders`)."""
-    kind = getattr(args, "cross", "off")
-    if kind == "off":
-        return None
-    return CrossSpec(vectors=kind == "vectors", orders=getattr(args, "cross_orders", 1))
 
 
 def print_quality(report: dict[str, object]) -> None:
