@@ -397,6 +397,15 @@ def build_semantic_cache(
             f"guard weights {cfg.guard.weights_path!r} are for {guard.model.head_dim}-dimensional"
             f" embeddings, the embedder gives {embedder.dim}"
         )
+    # A cross-feature model needs joint passes of this embedder's model, of its dimension.
+    if guard.model is not None and guard.model.uses_cross:
+        if joint_encoder(embedder.model) is None:
+            raise ValueError("guard weights with cross features need a TextEncoder embedder")
+        if guard.model.cross_dim not in (0, embedder.dim):
+            raise ValueError(
+                f"guard weights {cfg.guard.weights_path!r} are for {guard.model.cross_dim}-"
+                f"dimensional cross features, the embedder gives {embedder.dim}"
+            )
     return SemanticCache(cfg, embedder, Categorizer(cfg.categorizer, examples), guard, clock)
 
 

@@ -172,3 +172,10 @@ async def test_cache_runs_the_joint_pass_for_a_cross_model(make_cache, small_cfg
             assert (await cache.lookup(rewrite)).status == expected
         finally:
             await cache.close()
+    # Cross weights for another embedding size are refused when the cache is built.
+    path = tmp_path / "cross_8.json"
+    path.write_text(cross_model(8, bias=0.0).to_json())
+    with pytest.raises(ValueError, match="8-dimensional"):
+        await make_cache(
+            msgspec.structs.replace(small_cfg(), guard=GuardConfig(weights_path=str(path)))
+        )
