@@ -3,9 +3,10 @@
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
         [--alignment] [--tokens] [--margin M]
-        [--typo-vocab] [--pair-head]
+        [--typo-vocab] [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2]
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
-        [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--pair-head] [--out FILE]
+        [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--pair-head]
+        [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -65,6 +66,19 @@ def main() -> None:
         "--pair-head",
         action="store_true",
         help="quality: give the guard model the pair head (|u-v|, u*v of the embeddings)",
+    )
+    parser.add_argument(
+        "--cross",
+        choices=["off", "scalars", "vectors"],
+        default="off",
+        help="quality/holdout: give the guard model cross-encoded pair features (experiment)",
+    )
+    parser.add_argument(
+        "--cross-orders",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="with --cross: joint passes (a, b) only, or (a, b) and (b, a) averaged",
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from gateway.semantic.cross_encoder import joint_states
 from policies.semantic.guard import MAX_SPAN_CHARS, MAX_SPAN_PAIRS, Guard, GuardModel
 from policies.semantic.pair_features import edit_of, prompt_terms
 from policies.semantic.token_alignment import TokenStateCache, token_alignment_features
@@ -47,6 +48,8 @@ def guard_cost(
     # computed (one forward of 2), or only the query's (the cached one's still in the LRU).
     tokens_both_s: list[float] = []
     tokens_query_s: list[float] = []
+    # Cross features (only for a model with them): the joint pass(es) of the pair, one forward.
+    cross_s: list[float] = []
     needing = 0
     looked = 0
     for q in range(1, len(rows)):
@@ -76,6 +79,13 @@ def guard_cost(
                     started = time.perf_counter()
                     alignment_features(terms[q].tokens, terms[c].tokens, words)
                     sink.append(time.perf_counter() - started)
+            if model.uses_cross:
+                pairs = [(terms[q].wording, terms[c].wording)]
+                if model.cross_orders == 2:
+                    pairs.append(pairs[0][::-1])
+                started = time.perf_counter()
+                joint_states(raw_model, pairs)  # type: ignore[arg-type]
+                cross_s.append(time.perf_counter() - started)
             if model.uses_tokens:
                 pair = [terms[q].wording, terms[c].wording]
                 for sink, first in ((tokens_both_s, []), (tokens_query_s, [pair[1]])):
@@ -90,7 +100,10 @@ def guard_cost(
     warm_ms = 1000 * float(np.median(align_warm_s)) if align_warm_s else 0.0
     both_ms = 1000 * float(np.median(tokens_both_s)) if tokens_both_s else 0.0
     query_ms = 1000 * float(np.median(tokens_query_s)) if tokens_query_s else 0.0
+    cross_ms = 1000 * float(np.median(cross_s)) if cross_s else 0.0
     return {
+        "cross_joint_p50_ms": cross_ms,
+        "cross_joint_to_prompt_ratio": cross_ms / prompt_ms if prompt_ms else 0.0,
         "tokens_both_p50_ms": both_ms,
         "tokens_query_only_p50_ms": query_ms,
         "tokens_both_to_prompt_ratio": both_ms / prompt_ms if prompt_ms else 0.0,

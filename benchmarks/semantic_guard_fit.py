@@ -42,18 +42,26 @@ def fit_logistic(
     uses_tokens: bool = False,
     head_dim: int = 0,
     head_l2: float = 1.0,
+    uses_cross: bool = False,
+    cross_dim: int = 0,
+    cross_orders: int = 1,
 ) -> GuardModel:
     """L2-regularised logistic regression by Newton's method on standardised features. The
-    last 2 x `head_dim` columns (the pair head's embedding features) are shrunk by `head_l2`
-    instead of `l2`: hundreds of them against a thousand pairs need their own, stronger pull."""
+    last 2 x `head_dim` columns (the pair head's embedding features), or the last 3 x
+    `cross_dim` (the cross features' vector blocks), are shrunk by `head_l2` instead of `l2`:
+    hundreds of them against a thousand pairs need their own, stronger pull."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-6] = 1.0
     z = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
     w = np.zeros(z.shape[1])
     reg = np.full(z.shape[1], l2)
+    if head_dim and uses_cross:
+        raise ValueError("the pair head and the cross features are fitted one at a time")
     if head_dim:
         reg[-2 * head_dim :] = head_l2
+    if uses_cross and cross_dim:
+        reg[-3 * cross_dim :] = head_l2  # the cross vector blocks end the row
     reg[0] = 0.0  # the bias is not shrunk
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -60, 60)))
@@ -71,6 +79,9 @@ def fit_logistic(
         uses_alignment=uses_alignment,
         uses_tokens=uses_tokens,
         head_dim=head_dim,
+        uses_cross=uses_cross,
+        cross_dim=cross_dim,
+        cross_orders=cross_orders,
     )
 
 

@@ -17,6 +17,7 @@ import random
 
 import numpy as np
 
+from benchmarks.semantic_cross_fit import CrossSpec, cross_spec, fit_cross_pair
 from benchmarks.semantic_guard_fit import fit_pair_head
 from benchmarks.semantic_quality import (
     CUTS,
@@ -75,6 +76,10 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
     head_info: dict[str, object] = {}
     if args.pair_head:
         variants["pair_head"], head_info = await _fit_head_on_dev(dev, memo, dev_ev, dev_order)
+    cross = cross_spec(args)
+    cross_info: dict[str, object] = {}
+    if cross is not None:
+        variants["cross"], cross_info = await _fit_head_on_dev(dev, memo, dev_ev, dev_order, cross)
 
     orders = []
     for k in range(args.orders):
@@ -111,6 +116,7 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
             n: {"mode": v[0], "threshold": v[1], "cut": v[2]} for n, v in variants.items()
         },
         "pair_head": head_info,
+        "cross": cross_info,
         "held_out": {name: table(t) for name, t in chosen.items()},
         "sweep": sweep,
         "false_hits": {name: _describe(held, log) for name, log in false_hits.items()},
@@ -121,16 +127,36 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def _fit_head_on_dev(
-    dev: list[dict[str, str]], memo: MemoModel, dev_ev: Evaluator, order: list[int]
+    dev: list[dict[str, str]],
+    memo: MemoModel,
+    dev_ev: Evaluator,
+    order: list[int],
+    cross: CrossSpec | None = None,
 ) -> tuple[Variant, dict[str, object]]:
+    """The pair-head model (or, with `cross`, the cross-feature model) fitted on the whole dev
+    set, with its threshold and cut chosen by replaying the dev set."""
     vectors = memo.encode([r["prompt"] for r in dev], **EMBED_KWARGS)
     terms = [prompt_terms(r["prompt"]) for r in dev]
     clusters = [r["cluster"] for r in dev]
     groups = cluster_groups(dev)
     spans = span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS))
-    model, l2, losses = fit_pair_head(
-        order, vectors @ vectors.T, terms, clusters, [groups[c] for c in clusters], spans, vectors
-    )
+    group_of = [groups[c] for c in clusters]
+    if cross is None:
+        model, l2, losses = fit_pair_head(
+            order, vectors @ vectors.T, terms, clusters, group_of, spans, vectors
+        )
+    else:
+        model, l2, losses = fit_cross_pair(
+            order,
+            vectors @ vectors.T,
+            terms,
+            clusters,
+            group_of,
+            spans,
+            vectors,
+            memo.joint_states,
+            cross,
+        )
     grid = {
         (t, c): (await dev_ev.replay(order, t, "learned", c, model))[0]
         for t in TRAIN_THRESHOLDS
@@ -138,6 +164,8 @@ async def _fit_head_on_dev(
     }
     threshold, cut = choose_global(grid)
     info = {"l2": l2, "inner_log_loss": {str(k): v for k, v in losses.items()}}
+    if cross is not None:
+        info["spec"] = {"vectors": cross.vectors, "orders": cross.orders}
     return ("learned", threshold, cut, model), info
 
 
@@ -181,6 +209,7 @@ def print_holdout(report: dict[str, object]) -> None:
     variants = report["variants"]
     print(f"holdout {report['holdout']}, {report['orders']} orders from seed {report['seed']}")
     print(f"chosen on the dev set: {variants}  pair head: {report['pair_head']}")
+    print(f"cross: {report['cross']}")
     sweep = report["sweep"]
     names = list(sweep)  # type: ignore[arg-type]
     print("\nthreshold sweep (hit rate / false rate):")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.semantic_cross_fit import cross_spec, fit_cross_pair, logged, memo_joint_states
 from benchmarks.semantic_guard_cost import guard_cost
 from benchmarks.semantic_guard_fit import fit_guard, fit_pair_head
 from config.semantic import (
@@ -31,6 +32,7 @@ from config.semantic import (
 from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
 from gateway.semantic.embedder import Embedder, load_model
 from policies.semantic.categorizer import Categorizer
+from policies.semantic.cross_pair import JointStates
 from policies.semantic.guard import (
     Guard,
     GuardModel,
@@ -80,6 +82,10 @@ class MemoModel:
             found = self.model.token_states(missing)  # type: ignore[attr-defined]
             memo.update(zip(missing, found, strict=True))
         return [memo[t] for t in texts]
+
+    def joint_states(self, pairs: list[tuple[str, str]]) -> list[JointStates]:
+        """Joint passes over text pairs (the guard's cross features), memoised by pair."""
+        return memo_joint_states(self.__dict__.setdefault("_joint_memo", {}), self.model, pairs)
 
 
 @dataclass
@@ -338,7 +344,14 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     group_of = [groups[c] for c in clusters]
     head_l2: list[dict[str, object]] = []
 
+    # `--cross scalars|vectors`: the model also gets the cross-encoded pair features (joint
+    # pass of both prompts; `--cross-orders 2`: both orders averaged), experiment.
+    cross = cross_spec(args)
+
     def fit(indices: list[int]) -> GuardModel:
+        if cross is not None:
+            data = (similarity, terms, clusters, group_of, spans, vectors, memo.joint_states)
+            return logged(fit_cross_pair(indices, *data, cross, known), head_l2)
         if pair_head:
             model, l2, losses = fit_pair_head(
                 indices, similarity, terms, clusters, group_of, spans, vectors, known
@@ -431,6 +444,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "tokens": tokens is not None,
         "typo_vocab": bool(known),
         "pair_head": pair_head,
+        "cross": None if cross is None else {"vectors": cross.vectors, "orders": cross.orders},
         "pair_head_l2": head_l2,
         "seed": args.seed,
         "categorizer_agreement": agree / len(rows),

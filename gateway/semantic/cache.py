@@ -22,11 +22,13 @@ from typing import Literal
 import numpy as np
 
 from config.semantic import SemanticCacheConfig
+from gateway.semantic.cross_encoder import LookupPairs, joint_encoder
 from gateway.semantic.embedder import Embedder, EmbedderOverloaded, load_model
 from gateway.semantic.entries import Entry, EntryTable
 from gateway.semantic.index import HnswIndex
 from gateway.semantic.stats import CacheStats
 from policies.semantic.categorizer import Categorizer
+from policies.semantic.cross_pair import JointEncoder
 from policies.semantic.guard import Guard, GuardModel, span_similarity_from
 from policies.semantic.pair_features import PromptTerms, prompt_terms
 from policies.semantic.request_rules import (
@@ -112,6 +114,13 @@ class SemanticCache:
         self._token_states = (
             TokenStateCache(encode_tokens)
             if guard.model is not None and guard.model.uses_tokens and encode_tokens is not None
+            else None
+        )
+        # Joint passes over (query, candidate) for a guard model with cross features; one batch
+        # per lookup (cross_encoder.LookupPairs), on this thread like the spans.
+        self._joint = (
+            joint_encoder(embedder.model)
+            if guard.model is not None and guard.model.uses_cross
             else None
         )
         self.clock = clock
@@ -207,8 +216,14 @@ class SemanticCache:
             for slot, similarity in candidates
             if similarity >= threshold and self.table.by_slot[slot].expires_s > now
         ]
+        joint = None
+        if self._joint is not None:
+            expected = [(terms.wording, e.terms.wording) for e, _ in live]
+            if self.guard.model is not None and self.guard.model.cross_orders == 2:
+                expected += [(b, a) for a, b in expected]
+            joint = LookupPairs(self._joint, expected)
         for entry, similarity in live:
-            if self._accepts(similarity, terms, entry.terms, vector, entry.slot):
+            if self._accepts(similarity, terms, entry.terms, vector, entry.slot, joint):
                 if self._ambiguous(entry, similarity, live):
                     return None
                 entry.hits += 1
@@ -222,12 +237,13 @@ class SemanticCache:
         cached: PromptTerms,
         query_vector: np.ndarray,
         cached_slot: int,
+        joint: JointEncoder | None = None,
     ) -> bool:
-        # The cached prompt's vector is read from the index only for a pair-head model.
+        # The cached prompt's vector is read from the index only for a pair-head or cross model.
         model = self.guard.model
         vectors = (
             (query_vector, self.index.vector(cached_slot))
-            if model is not None and model.head_dim
+            if model is not None and (model.head_dim or model.uses_cross)
             else None
         )
         return self.guard.accepts(
@@ -238,6 +254,7 @@ class SemanticCache:
             self._word_vectors,
             self._token_states,
             vectors,
+            joint if joint is not None else self._joint,
         )
 
     def _ambiguous(self, chosen: Entry, similarity: float, live: list[tuple[Entry, float]]) -> bool:
@@ -380,6 +397,15 @@ def build_semantic_cache(
             f"guard weights {cfg.guard.weights_path!r} are for {guard.model.head_dim}-dimensional"
             f" embeddings, the embedder gives {embedder.dim}"
         )
+    # A cross-feature model needs joint passes of this embedder's model, of its dimension.
+    if guard.model is not None and guard.model.uses_cross:
+        if joint_encoder(embedder.model) is None:
+            raise ValueError("guard weights with cross features need a TextEncoder embedder")
+        if guard.model.cross_dim not in (0, embedder.dim):
+            raise ValueError(
+                f"guard weights {cfg.guard.weights_path!r} are for {guard.model.cross_dim}-"
+                f"dimensional cross features, the embedder gives {embedder.dim}"
+            )
     return SemanticCache(cfg, embedder, Categorizer(cfg.categorizer, examples), guard, clock)
 
 

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.semantic.cross_pair import (
+    JointEncoder,
+    cross_feature_names,
+    cross_features,
+    parse_cross_names,
+)
 from policies.semantic.edit_shape import EditShape
 from policies.semantic.pair_features import (
     FEATURE_NAMES,
@@ -53,10 +59,19 @@ class GuardModel:
     # > 0: ... + the pair head's |u - v| and u * v of the two prompts' sentence embeddings of
     # this dimension (last); the guard then needs both vectors (pair_head.py).
     head_dim: int = 0
+    # Cross-encoded pair features last (cross_pair.py): the guard then needs a joint pass of
+    # the two prompts and both sentence vectors. `cross_dim` > 0: with the vector blocks of that
+    # dimension; `cross_orders` 2: (a, b) and (b, a) averaged.
+    uses_cross: bool = False
+    cross_dim: int = 0
+    cross_orders: int = 1
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return feature_names(self.uses_alignment, self.uses_tokens, self.head_dim)
+        names = feature_names(self.uses_alignment, self.uses_tokens, self.head_dim)
+        if self.uses_cross:
+            names += cross_feature_names(self.cross_dim, self.cross_dim > 0)
+        return names
 
     def probability(self, features: Sequence[float] | np.ndarray) -> float:
         x = np.asarray(features, dtype=np.float64)
@@ -68,21 +83,23 @@ class GuardModel:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "features": list(self.feature_names),
-                "weights": list(self.weights),
-                "bias": self.bias,
-                "mean": list(self.mean),
-                "scale": list(self.scale),
-            },
-            indent=1,
-        )
+        data: dict[str, object] = {
+            "features": list(self.feature_names),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+        }
+        if self.uses_cross:
+            data["cross_orders"] = self.cross_orders
+        return json.dumps(data, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> GuardModel:
         data = json.loads(text)
         names = tuple(data["features"])
+        cross_dim, _, cross_count = parse_cross_names(names)
+        names = names[: len(names) - cross_count]
         dim = head_dim(names)
         base = names[: len(names) - 2 * dim]
         known = {feature_names(a, t): (a, t) for a in (False, True) for t in (False, True)}
@@ -92,6 +109,9 @@ class GuardModel:
             uses_alignment=known[base][0],
             uses_tokens=known[base][1],
             head_dim=dim,
+            uses_cross=cross_count > 0,
+            cross_dim=cross_dim,
+            cross_orders=int(data.get("cross_orders", 1)),
             weights=tuple(float(w) for w in data["weights"]),
             bias=float(data["bias"]),
             mean=tuple(float(m) for m in data["mean"]),
@@ -184,10 +204,13 @@ class Guard:
         word_vectors: WordVectors | None = None,
         token_states: TokenEncoder | None = None,
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
+        joint: JointEncoder | None = None,
     ) -> float:
         """Estimated probability that both prompts want the same answer. `vectors`: the
         query's and the cached prompt's unit sentence embeddings, needed by a pair-head model
-        (without them such a model rejects every broad rewrite: a miss is the safe answer)."""
+        (without them such a model rejects every broad rewrite: a miss is the safe answer).
+        `joint`: joint passes over (query, cached) wordings, needed (with `vectors`) by a model
+        with cross features; without either such a model rejects every broad rewrite too."""
         if self.mode == "off":
             return 1.0
         edit = edit_of(query, cached, self.known_words)
@@ -233,11 +256,20 @@ class Guard:
                 features += token_alignment_features(mine, theirs)
             else:
                 features += [1.0] * len(TOKEN_FEATURE_NAMES)
+        row = np.asarray(features, dtype=np.float64)
         if self.model.head_dim:
             if vectors is None:
                 return 0.0
-            return self.model.probability(np.concatenate([features, head_features(*vectors)]))
-        return self.model.probability(features)
+            row = np.concatenate([row, head_features(*vectors)])
+        if self.model.uses_cross:
+            if vectors is None or joint is None:
+                return 0.0
+            pairs = [(query.wording, cached.wording)]
+            if self.model.cross_orders == 2:
+                pairs.append((cached.wording, query.wording))
+            extra = cross_features(joint(pairs), *vectors, self.model.cross_dim > 0)
+            row = np.concatenate([row, extra])
+        return self.model.probability(row)
 
     def accepts(
         self,
@@ -248,8 +280,9 @@ class Guard:
         word_vectors: WordVectors | None = None,
         token_states: TokenEncoder | None = None,
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
+        joint: JointEncoder | None = None,
     ) -> bool:
         p = self.probability(
-            cosine, query, cached, span_similarity, word_vectors, token_states, vectors
+            cosine, query, cached, span_similarity, word_vectors, token_states, vectors, joint
         )
         return p >= self.min_probability
