@@ -96,18 +96,20 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, out: Sampl
             out.errors += 1
             await r.read()
             return
-        done = False
+        total = None
         async for line in r.content:
             if line.startswith(b"data:"):
                 if ttft is None:
                     ttft = time.perf_counter() - start
                 if line.startswith(b"data: [DONE]"):
-                    done = True
-    if not done or ttft is None:
+                    # The reply's end for an OpenAI client (the SDK stops here); the loop still
+                    # reads to the body's end so the connection goes back to the pool.
+                    total = time.perf_counter() - start
+    if total is None or ttft is None:
         out.errors += 1
         return
     out.ttft_s.append(ttft)
-    out.total_s.append(time.perf_counter() - start)
+    out.total_s.append(total)
 
 
 async def _batch(
