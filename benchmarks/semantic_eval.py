@@ -3,10 +3,10 @@
     python benchmarks/semantic_eval.py quality [--data ../shared/semantic/dev_prompts.jsonl]
         [--folds 5] [--seed 0] [--out FILE] [--write-weights policies/semantic/guard_weights.json]
         [--alignment] [--tokens] [--margin M]
-        [--typo-vocab] [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2]
+        [--[no-]typo-vocab] [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2]
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
-        [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--pair-head]
-        [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
+        [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--[no-]typo-vocab]
+        [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.semantic_quality import print_quality, quality  # noqa: E402
+from config.semantic import SemanticCacheConfig  # noqa: E402
 
 
 def main() -> None:
@@ -59,8 +60,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--typo-vocab",
-        action="store_true",
-        help="quality: never fold two whole vocabulary words as a typo (guard.typo_vocabulary)",
+        action=argparse.BooleanOptionalAction,
+        default=SemanticCacheConfig().guard.typo_vocabulary,
+        help="quality and holdout: never fold two whole vocabulary words as a typo "
+        "(guard.typo_vocabulary; default: as the shipped config)",
     )
     parser.add_argument(
         "--pair-head",

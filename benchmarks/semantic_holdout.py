@@ -55,8 +55,11 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
         c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
     }
     categorizer = Categorizer(base.categorizer, examples)
-    dev_ev = Evaluator(dev, memo, categorizer)
-    held_ev = Evaluator(held, memo, categorizer)
+    # The shipped guard as shipped: with `guard.typo_vocabulary` when the run says so (default:
+    # the config's default).
+    known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
+    dev_ev = Evaluator(dev, memo, categorizer, known)
+    held_ev = Evaluator(held, memo, categorizer, known)
     dev_order = list(range(len(dev)))
     random.Random(args.seed).shuffle(dev_order)
 
@@ -112,6 +115,7 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
         "holdout": args.holdout,
         "seed": args.seed,
         "orders": args.orders,
+        "typo_vocab": bool(known),
         "variants": {
             n: {"mode": v[0], "threshold": v[1], "cut": v[2]} for n, v in variants.items()
         },
