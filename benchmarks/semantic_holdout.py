@@ -31,13 +31,13 @@ from benchmarks.semantic_quality import (
     cluster_groups,
     load_rows,
     merge,
+    shipped_categorizer,
     table,
     total,
 )
 from config.semantic import SemanticCacheConfig
 from gateway.semantic.cache import shipped_guard_weights
 from gateway.semantic.embedder import load_model
-from policies.semantic.categorizer import Categorizer
 from policies.semantic.guard import NEAR_DUPLICATE_RATIO, GuardModel, span_similarity_from
 from policies.semantic.pair_features import edit_of, prompt_terms
 
@@ -51,10 +51,7 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
     base = SemanticCacheConfig()
     raw_model = load_model(base.embedder)
     memo = MemoModel(raw_model)
-    examples = {
-        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
-    }
-    categorizer = Categorizer(base.categorizer, examples)
+    categorizer = shipped_categorizer(memo, base)
     # The shipped guard as shipped: with `guard.typo_vocabulary` when the run says so (default:
     # the config's default).
     known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()

@@ -36,11 +36,11 @@ from benchmarks.semantic_quality import (  # noqa: E402
     cluster_groups,
     load_rows,
     merge,
+    shipped_categorizer,
     table,
 )
 from config.semantic import SemanticCacheConfig  # noqa: E402
 from gateway.semantic.embedder import load_model  # noqa: E402
-from policies.semantic.categorizer import Categorizer  # noqa: E402
 from policies.semantic.guard import span_similarity_from  # noqa: E402
 from policies.semantic.pair_features import prompt_terms  # noqa: E402
 
@@ -55,10 +55,7 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
     terms = [prompt_terms(r["prompt"]) for r in rows]
     clusters = [r["cluster"] for r in rows]
     spans = span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS))
-    examples = {
-        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
-    }
-    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples))
+    ev = Evaluator(rows, memo, shipped_categorizer(memo, base))
     groups = cluster_groups(rows)
     out: dict[str, object] = {}
     for seed in args.seeds:

@@ -44,6 +44,7 @@ from benchmarks.semantic_quality import (  # noqa: E402
     choose_per_category_shrunk,
     load_rows,
     merge,
+    shipped_categorizer,
     table,
     total,
     value,
@@ -51,7 +52,6 @@ from benchmarks.semantic_quality import (  # noqa: E402
 from config.semantic import SemanticCacheConfig  # noqa: E402
 from gateway.semantic.cache import shipped_guard_weights  # noqa: E402
 from gateway.semantic.embedder import load_model  # noqa: E402
-from policies.semantic.categorizer import Categorizer  # noqa: E402
 from policies.semantic.guard import GuardModel, span_similarity_from  # noqa: E402
 from policies.semantic.pair_features import prompt_terms  # noqa: E402
 from policies.semantic.token_alignment import TokenStateCache  # noqa: E402
@@ -177,10 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     base = SemanticCacheConfig()
     raw_model = load_model(base.embedder)
     memo = MemoModel(raw_model)
-    examples = {
-        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
-    }
-    categorizer = Categorizer(base.categorizer, examples)
+    categorizer = shipped_categorizer(memo, base)
     vectors = memo.encode([r["prompt"] for r in dev], **EMBED_KWARGS)
     dev_order = list(range(len(dev)))
     random.Random(args.dev_seed).shuffle(dev_order)

@@ -167,6 +167,14 @@ def value(t: Tally) -> tuple[bool, float]:
     return within, (t.hit_rate if within else correct - FALSE_HIT_COST * t.false_hits)
 
 
+def shipped_categorizer(memo: MemoModel, base: SemanticCacheConfig) -> Categorizer:
+    """The categorizer the cache builds from `base`, its example prompts embedded by `memo`."""
+    vectors = {
+        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
+    }
+    return Categorizer(base.categorizer, vectors)
+
+
 class Evaluator:
     """Replays index lists of the data set through a fresh real cache per configuration."""
 
@@ -310,12 +318,8 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     )
     # `--tokens`: the model also gets the contextual token alignment features (experiment).
     tokens = TokenStateCache(memo.token_states, 10**6) if getattr(args, "tokens", False) else None
-    examples = {
-        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
-    }
-    # `--typo-vocab`: two whole words of the model's vocabulary are never folded as a typo.
     known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
-    ev = Evaluator(rows, memo, Categorizer(base.categorizer, examples), known)
+    ev = Evaluator(rows, memo, shipped_categorizer(memo, base), known)
 
     groups = cluster_groups(rows)
     group_ids = sorted(set(groups.values()))
