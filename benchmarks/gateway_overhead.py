@@ -156,17 +156,18 @@ def _summary(s: Samples) -> dict[str, float]:
     } | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
 
 
+def stream_body(model: str, max_tokens: int) -> bytes:
+    """The benchmarks' streamed chat request: one short user turn, `max_tokens` tokens back."""
+    message = {"role": "user", "content": "Say something about paged attention."}
+    return json.dumps(
+        {"model": model, "messages": [message], "max_tokens": max_tokens, "stream": True}
+    ).encode()
+
+
 async def _measure(
     args: argparse.Namespace, worker: str, gateway: str, pids: dict[str, int]
 ) -> dict[str, object]:
-    body = json.dumps(
-        {
-            "model": args.model,
-            "messages": [{"role": "user", "content": "Say something about paged attention."}],
-            "max_tokens": args.max_tokens,
-            "stream": True,
-        }
-    ).encode()
+    body = stream_body(args.model, args.max_tokens)
     direct, through = Samples(), Samples()
     warm_up = args.concurrency * 2
     await _batch(worker, warm_up, args, body, Samples(), {})

@@ -25,7 +25,7 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gateway_overhead import spawn_sim_worker  # noqa: E402
+from benchmarks.gateway_overhead import spawn_sim_worker, stream_body  # noqa: E402
 
 
 def _cpu_s() -> float:
@@ -50,14 +50,7 @@ async def _run(n: int, concurrency: int, one: Callable[[], Awaitable[int]]) -> t
 
 
 async def _measure(args: argparse.Namespace, url: str) -> dict[str, object]:
-    body = json.dumps(
-        {
-            "model": args.model,
-            "messages": [{"role": "user", "content": "Say something about paged attention."}],
-            "max_tokens": args.max_tokens,
-            "stream": True,
-        }
-    ).encode()
+    body = stream_body(args.model, args.max_tokens)
     headers = {"Content-Type": "application/json"}
     cpu: dict[str, list[float]] = {"aiohttp": [], "httpx": []}
     per_request: dict[str, float] = {}
