@@ -18,11 +18,10 @@ import numpy as np
 
 from benchmarks.semantic_guard_fit import (
     HEAD_L2_GRID,
-    INNER_FOLDS,
     broad_pairs,
     fit_logistic,
-    log_loss,
     pair_rows,
+    shrinkage_by_inner_cv,
 )
 from gateway.semantic.cross_encoder import joint_states
 from policies.semantic.cross_pair import JointEncoder, JointStates, cross_features
@@ -84,24 +83,11 @@ def fit_cross_pair(
     kwargs = {"uses_cross": True, "cross_dim": dim, "cross_orders": spec.orders}
     if not dim:
         return fit_logistic(x, y, **kwargs), 1.0, {}  # type: ignore[arg-type]
-    group_ids = sorted({groups[i] for i in indices})
-    np.random.default_rng(0).shuffle(group_ids)
-    inner = {g: k % INNER_FOLDS for k, g in enumerate(group_ids)}
-    fold_a = np.array([inner[groups[i]] for i, _ in pairs])
-    fold_b = np.array([inner[groups[j]] for _, j in pairs])
-    losses = {}
-    for l2 in grid:
-        loss = 0.0
-        for k in range(INNER_FOLDS):
-            train = (fold_a != k) & (fold_b != k)
-            test = (fold_a == k) & (fold_b == k)
-            if not test.any() or len(set(y[train])) < 2:
-                continue
-            model = fit_logistic(x[train], y[train], head_l2=l2, **kwargs)  # type: ignore[arg-type]
-            loss += log_loss(model, x[test], y[test])
-        losses[l2] = loss
-    chosen = min(grid, key=lambda l2: (losses[l2], -l2))
-    return fit_logistic(x, y, head_l2=chosen, **kwargs), chosen, losses  # type: ignore[arg-type]
+
+    def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
+        return fit_logistic(x, y, head_l2=l2, **kwargs)  # type: ignore[arg-type]
+
+    return shrinkage_by_inner_cv(x, y, pairs, groups, indices, grid, fit)
 
 
 def cross_spec(args: argparse.Namespace) -> CrossSpec | None:

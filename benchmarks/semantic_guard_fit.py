@@ -9,6 +9,8 @@ cluster groups, score on the others).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from policies.semantic.guard import (
@@ -192,6 +194,25 @@ def fit_pair_head(
     )
     y = np.array([clusters[i] == clusters[j] for i, j in pairs], dtype=float)
     dim = vectors.shape[1]
+
+    def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
+        return fit_logistic(x, y, head_dim=dim, head_l2=l2)
+
+    return shrinkage_by_inner_cv(x, y, pairs, groups, indices, grid, fit)
+
+
+def shrinkage_by_inner_cv(
+    x: np.ndarray,
+    y: np.ndarray,
+    pairs: list[tuple[int, int]],
+    groups: list[str],
+    indices: list[int],
+    grid: Sequence[float],
+    fit: Callable[[np.ndarray, np.ndarray, float], GuardModel],
+) -> tuple[GuardModel, float, dict[float, float]]:
+    """The head's L2 shrinkage chosen by an inner cross-validation by cluster group (a pair is
+    scored only in the fold holding both its prompts' groups; held-out log loss, ties to the
+    larger shrinkage); returns the model refitted on all pairs, the choice and the losses."""
     group_ids = sorted({groups[i] for i in indices})
     np.random.default_rng(0).shuffle(group_ids)
     inner = {g: k % INNER_FOLDS for k, g in enumerate(group_ids)}
@@ -205,8 +226,7 @@ def fit_pair_head(
             test = (fold_a == k) & (fold_b == k)
             if not test.any() or len(set(y[train])) < 2:
                 continue
-            model = fit_logistic(x[train], y[train], head_dim=dim, head_l2=l2)
-            loss += log_loss(model, x[test], y[test])
+            loss += log_loss(fit(x[train], y[train], l2), x[test], y[test])
         losses[l2] = loss
     chosen = min(grid, key=lambda l2: (losses[l2], -l2))
-    return fit_logistic(x, y, head_dim=dim, head_l2=chosen), chosen, losses
+    return fit(x, y, chosen), chosen, losses
