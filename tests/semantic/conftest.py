@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
+import msgspec
 import pytest
 
-from config.semantic import CategoryPolicy, IndexConfig, SemanticCacheConfig
-from gateway.semantic.cache import SemanticCache, build_semantic_cache
+from config.semantic import CategoryPolicy, GuardConfig, IndexConfig, SemanticCacheConfig
+from gateway.semantic.cache import (
+    CachedReply,
+    CacheQuery,
+    SemanticCache,
+    build_semantic_cache,
+)
+from policies.semantic.guard import GuardModel
 
 
 def small_config(**policy: object) -> SemanticCacheConfig:
@@ -35,3 +43,44 @@ def make_cache(
         return cache
 
     return factory  # type: ignore[return-value]
+
+
+@pytest.fixture
+def cache_with_weights(
+    make_cache: Callable[..., Awaitable[SemanticCache]], tmp_path: Path
+) -> Callable[[GuardModel], Awaitable[SemanticCache]]:
+    """`await cache_with_weights(model)`: a small cache whose guard loads `model` from a file."""
+    made = 0
+
+    async def factory(model: GuardModel) -> SemanticCache:
+        nonlocal made
+        made += 1
+        path = tmp_path / f"weights_{made}.json"
+        path.write_text(model.to_json())
+        cfg = msgspec.structs.replace(small_config(), guard=GuardConfig(weights_path=str(path)))
+        return await make_cache(cfg)
+
+    return factory
+
+
+@pytest.fixture
+def rewrite_verdict(
+    cache_with_weights: Callable[[GuardModel], Awaitable[SemanticCache]],
+) -> Callable[[GuardModel, str, str], Awaitable[str]]:
+    """`await rewrite_verdict(model, prompt, rewrite)`: the status of a lookup of `rewrite` after
+    `prompt` was answered and stored, in a code-category cache whose guard loads `model`."""
+
+    async def verdict(model: GuardModel, prompt: str, rewrite: str) -> str:
+        cache = await cache_with_weights(model)
+        try:
+            first = await cache.lookup(_code_query(prompt))
+            assert await cache.insert(first, CachedReply(text="use slicing: s[::-1]"))
+            return (await cache.lookup(_code_query(rewrite))).status
+        finally:
+            await cache.close()
+
+    return verdict
+
+
+def _code_query(text: str) -> CacheQuery:
+    return CacheQuery(tenant="t", model="m", text=text, temperature=0.0, category_header="code")

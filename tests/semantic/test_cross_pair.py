@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 
 from benchmarks.semantic_guard_fit import fit_logistic
-from config.semantic import GuardConfig
-from gateway.semantic.cache import CachedReply, CacheQuery
 from gateway.semantic.cross_encoder import LookupPairs, joint_encoder, joint_states
 from policies.semantic.cross_pair import (
     CROSS_SCALAR_NAMES,
@@ -154,28 +150,11 @@ def test_fit_shrinks_the_cross_vector_block_on_its_own():
         fit_logistic(x, y, head_dim=1, uses_cross=True, cross_dim=dim)
 
 
-async def test_cache_runs_the_joint_pass_for_a_cross_model(make_cache, small_cfg, tmp_path: Path):
-    query = CacheQuery(tenant="t", model="m", text=QUERY, temperature=0.0, category_header="code")
-    rewrite = CacheQuery(
-        tenant="t", model="m", text=REWRITE, temperature=0.0, category_header="code"
-    )
-    for bias, expected in ((6.0, "hit"), (-6.0, "miss")):
-        path = tmp_path / f"cross_{bias}.json"
-        path.write_text(cross_model(384, bias=bias).to_json())
-        cfg = msgspec.structs.replace(small_cfg(), guard=GuardConfig(weights_path=str(path)))
-        cache = await make_cache(cfg)
-        try:
-            first = await cache.lookup(query)
-            assert await cache.insert(first, CachedReply(text="use slicing: s[::-1]"))
-            # Only the bias counts here; a hit means the cache gave the guard both vectors and
-            # the real joint pass (a cross model without them answers 0).
-            assert (await cache.lookup(rewrite)).status == expected
-        finally:
-            await cache.close()
+async def test_cache_runs_the_joint_pass_for_a_cross_model(rewrite_verdict, cache_with_weights):
+    # Only the bias counts here; a hit means the cache gave the guard both vectors and the real
+    # joint pass (a cross model without them answers 0).
+    assert await rewrite_verdict(cross_model(384, bias=6.0), QUERY, REWRITE) == "hit"
+    assert await rewrite_verdict(cross_model(384, bias=-6.0), QUERY, REWRITE) == "miss"
     # Cross weights for another embedding size are refused when the cache is built.
-    path = tmp_path / "cross_8.json"
-    path.write_text(cross_model(8, bias=0.0).to_json())
     with pytest.raises(ValueError, match="8-dimensional"):
-        await make_cache(
-            msgspec.structs.replace(small_cfg(), guard=GuardConfig(weights_path=str(path)))
-        )
+        await cache_with_weights(cross_model(8, bias=0.0))

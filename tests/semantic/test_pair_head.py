@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 
 from benchmarks.semantic_guard_fit import fit_logistic
-from config.semantic import GuardConfig
-from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
+from gateway.semantic.cache import build_guard
 from policies.semantic.guard import Guard, GuardModel, feature_names, span_similarity_from
 from policies.semantic.pair_features import FEATURE_NAMES, prompt_terms
 from policies.semantic.pair_head import head_dim, head_feature_names, head_features
@@ -103,32 +100,12 @@ def test_fit_shrinks_the_head_block_on_its_own():
     assert tight.weights[0] > 1.0 and loose.weights[0] > 1.0
 
 
-async def test_cache_hands_the_guard_both_vectors(make_cache, small_cfg, tmp_path: Path):
-    def cache_with(bias: float):  # type: ignore[no-untyped-def]
-        path = tmp_path / f"head_{bias}.json"
-        path.write_text(head_model(384, bias=bias).to_json())
-        guard = GuardConfig(weights_path=str(path))
-        return make_cache(msgspec.structs.replace(small_cfg(), guard=guard))
-
-    query = CacheQuery(tenant="t", model="m", text=QUERY, temperature=0.0, category_header="code")
-    rewrite = CacheQuery(
-        tenant="t", model="m", text=REWRITE, temperature=0.0, category_header="code"
-    )
-    for bias, expected in ((6.0, "hit"), (-6.0, "miss")):
-        cache = await cache_with(bias)
-        try:
-            first = await cache.lookup(query)
-            assert await cache.insert(first, CachedReply(text="use slicing: s[::-1]"))
-            # The model reads only its bias here; a hit means the cache passed both vectors
-            # (a head model without them answers 0).
-            assert (await cache.lookup(rewrite)).status == expected
-        finally:
-            await cache.close()
+async def test_cache_hands_the_guard_both_vectors(rewrite_verdict, cache_with_weights, small_cfg):
+    # The model reads only its bias here; a hit means the cache passed both vectors (a head
+    # model without them answers 0).
+    assert await rewrite_verdict(head_model(384, bias=6.0), QUERY, REWRITE) == "hit"
+    assert await rewrite_verdict(head_model(384, bias=-6.0), QUERY, REWRITE) == "miss"
     assert build_guard(small_cfg()).model is not None
     # Head weights for another embedding size are refused when the cache is built.
-    path = tmp_path / "head_8.json"
-    path.write_text(head_model(8, bias=0.0).to_json())
     with pytest.raises(ValueError, match="8-dimensional"):
-        await make_cache(
-            msgspec.structs.replace(small_cfg(), guard=GuardConfig(weights_path=str(path)))
-        )
+        await cache_with_weights(head_model(8, bias=0.0))
