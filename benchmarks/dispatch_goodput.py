@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gateway_overhead import _pct, _spawn, spawn_sim_worker  # noqa: E402
+from benchmarks.gateway_overhead import _pct, spawn_gateway, spawn_sim_worker, stop  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 
@@ -208,29 +208,23 @@ def main() -> int:
     p.add_argument("--model", default="sim-llama")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    python = [sys.executable, "-m", "kvgate"]
-    worker, worker_url = spawn_sim_worker(
-        args.model, args.time_scale, "--max-batch-size", str(args.max_batch)
-    )
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
+        worker, worker_url = spawn_sim_worker(
+            args.model, args.time_scale, "--max-batch-size", str(args.max_batch)
+        )
+        procs.append(worker)
         gateways = {}
         for name, bound in (("off", 0), ("on", args.in_flight)):
-            env = os.environ | {
+            env = {
                 "KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": "false",
                 "KVGATE__GATEWAY__DISPATCH__MAX_IN_FLIGHT_PER_WORKER": str(bound),
             }
-            argv = [*python, "--log-level", "WARNING", "gateway", "--port", "0"]
-            proc, url = _spawn([*argv, "--worker", worker_url], "listening", env=env)
+            proc, gateways[name] = spawn_gateway(worker_url, env)
             procs.append(proc)
-            gateways[name] = url
         result = asyncio.run(_measure(args, worker_url, gateways))
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
-        worker.terminate()
-        worker.wait(10)
+        stop(procs)
     print(_table(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -82,6 +82,19 @@ def _spawn(
     raise RuntimeError(f"{argv[3]} printed no URL")
 
 
+def spawn_gateway(worker_url: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`kvgate gateway` over one worker on a free loopback port, config overrides in `env`."""
+    argv = [sys.executable, "-m", "kvgate", "--log-level", "WARNING", "gateway", "--port", "0"]
+    return _spawn([*argv, "--worker", worker_url], "listening", env=os.environ | env)
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the benchmark's children, the last started first (gateways before workers)."""
+    for proc in reversed(procs):
+        proc.terminate()
+        proc.wait(10)
+
+
 def spawn_sim_worker(model: str, time_scale: float, *extra: str) -> tuple[subprocess.Popen, str]:
     """`kvgate sim-worker` on a free loopback port (more flags in `extra`); (process, URL)."""
     argv = [sys.executable, "-m", "kvgate", "sim-worker", "--host", "127.0.0.1", "--port", "0"]
@@ -284,31 +297,26 @@ def main() -> int:
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    python = [sys.executable, "-m", "kvgate"]
-    worker, worker_url = spawn_sim_worker(args.model, args.time_scale)
+    procs: list[subprocess.Popen] = []
     try:
+        worker, worker_url = spawn_sim_worker(args.model, args.time_scale)
+        procs.append(worker)
         enabled = "true" if args.semantic_cache == "on" else "false"
-        gateway, gateway_url = _spawn(
-            [*python, "--log-level", "WARNING", "gateway", "--port", "0", "--worker", worker_url],
-            "listening",
-            env=os.environ
-            | {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled}
+        gateway, gateway_url = spawn_gateway(
+            worker_url,
+            {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled}
             | ({"KVGATE__GATEWAY__ROUTING__TYPE": args.routing} if args.routing else {}),
         )
-        try:
-            pids = {"worker": worker.pid, "gateway": gateway.pid, "client": os.getpid()}
-            if args.pin:
-                rest = set(range(1, os.cpu_count() or 2)) or {0}
-                _pin(worker.pid, {0})
-                _pin(gateway.pid, rest)
-                _pin(os.getpid(), rest)
-            result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
-        finally:
-            gateway.terminate()
-            gateway.wait(10)
+        procs.append(gateway)
+        pids = {"worker": worker.pid, "gateway": gateway.pid, "client": os.getpid()}
+        if args.pin:
+            rest = set(range(1, os.cpu_count() or 2)) or {0}
+            _pin(worker.pid, {0})
+            _pin(gateway.pid, rest)
+            _pin(os.getpid(), rest)
+        result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop(procs)
     print(_table(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,7 +25,7 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gateway_overhead import spawn_sim_worker, stream_body  # noqa: E402
+from benchmarks.gateway_overhead import spawn_sim_worker, stop, stream_body  # noqa: E402
 
 
 def _cpu_s() -> float:
@@ -106,8 +106,7 @@ def main() -> int:
     try:
         result = uvloop.run(_measure(args, base + "/v1/chat/completions"))
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop([worker])
     med = result["median_cpu_ms_per_request"]
     print(f"{'client':<10}{'cpu ms/request (median)':>26}{'chunks/request':>16}")
     for name in ("aiohttp", "httpx"):
