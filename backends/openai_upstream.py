@@ -1,18 +1,15 @@
 """The one pooled HTTP client for OpenAI-compatible workers (ours, vLLM, anything alike).
 
 One `UpstreamClient` per gateway, shared by every request, so connections are kept alive and
-reused. Built on aiohttp's client rather than httpx: relaying a streamed reply of 64 chunks
-costs ~1.4 ms of CPU per request with aiohttp against ~6.5 ms with httpx (measured on the dev
-box, same worker, same load); the gateway's added latency is mostly that CPU.
+reused. Requests (`open`) go through `WorkerPool` (worker_conn.py): a streamed reply's chunks go
+from the socket to the relay's callback with no task wake-up per chunk, which is most of the
+gateway's CPU per request. Probes, `/stats` and long-lived event streams use aiohttp's client
+(rather than httpx: aiohttp costs ~4x less CPU per streamed chunk, docs/architecture.md).
 
-Failures come out as three exception types, so callers never see the library's own:
-- `UpstreamUnavailable`: the worker could not be reached, or the connection broke before the
-  reply was complete (refused, reset, died). Safe to retry elsewhere when nothing was relayed yet.
-- `UpstreamTimeout`: the worker said nothing for `read_timeout_s` (or would not connect in
-  `connect_timeout_s`: that one is `UpstreamUnavailable`, it is not slow, it is gone).
-- `UpstreamStatusError`: a probe got a non-2xx answer.
-Rule for callers: `close()` every reply `open()` returns (a reply read to its end goes back to
-the pool; one closed early drops its connection, which tells the worker to stop generating).
+Failures come out as the three exception types of upstream_errors.py, so callers never see a
+library's own. Rule for callers: `close()` every reply `open()` returns (a reply read to its end
+goes back to the pool; one closed early drops its connection, which tells the worker to stop
+generating).
 """
 
 from __future__ import annotations
@@ -24,25 +21,24 @@ from typing import Any
 import aiohttp
 import orjson
 
+from backends.upstream_errors import (
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from backends.worker_conn import PipedReply, WorkerPool
 from config.gateway import UpstreamConfig
 
-
-class UpstreamError(Exception):
-    pass
-
-
-class UpstreamUnavailable(UpstreamError):
-    pass
-
-
-class UpstreamTimeout(UpstreamError):
-    pass
-
-
-class UpstreamStatusError(UpstreamError):
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = [
+    "PipedReply",
+    "StreamReply",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
 
 
 def _classify(exc: BaseException) -> UpstreamError:
@@ -56,8 +52,8 @@ def _classify(exc: BaseException) -> UpstreamError:
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-class UpstreamReply:
-    """A worker's reply whose headers are in; the body is read chunk by chunk as it arrives."""
+class StreamReply:
+    """A long-lived GET stream (e.g. `/kv_events`) whose headers are in; read chunk by chunk."""
 
     __slots__ = ("_response",)
 
@@ -83,12 +79,6 @@ class UpstreamReply:
         except _ERRORS as exc:
             raise _classify(exc) from exc
 
-    async def read_all(self) -> bytes:
-        try:
-            return await self._response.read()
-        except _ERRORS as exc:
-            raise _classify(exc) from exc
-
     def close(self) -> None:
         if self._response.content.at_eof():
             self._response.release()
@@ -97,7 +87,7 @@ class UpstreamReply:
 
 
 class UpstreamClient:
-    """Make inside a running event loop (aiohttp binds its pool to the loop)."""
+    """Make inside a running event loop (both pools bind to the loop)."""
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self._timeout = aiohttp.ClientTimeout(
@@ -114,21 +104,21 @@ class UpstreamClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
         )
+        self._pool = WorkerPool(
+            cfg.connect_timeout_s, cfg.read_timeout_s, cfg.max_connections, cfg.keepalive_timeout_s
+        )
 
     async def aclose(self) -> None:
+        self._pool.close()
         await self._session.close()
 
     async def open(
         self, base_url: str, path: str, body: bytes, headers: Mapping[str, str]
-    ) -> UpstreamReply:
+    ) -> PipedReply:
         """POST `body` as is; returns once the reply's headers are in (its body is not read)."""
-        try:
-            response = await self._session.post(base_url + path, data=body, headers=headers)
-        except _ERRORS as exc:
-            raise _classify(exc) from exc
-        return UpstreamReply(response)
+        return await self._pool.post(base_url, path, body, headers)
 
-    async def open_stream(self, base_url: str, path: str, read_timeout_s: float) -> UpstreamReply:
+    async def open_stream(self, base_url: str, path: str, read_timeout_s: float) -> StreamReply:
         """GET a long-lived stream (e.g. `/kv_events`); any status comes back, the caller checks
         it. `read_timeout_s` is the longest silence allowed between two chunks."""
         timeout = aiohttp.ClientTimeout(
@@ -138,7 +128,7 @@ class UpstreamClient:
             response = await self._session.get(base_url + path, timeout=timeout)
         except _ERRORS as exc:
             raise _classify(exc) from exc
-        return UpstreamReply(response)
+        return StreamReply(response)
 
     async def check(self, base_url: str, path: str, timeout_s: float) -> None:
         """GET `path`; raises unless it answers 2xx (a health probe; the body is ignored)."""

@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from backends.openai_upstream import (
+    PipedReply,
     UpstreamClient,
-    UpstreamReply,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SSE_DONE = b"data: [DONE]\n\n"
-_BUSY = frozenset((429, 503))  # the worker turned the request away; another one may take it
+_BUSY = frozenset((429, 503))
+_CLIENT_HIGH_WATER_BYTES = 256 * 1024  # a slow client's queued bytes before the worker waits
+_DRAIN_POLL_S = 0.01  # the worker turned the request away; another one may take it
 
 
 class ReplyObserver(Protocol):
@@ -88,7 +90,7 @@ class Opened:
     __slots__ = ("first", "reply", "start_s", "ttft_s", "worker")
 
     def __init__(
-        self, worker: WorkerState, reply: UpstreamReply, first: bytes, start_s: float, ttft_s: float
+        self, worker: WorkerState, reply: PipedReply, first: bytes, start_s: float, ttft_s: float
     ) -> None:
         self.worker = worker
         self.reply = reply
@@ -199,7 +201,7 @@ class Relay:
             attempt += 1
             tried.add(worker.worker_id)
             self._fleet.acquire(worker)
-            reply: UpstreamReply | None = None
+            reply: PipedReply | None = None
             try:
                 sent = time.perf_counter()
                 headers = _with_budget(call)
@@ -260,7 +262,7 @@ class Relay:
         return attempts < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
 
     async def _whole(
-        self, reply: UpstreamReply, first: bytes, observer: ReplyObserver | None = None
+        self, reply: PipedReply, first: bytes, observer: ReplyObserver | None = None
     ) -> web.Response:
         try:
             rest = await reply.read_all()
@@ -281,7 +283,7 @@ class Relay:
         self,
         request: web.Request,
         worker: WorkerState,
-        reply: UpstreamReply,
+        reply: PipedReply,
         first: bytes,
         observer: ReplyObserver | None = None,
     ) -> web.StreamResponse:
@@ -289,15 +291,22 @@ class Relay:
         if observer is not None:
             headers.update(observer.headers)
         response = web.StreamResponse(status=200, headers=headers)
+        piped = request.version == HttpVersion11 and request.transport is not None
+        if piped:
+            response.enable_chunked_encoding()  # the framing `_pipe` writes itself
         await response.prepare(request)
-        chunk = first
         try:
-            while chunk:
-                await response.write(chunk)
-                if observer is not None:
-                    observer.feed(chunk)
-                chunk = await reply.read_chunk()
-                worker.progress += 1
+            await response.write(first)  # the headers leave with the first chunk
+            if observer is not None:
+                observer.feed(first)
+            if piped:
+                await _pipe(request, response, worker, reply, observer)
+            else:  # HTTP/1.0: no chunked framing, aiohttp's own writer per chunk
+                while chunk := await reply.read_chunk():
+                    worker.progress += 1
+                    await response.write(chunk)
+                    if observer is not None:
+                        observer.feed(chunk)
             if observer is not None:
                 observer.finish_stream()
         except ConnectionError:
@@ -316,3 +325,47 @@ class Relay:
             await response.write(b"data: " + event + b"\n\n" + _SSE_DONE)
         await response.write_eof()
         return response
+
+
+async def _pipe(
+    request: web.Request,
+    response: web.StreamResponse,
+    worker: WorkerState,
+    reply: PipedReply,
+    observer: ReplyObserver | None,
+) -> None:
+    """Relay the rest of a streamed reply with no task in between: each chunk is written to the
+    client's socket, in HTTP/1.1 chunked framing, from the worker socket's own callback.
+
+    Rules: `response` was prepared with chunked encoding and has written its headers (aiohttp's
+    own `write_eof` adds the last chunk). A client that reads slower than the worker writes gets
+    at most `_CLIENT_HIGH_WATER_BYTES` queued: the worker's socket is then not read until the
+    client's buffer drains (checked every `_DRAIN_POLL_S`; aiohttp has no public drain signal)."""
+    transport = request.transport
+    assert transport is not None
+    draining: asyncio.Task[None] | None = None
+
+    async def drain() -> None:
+        while transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES // 4:
+            if transport.is_closing():
+                return
+            await asyncio.sleep(_DRAIN_POLL_S)
+        reply.resume()
+
+    def sink(chunk: bytes) -> None:
+        nonlocal draining
+        if transport.is_closing():
+            raise ConnectionResetError("the client closed its connection")
+        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        worker.progress += 1
+        if observer is not None:
+            observer.feed(chunk)
+        if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES and draining is None:
+            reply.pause()
+            draining = asyncio.get_running_loop().create_task(drain())
+
+    try:
+        await reply.pipe(sink)
+    finally:
+        if draining is not None and not draining.done():
+            draining.cancel()

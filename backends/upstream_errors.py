@@ -1,0 +1,28 @@
+"""The three ways a call to a worker fails, shared by every upstream client in backends/.
+
+- `UpstreamUnavailable`: the worker could not be reached, or the connection broke before the
+  reply was complete (refused, reset, died). Safe to retry elsewhere when nothing was relayed yet.
+- `UpstreamTimeout`: the worker said nothing for `read_timeout_s` (one that will not connect in
+  `connect_timeout_s` is `UpstreamUnavailable`: it is not slow, it is gone).
+- `UpstreamStatusError`: a probe got a non-2xx answer.
+"""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
