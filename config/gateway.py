@@ -44,6 +44,12 @@ class HealthConfig(Frozen):
     # A worker is taken out after this many failed probes in a row (a failed request takes it
     # out at once) and put back on its first good probe.
     unhealthy_after_failures: PositiveInt = 1
+    # Probes in a row that *time out*, with nothing arriving from the worker meanwhile, before it
+    # leaves rotation. A timeout is weak evidence: a worker whose loop is busy for a second (a
+    # long prefill, a saturated box) is slow, not gone, and taking a fleet's only worker out for
+    # it turns slowness into 503s for everyone. A refused or reset probe is strong evidence and
+    # counts under `unhealthy_after_failures`.
+    unhealthy_after_timeouts: PositiveInt = 3
 
 
 class FleetViewConfig(Frozen):

@@ -60,7 +60,12 @@ def create_app(
     )
     app[CONFIG] = cfg
     app[METRICS] = metrics
-    app[FLEET] = FleetView(worker_urls, metrics, cfg.health.unhealthy_after_failures)
+    app[FLEET] = FleetView(
+        worker_urls,
+        metrics,
+        cfg.health.unhealthy_after_failures,
+        cfg.health.unhealthy_after_timeouts,
+    )
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
     app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)

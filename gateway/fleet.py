@@ -1,12 +1,13 @@
 """The gateway's view of its workers: health, models served, requests in flight.
 
 Owned by the app; mutated only on the event loop (handlers and the health prober), so no locks.
-A worker leaves rotation when a request to it fails or a probe fails
-(`unhealthy_after_failures` in a row) and comes back on its first good probe. A probe that
-*times out* while the worker's replies keep arriving does not count: the worker is slow (its
-loop or its box is busy), not gone, and taking the fleet's only busy worker out would turn a
-slow fleet into a 503 for everyone. `progress` is that sign of life: the relay bumps it for
-every piece of a reply it reads, and the prober compares it before and after a probe.
+A worker leaves rotation when a request to it fails, when a probe is refused or reset
+(`unhealthy_after_failures` in a row), or when probes time out (`unhealthy_after_timeouts` in a
+row), and comes back on its first good probe. Timeouts get their own, longer count: a worker
+whose loop or box is busy is slow, not gone, and taking a fleet's only busy worker out would turn
+a slow fleet into a 503 for everyone. A probe that times out while the worker's replies keep
+arriving does not count at all. `progress` is that sign of life: the relay bumps it for every
+piece of a reply it reads, and the prober compares it before and after a probe.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class WorkerState:
-    __slots__ = ("worker_id", "url", "healthy", "in_flight", "models", "failures", "progress")
+    __slots__ = (
+        "worker_id",
+        "url",
+        "healthy",
+        "in_flight",
+        "models",
+        "failures",
+        "timeouts",
+        "progress",
+    )
 
     def __init__(self, worker_id: str, url: str) -> None:
         self.worker_id = worker_id
@@ -32,6 +42,7 @@ class WorkerState:
         self.in_flight = 0
         self.models: frozenset[str] = frozenset()
         self.failures = 0  # failed probes in a row
+        self.timeouts = 0  # probes in a row that timed out with nothing arriving meanwhile
         self.progress = 0  # reply pieces read from it so far (a sign of life; see module doc)
 
     def view(self) -> WorkerView:
@@ -47,11 +58,16 @@ class FleetListener(Protocol):
 
 class FleetView:
     def __init__(
-        self, urls: Iterable[str], metrics: GatewayMetrics, unhealthy_after_failures: int = 1
+        self,
+        urls: Iterable[str],
+        metrics: GatewayMetrics,
+        unhealthy_after_failures: int = 1,
+        unhealthy_after_timeouts: int = 3,
     ) -> None:
         self.workers = [WorkerState(f"w{i}", url) for i, url in enumerate(urls)]
         self._metrics = metrics
         self._unhealthy_after = unhealthy_after_failures
+        self._unhealthy_after_timeouts = unhealthy_after_timeouts
         self._changed: asyncio.Event | None = None  # made on first wait (needs a running loop)
         self._listeners: list[FleetListener] = []
         for w in self.workers:
@@ -95,6 +111,7 @@ class FleetView:
 
     def probe_ok(self, worker: WorkerState, models: Iterable[str] | None) -> None:
         worker.failures = 0
+        worker.timeouts = 0
         if models is not None:
             worker.models = frozenset(models)
         if not worker.healthy:
@@ -111,6 +128,20 @@ class FleetView:
         if worker.healthy and worker.failures >= self._unhealthy_after:
             log.warning(
                 "worker %s (%s) failed its health probe: %s", worker.worker_id, worker.url, reason
+            )
+            self._set_healthy(worker, False)
+
+    def probe_timed_out(self, worker: WorkerState, reason: str) -> None:
+        """A probe timed out and nothing arrived from `worker` meanwhile."""
+        worker.timeouts += 1
+        self._metrics.error("probe_timeout")
+        if worker.healthy and worker.timeouts >= self._unhealthy_after_timeouts:
+            log.warning(
+                "worker %s (%s) timed out %d probes in a row: %s",
+                worker.worker_id,
+                worker.url,
+                worker.timeouts,
+                reason,
             )
             self._set_healthy(worker, False)
 

@@ -2,8 +2,9 @@
 
 A worker that answers is asked for its `/v1/models` when it (re)joins, so the fleet knows which
 models it serves even after a restart with a different model. A probe that times out while the
-worker's replies kept arriving (its `progress` moved) is reported slow, not failed (fleet.py).
-A refused or reset connection always counts: that worker is gone.
+worker's replies kept arriving (its `progress` moved) is reported slow, not failed; one that
+times out with nothing arriving counts towards `unhealthy_after_timeouts`; a refused or reset
+connection counts towards `unhealthy_after_failures` (fleet.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class HealthProber:
             reason = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, UpstreamTimeout) and worker.healthy and worker.progress != progress:
                 self._fleet.probe_slow(worker, reason)
+            elif isinstance(exc, UpstreamTimeout):
+                self._fleet.probe_timed_out(worker, reason)
             else:
                 self._fleet.probe_failed(worker, reason)
             return

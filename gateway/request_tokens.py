@@ -135,9 +135,7 @@ class RequestTokens:
                 prompt = prompt[0]
             return turns.missing_text(prompt) if isinstance(prompt, str) else []
         chat = msgspec.json.decode(body, type=ChatCompletionRequest)
-        return turns.missing_turns(
-            [{"role": m.role, "content": m.text()} for m in chat.messages]
-        )
+        return turns.missing_turns([{"role": m.role, "content": m.text()} for m in chat.messages])
 
     def encode_turns(self, turns: Sequence[tuple[str, str]]) -> list[array[int]]:
         """Thread-safe: the ids of `turns` (see `TurnEncoder`). Only called after `cold_turns`

@@ -98,17 +98,21 @@ async def test_probe_timeout_during_a_flowing_stream_keeps_the_worker(
     assert metrics.errors.labels("probe_slow_while_serving")._value.get() == 1
 
 
-async def test_probe_timeout_with_nothing_flowing_takes_the_worker_out(
+async def test_probe_timeouts_with_nothing_flowing_take_the_worker_out_after_three(
     stalling_worker, make_gateway
 ):
     gw = await make_gateway(
         [stalling_worker.url], health={"interval_s": 30.0, "timeout_s": PROBE_TIMEOUT_S}
     )
-    fleet = gw.app[FLEET]
+    fleet, metrics = gw.app[FLEET], gw.app[METRICS]
     assert fleet.workers[0].healthy
     stalling_worker.stall_health = True
+    for _ in range(2):  # slow, maybe busy: still in (the default unhealthy_after_timeouts: 3)
+        await gw.app[PROBER].probe_all()
+        assert fleet.workers[0].healthy
     await gw.app[PROBER].probe_all()
     assert not fleet.workers[0].healthy
+    assert metrics.errors.labels("probe_timeout")._value.get() == 3
     # It answers in time again: back in rotation.
     stalling_worker.stall_health = False
     await gw.app[PROBER].probe_all()
