@@ -64,9 +64,13 @@ def _pin(pid: int, cpus: set[int]) -> None:
 
 
 def _spawn(
-    argv: list[str], marker: str, timeout_s: float = 120.0, env: dict[str, str] | None = None
+    argv: list[str],
+    marker: str,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=root, env=env)
     deadline = time.monotonic() + timeout_s
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -82,10 +86,13 @@ def _spawn(
     raise RuntimeError(f"{argv[3]} printed no URL")
 
 
-def spawn_gateway(worker_url: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """`kvgate gateway` over one worker on a free loopback port, config overrides in `env`."""
+def spawn_gateway(
+    worker_url: str, env: dict[str, str], root: Path = ROOT
+) -> tuple[subprocess.Popen, str]:
+    """`kvgate gateway` over one worker on a free loopback port, config overrides in `env`;
+    `root`: the checkout whose code runs (another one is a baseline gateway)."""
     argv = [sys.executable, "-m", "kvgate", "--log-level", "WARNING", "gateway", "--port", "0"]
-    return _spawn([*argv, "--worker", worker_url], "listening", env=os.environ | env)
+    return _spawn([*argv, "--worker", worker_url], "listening", env=os.environ | env, root=root)
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -178,7 +185,11 @@ def stream_body(model: str, max_tokens: int) -> bytes:
 
 
 async def _measure(
-    args: argparse.Namespace, worker: str, gateway: str, pids: dict[str, int]
+    args: argparse.Namespace,
+    worker: str,
+    gateway: str,
+    pids: dict[str, int],
+    baseline: str | None = None,
 ) -> dict[str, object]:
     body = stream_body(args.model, args.max_tokens)
     direct, through = Samples(), Samples()
@@ -192,17 +203,23 @@ async def _measure(
             await _batch(base, per_round, args, body, samples, pids)
     d, g = _summary(direct), _summary(through)
     result: dict[str, object] = {
-        "config": vars(args) | {"out": str(args.out) if args.out else None},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "direct": d,
         "gateway": g,
         "added_ms": _added(d, g),
         "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
     }
     if args.interleaved:
-        mixed_direct, mixed_through = Samples(), Samples()
-        await _mixed(worker, gateway, args.interleaved, args, body, mixed_direct, mixed_through)
-        md, mg = _summary(mixed_direct), _summary(mixed_through)
-        result["interleaved"] = {"direct": md, "gateway": mg, "added_ms": _added(md, mg)}
+        paths = [(worker, Samples()), (gateway, Samples())]
+        if baseline is not None:
+            paths.append((baseline, Samples()))
+        await _mixed(paths, args.interleaved, args, body)
+        md, mg = _summary(paths[0][1]), _summary(paths[1][1])
+        mixed = {"direct": md, "gateway": mg, "added_ms": _added(md, mg)}
+        if baseline is not None:
+            mb = _summary(paths[2][1])
+            mixed |= {"baseline": mb, "baseline_added_ms": _added(md, mb)}
+        result["interleaved"] = mixed
     return result
 
 
@@ -211,36 +228,28 @@ def _added(d: dict[str, float], g: dict[str, float]) -> dict[str, float]:
 
 
 async def _mixed(
-    worker: str,
-    gateway: str,
-    n: int,
-    args: argparse.Namespace,
-    body: bytes,
-    direct: Samples,
-    through: Samples,
+    paths: list[tuple[str, Samples]], n: int, args: argparse.Namespace, body: bytes
 ) -> None:
-    """`n` requests per path at once: each client alternates direct / gateway request by
-    request (half the clients start on each), so both paths share the worker's batch, the
+    """`n` requests per path at once: each client takes the paths in turn, request by request
+    (the clients start on different paths), so every path shares the worker's batch, the
     machine's load and the clients' phase against the engine steps at every moment. Latency
-    only: the two paths' throughputs are not separable here."""
-    paths = [(worker + "/v1/chat/completions", direct), (gateway + "/v1/chat/completions", through)]
+    only: the paths' throughputs are not separable here."""
+    urls = [base + "/v1/chat/completions" for base, _ in paths]
     rng = random.Random(n)
-    remaining = [n, n]
-    connector = aiohttp.TCPConnector(limit=2 * args.concurrency)
+    remaining = [n] * len(paths)
+    connector = aiohttp.TCPConnector(limit=len(paths) * args.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def client(first: int) -> None:
-            turn = first
-            while remaining[0] or remaining[1]:
-                if not remaining[turn]:
-                    turn ^= 1
+        async def client(turn: int) -> None:
+            while any(remaining):
+                while not remaining[turn]:
+                    turn = (turn + 1) % len(paths)
                 remaining[turn] -= 1
                 await asyncio.sleep(rng.uniform(0.0, args.think_ms / 1e3))
-                url, samples = paths[turn]
-                await _one(session, url, body, samples)
-                turn ^= 1
+                await _one(session, urls[turn], body, paths[turn][1])
+                turn = (turn + 1) % len(paths)
 
-        await asyncio.gather(*(client(i % 2) for i in range(args.concurrency)))
+        await asyncio.gather(*(client(i % len(paths)) for i in range(args.concurrency)))
 
 
 def _table(result: dict[str, object]) -> str:
@@ -263,6 +272,12 @@ def _table(result: dict[str, object]) -> str:
         for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"):
             rows.append(f"{key:<16}{md[key]:>12.2f}{mg[key]:>12.2f}{ma[key]:>+12.2f}")
         rows.append(f"{'errors':<16}{md['errors']:>12}{mg['errors']:>12}")
+        if "baseline" in mixed:
+            mb, ba = mixed["baseline"], mixed["baseline_added_ms"]
+            rows.append(f"baseline gateway, same interleaving ({mb['requests']} requests):")
+            for key in ("ttft_p50_ms", "ttft_p99_ms", "total_p50_ms", "total_p99_ms"):
+                rows.append(f"{key:<16}{md[key]:>12.2f}{mb[key]:>12.2f}{ba[key]:>+12.2f}")
+            rows.append(f"{'errors':<16}{md['errors']:>12}{mb['errors']:>12}")
     return "\n".join(rows)
 
 
@@ -295,6 +310,12 @@ def main() -> int:
         help="after the rounds, N more requests per path with every client alternating direct / "
         "gateway request by request (latency under identical conditions; 0 = skip)",
     )
+    p.add_argument(
+        "--baseline-root",
+        type=Path,
+        help="another checkout of kvgate (e.g. a git worktree of an older commit): its gateway, "
+        "over the same worker, joins the interleaved requests as a third path",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     procs: list[subprocess.Popen] = []
@@ -308,13 +329,21 @@ def main() -> int:
             | ({"KVGATE__GATEWAY__ROUTING__TYPE": args.routing} if args.routing else {}),
         )
         procs.append(gateway)
+        baseline_url = None
+        if args.baseline_root is not None:
+            baseline, baseline_url = spawn_gateway(
+                worker_url,
+                {"KVGATE__GATEWAY__SEMANTIC_CACHE__ENABLED": enabled},
+                root=args.baseline_root.resolve(),
+            )
+            procs.append(baseline)
         pids = {"worker": worker.pid, "gateway": gateway.pid, "client": os.getpid()}
         if args.pin:
             rest = set(range(1, os.cpu_count() or 2)) or {0}
             _pin(worker.pid, {0})
             _pin(gateway.pid, rest)
             _pin(os.getpid(), rest)
-        result = asyncio.run(_measure(args, worker_url, gateway_url, pids))
+        result = asyncio.run(_measure(args, worker_url, gateway_url, pids, baseline_url))
     finally:
         stop(procs)
     print(_table(result))
