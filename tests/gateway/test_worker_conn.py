@@ -5,6 +5,7 @@ ended by closing, a pooled connection dropped just as it is reused, a stall)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,6 +16,7 @@ from backends.upstream_errors import UpstreamTimeout, UpstreamUnavailable
 from backends.worker_conn import WorkerPool
 
 CHUNKS = 12
+BIG_EVENTS = 5000  # ~5 MB: more than loopback socket buffers and the relay's high-water mark
 JSON = {"Content-Type": "application/json"}
 
 
@@ -47,9 +49,27 @@ class App:
         await response.write_eof()
         return response
 
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        """A chat stream far bigger than any socket buffer, written as fast as it can go."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(BIG_EVENTS):
+            await response.write(b"data: %05d%s\n\n" % (i, b"x" * 1000))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
     async def whole(self, request: web.Request) -> web.Response:
         self.peers.append(request.transport.get_extra_info("peername")[1])
         return web.json_response({"ok": True}, status=503, headers={"Retry-After": "3"})
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response({"data": [{"id": "sim-llama", "object": "model"}]})
 
 
 @pytest.fixture
@@ -58,6 +78,9 @@ async def app() -> AsyncIterator[App]:
     web_app = web.Application()
     web_app.router.add_post("/base/stream", state.stream)
     web_app.router.add_post("/base/whole", state.whole)
+    web_app.router.add_post("/v1/chat/completions", state.big)
+    web_app.router.add_get("/health", _health)
+    web_app.router.add_get("/v1/models", _models)
     runner = web.AppRunner(web_app)
     await runner.setup()
     sock = socket.socket()
@@ -305,3 +328,28 @@ async def test_the_gateway_relays_a_stream_to_an_http10_client_too(gateway) -> N
     assert b"transfer-encoding: chunked" not in head.lower()
     events = [line for line in text.split(b"\n\n") if line.startswith(b"data: ")]
     assert len(events) >= 3 and events[-1] == b"data: [DONE]"
+
+
+async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gateway) -> None:
+    """The client reads nothing for a while (tiny receive buffer): the relay must queue at most
+    its high-water mark, stop reading the worker, and resume when the client drains."""
+    gw = await make_gateway([app.url.removesuffix("/base")])
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = b'{"model": "sim-llama", "stream": true, "messages": [{"role": "user", "content": "x"}]}'
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)  # not reading: the gateway's send buffer fills
+    raw = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    text = raw.partition(b"\r\n\r\n")[2]
+    numbers = [int(m) for m in re.findall(rb"data: (\d{5})x", text)]
+    assert numbers == list(range(BIG_EVENTS))
+    assert b"data: [DONE]" in text
