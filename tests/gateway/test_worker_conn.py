@@ -20,13 +20,18 @@ BIG_EVENTS = 5000  # ~5 MB: more than loopback socket buffers and the relay's hi
 JSON = {"Content-Type": "application/json"}
 
 
-def _pool(read_timeout_s: float = 5.0, max_connections: int = 8) -> WorkerPool:
-    return WorkerPool(
-        connect_timeout_s=2.0,
-        read_timeout_s=read_timeout_s,
-        max_connections=max_connections,
-        keepalive_timeout_s=30.0,
-    )
+@pytest.fixture
+async def make_pool() -> AsyncIterator[Callable[..., WorkerPool]]:
+    """`make_pool(read_timeout_s=..., max_connections=...)`, closed after the test."""
+    pools: list[WorkerPool] = []
+
+    def make(read_timeout_s: float = 5.0, max_connections: int = 8) -> WorkerPool:
+        pools.append(WorkerPool(2.0, read_timeout_s, max_connections, 30.0))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.close()
 
 
 class App:
@@ -123,50 +128,56 @@ async def _read_request(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-async def test_pipe_delivers_every_chunk_in_order_and_reuses_the_connection(app: App) -> None:
-    pool = _pool()
-    try:
-        for _ in range(2):
-            reply = await pool.post(app.url, "/stream", b'{"q": 1}', JSON)
-            assert reply.status == 200
-            assert reply.content_type == "text/event-stream"
-            got: list[bytes] = [await reply.read_chunk()]
-            await reply.pipe(got.append)
-            reply.close()
-            assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(CHUNKS))
-        assert app.bodies == [b'{"q": 1}'] * 2
-        assert len(app.peers) == 2 and app.peers[0] == app.peers[1]  # kept alive, reused
-    finally:
-        pool.close()
+def _unchunk(framed: bytes) -> bytes:
+    """The body of an HTTP/1.1 chunked message (what a client library would hand over)."""
+    body, at = [], 0
+    while True:
+        end = framed.index(b"\r\n", at)
+        size = int(framed[at:end], 16)
+        if size == 0:
+            return b"".join(body)
+        body.append(framed[end + 2 : end + 2 + size])
+        assert framed[end + 2 + size : end + 4 + size] == b"\r\n"
+        at = end + 4 + size
 
 
-async def test_a_reply_closed_early_drops_its_connection(app: App) -> None:
+async def test_pipe_delivers_every_chunk_in_order_and_reuses_the_connection(
+    app: App, make_pool
+) -> None:
+    pool = make_pool()
+    for _ in range(2):
+        reply = await pool.post(app.url, "/stream", b'{"q": 1}', JSON)
+        assert reply.status == 200
+        assert reply.content_type == "text/event-stream"
+        got: list[bytes] = [await reply.read_chunk()]
+        await reply.pipe(got.append)
+        reply.close()
+        assert b"".join(got) == b"".join(b"data: %d\n\n" % i for i in range(CHUNKS))
+    assert app.bodies == [b'{"q": 1}'] * 2
+    assert len(app.peers) == 2 and app.peers[0] == app.peers[1]  # kept alive, reused
+
+
+async def test_a_reply_closed_early_drops_its_connection(app: App, make_pool) -> None:
     app.gap_s = 0.01
-    pool = _pool()
-    try:
-        reply = await pool.post(app.url, "/stream", b"{}", JSON)
-        assert await reply.read_chunk()
-        reply.close()  # the rest is not wanted: the worker must see the connection go
-        reply = await pool.post(app.url, "/stream", b"{}", JSON)
-        await reply.read_all()
-        reply.close()
-        assert app.peers[0] != app.peers[1]
-    finally:
-        pool.close()
+    pool = make_pool()
+    reply = await pool.post(app.url, "/stream", b"{}", JSON)
+    assert await reply.read_chunk()
+    reply.close()  # the rest is not wanted: the worker must see the connection go
+    reply = await pool.post(app.url, "/stream", b"{}", JSON)
+    await reply.read_all()
+    reply.close()
+    assert app.peers[0] != app.peers[1]
 
 
-async def test_status_and_headers_of_a_whole_reply(app: App) -> None:
-    pool = _pool()
-    try:
-        reply = await pool.post(app.url, "/whole", b"{}", JSON)
-        assert (reply.status, reply.retry_after) == (503, "3")
-        assert await reply.read_all() == b'{"ok": true}'
-        reply.close()
-    finally:
-        pool.close()
+async def test_status_and_headers_of_a_whole_reply(app: App, make_pool) -> None:
+    pool = make_pool()
+    reply = await pool.post(app.url, "/whole", b"{}", JSON)
+    assert (reply.status, reply.retry_after) == (503, "3")
+    assert await reply.read_all() == b'{"ok": true}'
+    reply.close()
 
 
-async def test_a_body_ended_by_closing_the_connection(raw_server) -> None:
+async def test_a_body_ended_by_closing_the_connection(raw_server, make_pool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello, ")
@@ -175,16 +186,13 @@ async def test_a_body_ended_by_closing_the_connection(raw_server) -> None:
         writer.close()
 
     url = await raw_server(handler)
-    pool = _pool()
-    try:
-        reply = await pool.post(url, "/x", b"{}", JSON)
-        assert await reply.read_all() == b"hello, world"
-        reply.close()
-    finally:
-        pool.close()
+    pool = make_pool()
+    reply = await pool.post(url, "/x", b"{}", JSON)
+    assert await reply.read_all() == b"hello, world"
+    reply.close()
 
 
-async def test_a_stale_pooled_connection_is_retried_on_a_new_one(raw_server) -> None:
+async def test_a_stale_pooled_connection_is_retried_on_a_new_one(raw_server, make_pool) -> None:
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -199,18 +207,15 @@ async def test_a_stale_pooled_connection_is_retried_on_a_new_one(raw_server) -> 
         writer.close()
 
     url = await raw_server(handler)
-    pool = _pool()
-    try:
-        for _ in range(3):
-            reply = await pool.post(url, "/x", b"{}", JSON)
-            assert await reply.read_all() == b"ok"
-            reply.close()
-        assert connections == 3  # two stale connections, each retried once, invisibly
-    finally:
-        pool.close()
+    pool = make_pool()
+    for _ in range(3):
+        reply = await pool.post(url, "/x", b"{}", JSON)
+        assert await reply.read_all() == b"ok"
+        reply.close()
+    assert connections == 3  # two stale connections, each retried once, invisibly
 
 
-async def test_a_connection_lost_mid_body_is_unavailable(raw_server) -> None:
+async def test_a_connection_lost_mid_body_is_unavailable(raw_server, make_pool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -218,17 +223,14 @@ async def test_a_connection_lost_mid_body_is_unavailable(raw_server) -> None:
         writer.close()
 
     url = await raw_server(handler)
-    pool = _pool()
-    try:
-        reply = await pool.post(url, "/x", b"{}", JSON)
-        with pytest.raises(UpstreamUnavailable):
-            await reply.pipe(lambda chunk: None)
-        reply.close()
-    finally:
-        pool.close()
+    pool = make_pool()
+    reply = await pool.post(url, "/x", b"{}", JSON)
+    with pytest.raises(UpstreamUnavailable):
+        await reply.pipe(lambda chunk: None)
+    reply.close()
 
 
-async def test_silence_times_out_but_a_pause_of_our_own_does_not(raw_server) -> None:
+async def test_silence_times_out_but_a_pause_of_our_own_does_not(raw_server, make_pool) -> None:
     release = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -240,72 +242,60 @@ async def test_silence_times_out_but_a_pause_of_our_own_does_not(raw_server) -> 
             await writer.drain()
 
     url = await raw_server(handler)
-    pool = _pool(read_timeout_s=0.3)
-    try:
-        # Paused by the caller for longer than the read timeout: no timeout.
-        reply = await pool.post(url, "/x", b"{}", JSON)
-        got: list[bytes] = []
-        reply.pause()
-        piped = reply.pipe(got.append)
-        await asyncio.sleep(0.8)
-        assert not piped.done()
-        release.set()
-        reply.resume()
-        await asyncio.wait_for(piped, 2.0)
-        assert b"".join(got) == b"ab"
-        reply.close()
-        # Silent while we read: a timeout, within about the read timeout.
-        release.clear()
-        reply = await pool.post(url, "/x", b"{}", JSON)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        with pytest.raises(UpstreamTimeout):
-            await reply.pipe(lambda chunk: None)
-        assert 0.25 <= loop.time() - start < 1.5
-        reply.close()
-        release.set()
-    finally:
-        pool.close()
+    pool = make_pool(read_timeout_s=0.3)
+    # Paused by the caller for longer than the read timeout: no timeout.
+    reply = await pool.post(url, "/x", b"{}", JSON)
+    got: list[bytes] = []
+    reply.pause()
+    piped = reply.pipe(got.append)
+    await asyncio.sleep(0.8)
+    assert not piped.done()
+    release.set()
+    reply.resume()
+    await asyncio.wait_for(piped, 2.0)
+    assert b"".join(got) == b"ab"
+    reply.close()
+    # Silent while we read: a timeout, within about the read timeout.
+    release.clear()
+    reply = await pool.post(url, "/x", b"{}", JSON)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(UpstreamTimeout):
+        await reply.pipe(lambda chunk: None)
+    assert 0.25 <= loop.time() - start < 1.5
+    reply.close()
+    release.set()
 
 
-async def test_a_sink_that_raises_ends_the_pipe_with_its_error(app: App) -> None:
+async def test_a_sink_that_raises_ends_the_pipe_with_its_error(app: App, make_pool) -> None:
     app.gap_s = 0.005
-    pool = _pool()
-    try:
-        reply = await pool.post(app.url, "/stream", b"{}", JSON)
+    pool = make_pool()
+    reply = await pool.post(app.url, "/stream", b"{}", JSON)
 
-        def sink(chunk: bytes) -> None:
-            raise ConnectionResetError("client gone")
+    def sink(chunk: bytes) -> None:
+        raise ConnectionResetError("client gone")
 
-        await reply.read_chunk()
-        with pytest.raises(ConnectionResetError):
-            await reply.pipe(sink)
-        reply.close()
-    finally:
-        pool.close()
+    await reply.read_chunk()
+    with pytest.raises(ConnectionResetError):
+        await reply.pipe(sink)
+    reply.close()
 
 
-async def test_refused_is_unavailable_and_gives_the_slot_back() -> None:
+async def test_refused_is_unavailable_and_gives_the_slot_back(make_pool) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    pool = _pool(max_connections=1)
-    try:
-        for _ in range(3):  # with one slot, a leaked slot would hang the second try
-            with pytest.raises(UpstreamUnavailable):
-                await asyncio.wait_for(pool.post(f"http://127.0.0.1:{port}", "/x", b"", JSON), 5)
-    finally:
-        pool.close()
+    pool = make_pool(max_connections=1)
+    for _ in range(3):  # with one slot, a leaked slot would hang the second try
+        with pytest.raises(UpstreamUnavailable):
+            await asyncio.wait_for(pool.post(f"http://127.0.0.1:{port}", "/x", b"", JSON), 5)
 
 
-async def test_header_values_with_line_breaks_are_refused(app: App) -> None:
-    pool = _pool()
-    try:
-        with pytest.raises(ValueError):
-            await pool.post(app.url, "/whole", b"{}", {"X-Evil": "a\r\nX-Injected: 1"})
-    finally:
-        pool.close()
+async def test_header_values_with_line_breaks_are_refused(app: App, make_pool) -> None:
+    pool = make_pool()
+    with pytest.raises(ValueError):
+        await pool.post(app.url, "/whole", b"{}", {"X-Evil": "a\r\nX-Injected: 1"})
 
 
 async def test_the_gateway_relays_a_stream_to_an_http10_client_too(gateway) -> None:
@@ -349,7 +339,9 @@ async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gatew
     await asyncio.sleep(0.5)  # not reading: the gateway's send buffer fills
     raw = await asyncio.wait_for(reader.read(), 30)
     writer.close()
-    text = raw.partition(b"\r\n\r\n")[2]
+    head, _, framed = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    text = _unchunk(framed)
     numbers = [int(m) for m in re.findall(rb"data: (\d{5})x", text)]
     assert numbers == list(range(BIG_EVENTS))
     assert b"data: [DONE]" in text
