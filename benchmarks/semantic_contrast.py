@@ -14,6 +14,8 @@ record.
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from gateway.semantic.cache import shipped_guard_weights
 from gateway.semantic.embedder import load_model
 from policies.semantic.contrast_checks import CHECKS
 from policies.semantic.guard import Guard, GuardModel, span_similarity_from
-from policies.semantic.pair_features import prompt_terms
+from policies.semantic.pair_features import PromptTerms, prompt_terms
 
 
 def contrast_checks(args: argparse.Namespace) -> tuple[str, ...]:
@@ -88,11 +90,37 @@ def contrast(args: argparse.Namespace) -> dict[str, object]:
             }
         report[name] = {
             "path": path,
+            "cost": _cost(raw_model, rows, terms, [(i, j) for i, j, _ in accepted]),
             "accepted_same_cluster": sum(same for _, _, same in accepted),
             "accepted_other_cluster": sum(not same for _, _, same in accepted),
             "per_check": per_check,
         }
     return report
+
+
+def _cost(
+    model: object,
+    rows: list[dict[str, str]],
+    terms: list[PromptTerms],
+    pairs: list[tuple[int, int]],
+    repeats: int = 3,
+) -> dict[str, float]:
+    """Median time of every check on one pair (a pair no check vetoes pays all of them) against
+    one prompt's embedding (what a lookup pays anyway), interleaved, `repeats` rounds over the
+    first 60 pairs."""
+    checks_s: list[float] = []
+    embed_s: list[float] = []
+    for _ in range(repeats):
+        for i, j in pairs[:60]:
+            start = time.perf_counter()
+            for check in CHECKS.values():
+                check(terms[i].tokens, terms[j].tokens)
+            checks_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model.encode([rows[i]["prompt"]])  # type: ignore[attr-defined]
+            embed_s.append(time.perf_counter() - start)
+    checks, embed = statistics.median(checks_s), statistics.median(embed_s)
+    return {"checks_us": checks * 1e6, "embed_us": embed * 1e6, "ratio": checks / embed}
 
 
 def print_contrast(report: dict[str, object]) -> None:
@@ -103,6 +131,7 @@ def print_contrast(report: dict[str, object]) -> None:
             f"\n{name} ({part['path']}): {part['accepted_same_cluster']} same-cluster, "  # type: ignore[index]
             f"{part['accepted_other_cluster']} other-cluster pairs accepted"  # type: ignore[index]
         )
+        print(f"  cost of all checks on a pair: {part['cost']}")  # type: ignore[index]
         print(f"  {'check':18s} {'false removed':>14s} {'correct lost':>13s}")
         for check, row in part["per_check"].items():  # type: ignore[index]
             print(f"  {check:18s} {row['false_removed']:14d} {row['correct_lost']:13d}")
