@@ -7,7 +7,7 @@ The defaults below were chosen with `benchmarks/semantic_eval.py` (see docs/benc
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -180,8 +180,9 @@ class GuardConfig(Frozen):
     typo_vocabulary: bool = True
     # Vetoes for sibling questions said in other words, in any edit shape
     # (policies/semantic/contrast_checks.py): changed operator, a negated word the other side
-    # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms.
-    contrast_checks: tuple[ContrastCheck, ...] = ()
+    # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms. All on
+    # since session 5 (docs/benchmarks.md, "general checks against unseen false hits"); [] = off.
+    contrast_checks: tuple[ContrastCheck, ...] = get_args(ContrastCheck)
 
 
 class SemanticCacheConfig(Frozen):

@@ -10,7 +10,7 @@ import pytest
 
 from config.loader import ConfigError, build
 from config.semantic import ContrastCheck, GuardConfig, SemanticCacheConfig
-from gateway.semantic.cache import build_guard
+from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
 from policies.semantic.contrast_checks import CHECKS, operators, sort_order
 from policies.semantic.guard import Guard
 from policies.semantic.pair_features import prompt_terms
@@ -136,3 +136,32 @@ def test_config_names_every_check_and_rejects_a_typo() -> None:
     )
     guard = build_guard(rules)
     assert [check.__name__ for check in guard.contrast_checks] == ["time_frame_changed"]
+
+
+def q(text: str) -> CacheQuery:
+    return CacheQuery(tenant="t", model="m", text=text, temperature=0.0, category_header="math")
+
+
+async def test_the_default_cache_misses_siblings_the_guard_without_checks_serves(
+    make_cache, small_cfg
+):
+    base = small_cfg()
+    assert base.guard.contrast_checks == typing.get_args(ContrastCheck)  # on since session 5
+    off = msgspec.structs.replace(
+        base, guard=msgspec.structs.replace(base.guard, contrast_checks=())
+    )
+    stored = "Solve 5y - 4 = 21"
+    siblings = ("solve 5y+4=21", "Solve 5y + 4 = 21")
+    served = {}
+    for name, cfg in (("off", off), ("default", base)):
+        cache = await make_cache(cfg)
+        try:
+            first = await cache.lookup(q(stored))
+            assert await cache.insert(first, CachedReply(text="y = 5"))
+            served[name] = [(await cache.lookup(q(s))).status for s in siblings]
+            # A paraphrase of the stored question is still served.
+            assert (await cache.lookup(q("solve for y: 5y-4=21"))).status == "hit"
+        finally:
+            await cache.close()
+    assert "hit" in served["off"]  # what the checks are for: the old guard served a sibling
+    assert served["default"] == ["miss", "miss"]
