@@ -293,8 +293,10 @@ def reversing_prefix(a: Tokens, b: Tokens) -> bool:
 
 # ---- antonyms ------------------------------------------------------------------------------
 
-# Irregular forms of the words in the guard's antonym list (pair_features._ANTONYM_PAIRS):
-# English morphology, so that "won" / "lost" reads as the listed "win" / "lose".
+# Forms of the words in the guard's antonym list (pair_features._ANTONYM_PAIRS) that `stem`
+# does not bring back to the listed word: irregular verbs and agent nouns ("won", "loser") and
+# -ed forms of verbs ending in "e" ("closed"). English morphology, so that "won" / "lost" reads
+# as the listed "win" / "lose".
 _IRREGULAR = {
     "won": "win",
     "winner": "win",
