@@ -7,12 +7,17 @@
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
         [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--[no-]typo-vocab]
         [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
+    python benchmarks/semantic_eval.py contrast [--data ...] [--holdout ...] [--min-cosine 0.7]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
+
+quality and holdout take `--checks none|all|NAME,...` (the guard's contrast checks; default:
+the shipped config's).
 
 Quality (benchmarks/semantic_quality.py): prompts are replayed in a seeded random order through
 the real SemanticCache; guard, probability cut and thresholds are learned on some cluster groups
 and scored on the others (k-fold by group). Holdout (benchmarks/semantic_holdout.py): guards,
-cuts and thresholds chosen on the dev set, scored on an independent prompt set. Latency:
+cuts and thresholds chosen on the dev set, scored on an independent prompt set. Contrast: what
+each contrast check vetoes, pair by pair (benchmarks/semantic_contrast.py). Latency:
 benchmarks/semantic_latency.py.
 """
 
@@ -32,7 +37,7 @@ from config.semantic import SemanticCacheConfig  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["quality", "holdout", "latency"])
+    parser.add_argument("mode", choices=["quality", "holdout", "contrast", "latency"])
     parser.add_argument("--data", default="../shared/semantic/dev_prompts.jsonl")
     parser.add_argument("--holdout", default="benchmarks/data/holdout_prompts.jsonl")
     parser.add_argument("--orders", type=int, default=5, help="holdout: seeded replay orders")
@@ -83,6 +88,12 @@ def main() -> None:
         default=1,
         help="with --cross: joint passes (a, b) only, or (a, b) and (b, a) averaged",
     )
+    parser.add_argument(
+        "--checks",
+        default=None,
+        help="quality/holdout: the guard's contrast checks, none|all|NAME,... (default: shipped)",
+    )
+    parser.add_argument("--min-cosine", type=float, default=0.7, help="contrast: pairs from")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.mode == "quality":
@@ -96,6 +107,11 @@ def main() -> None:
 
         report = asyncio.run(holdout(args))
         print_holdout(report)
+    elif args.mode == "contrast":
+        from benchmarks.semantic_contrast import contrast, print_contrast
+
+        report = contrast(args)
+        print_contrast(report)
     else:
         from benchmarks.semantic_latency import latency, print_latency
 

@@ -17,6 +17,7 @@ import random
 
 import numpy as np
 
+from benchmarks.semantic_contrast import contrast_checks
 from benchmarks.semantic_cross_fit import CrossSpec, cross_spec, fit_cross_pair
 from benchmarks.semantic_guard_fit import fit_pair_head
 from benchmarks.semantic_quality import (
@@ -55,8 +56,9 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
     # The shipped guard as shipped: with `guard.typo_vocabulary` when the run says so (default:
     # the config's default).
     known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
-    dev_ev = Evaluator(dev, memo, categorizer, known)
-    held_ev = Evaluator(held, memo, categorizer, known)
+    checks = contrast_checks(args)
+    dev_ev = Evaluator(dev, memo, categorizer, known, checks)
+    held_ev = Evaluator(held, memo, categorizer, known, checks)
     dev_order = list(range(len(dev)))
     random.Random(args.seed).shuffle(dev_order)
 
@@ -113,6 +115,7 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
         "seed": args.seed,
         "orders": args.orders,
         "typo_vocab": bool(known),
+        "contrast_checks": list(checks),
         "variants": {
             n: {"mode": v[0], "threshold": v[1], "cut": v[2]} for n, v in variants.items()
         },

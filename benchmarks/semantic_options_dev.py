@@ -4,11 +4,15 @@ fold. The shipped choice rule runs alongside as the baseline (it reproduces `qua
 "guard, global thr" row for the same seed).
 
     python benchmarks/semantic_options_dev.py --data ../shared/semantic/dev_prompts.jsonl \
-        [--seeds 0,1] [--folds 5] [--costs 1,3,5,10] [--fixed 0.75:0.5,0.7:0.7] [--out FILE]
+        [--seeds 0,1] [--folds 5] [--costs 1,3,5,10] [--fixed 0.75:0.5,0.7:0.7] [--fixed-only]
+        [--[no-]typo-vocab] [--checks none|all|NAME,...] [--out FILE]
 
 Same protocol as semantic_quality.py: per fold the guard's model is fitted on the training
 folds and (threshold, cut) chosen by replaying them; the held-out fold is replayed once in the
-seed's order and the tallies summed over the folds.
+seed's order and the tallies summed over the folds. `--fixed-only` skips every choice (no grid
+of training replays): only the fixed settings are scored, with the model still fitted per fold.
+`--typo-vocab` and `--checks` set the guard's options as in semantic_eval.py (defaults: the
+shipped config's).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.semantic_contrast import contrast_checks  # noqa: E402
 from benchmarks.semantic_guard_fit import fit_guard  # noqa: E402
 from benchmarks.semantic_options_holdout import choose_weighted  # noqa: E402
 from benchmarks.semantic_quality import (  # noqa: E402
@@ -49,13 +54,16 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     rows = load_rows(args.data)
     base = SemanticCacheConfig()
-    memo = MemoModel(load_model(base.embedder))
+    raw_model = load_model(base.embedder)
+    memo = MemoModel(raw_model)
+    known = raw_model.whole_words() if args.typo_vocab else frozenset()
+    checks = contrast_checks(args)
     vectors = memo.encode([r["prompt"] for r in rows], **EMBED_KWARGS)
     similarity = vectors @ vectors.T
     terms = [prompt_terms(r["prompt"]) for r in rows]
     clusters = [r["cluster"] for r in rows]
     spans = span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS))
-    ev = Evaluator(rows, memo, shipped_categorizer(memo, base))
+    ev = Evaluator(rows, memo, shipped_categorizer(memo, base), known, checks)
     groups = cluster_groups(rows)
     out: dict[str, object] = {}
     for seed in args.seeds:
@@ -71,22 +79,28 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
         for fold in range(args.folds):
             train = [i for i in order if fold_of[i] != fold]
             test = [i for i in order if fold_of[i] == fold]
-            model = fit_guard(train, similarity, terms, clusters, spans)
-            grid = {
-                (t, c): (await ev.replay(train, t, "learned", c, model))[0]
-                for t in TRAIN_THRESHOLDS
-                for c in CUTS
-            }
-            picks = {"shipped_rule": choose_global(grid)}
-            picks |= {f"cost_{k:g}": choose_weighted(grid, k) for k in args.costs}
+            model = fit_guard(train, similarity, terms, clusters, spans, known_words=known)
+            picks: dict[str, tuple[float, float]] = {}
+            if not args.fixed_only:
+                grid = {
+                    (t, c): (await ev.replay(train, t, "learned", c, model))[0]
+                    for t in TRAIN_THRESHOLDS
+                    for c in CUTS
+                }
+                picks = {"shipped_rule": choose_global(grid)}
+                picks |= {f"cost_{k:g}": choose_weighted(grid, k) for k in args.costs}
             # Fixed settings (no choice): the dev figure of a sweep point of the holdout table.
             picks |= {f"fixed_{t:g}_{c:g}": (t, c) for t, c in args.fixed}
             for name, (t, c) in picks.items():
                 merge(held.setdefault(name, {}), (await ev.replay(test, t, "learned", c, model))[0])
-            rules = {(t, 0.0): (await ev.replay(train, t, "rules"))[0] for t in TRAIN_THRESHOLDS}
-            rules_t = choose_global(rules)[0]
-            merge(held.setdefault("rules", {}), (await ev.replay(test, rules_t, "rules"))[0])
-            chosen.append({"fold": fold, "rules": rules_t} | {n: list(p) for n, p in picks.items()})
+            if not args.fixed_only:
+                rules = {
+                    (t, 0.0): (await ev.replay(train, t, "rules"))[0] for t in TRAIN_THRESHOLDS
+                }
+                rules_t = choose_global(rules)[0]
+                merge(held.setdefault("rules", {}), (await ev.replay(test, rules_t, "rules"))[0])
+                picks["rules"] = (rules_t, 0.0)
+            chosen.append({"fold": fold} | {n: list(p) for n, p in picks.items()})
             print(f"seed {seed} fold {fold}: {chosen[-1]}", flush=True)
         out[str(seed)] = {"held_out": {n: table(t) for n, t in held.items()}, "chosen": chosen}
         for name, t in held.items():
@@ -102,6 +116,8 @@ async def dev_folds(args: argparse.Namespace) -> dict[str, object]:
         "seeds": args.seeds,
         "costs": args.costs,
         "fixed": args.fixed,
+        "typo_vocab": bool(known),
+        "contrast_checks": list(checks),
         "results": out,
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -121,6 +137,13 @@ def main() -> None:
         default=[(0.75, 0.5), (0.75, 0.7), (0.7, 0.7), (0.8, 0.5)],
         help="THRESHOLD:CUT,... settings scored as they are (no choice)",
     )
+    parser.add_argument("--fixed-only", action="store_true", help="score the fixed settings only")
+    parser.add_argument(
+        "--typo-vocab",
+        action=argparse.BooleanOptionalAction,
+        default=SemanticCacheConfig().guard.typo_vocabulary,
+    )
+    parser.add_argument("--checks", default=None, help="contrast checks: none|all|NAME,...")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     report = asyncio.run(dev_folds(args))

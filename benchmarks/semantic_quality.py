@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.semantic_contrast import contrast_checks
 from benchmarks.semantic_cross_fit import cross_spec, fit_cross_pair, logged, memo_joint_states
 from benchmarks.semantic_guard_cost import guard_cost
 from benchmarks.semantic_guard_fit import fit_guard, fit_pair_head
@@ -51,8 +52,7 @@ FALSE_HIT_COST = 5.0
 # Runner-up margins (cosine) tried on the training folds at the chosen threshold and cut.
 MARGINS = [0.0, 0.02, 0.05]
 # Hierarchical per-category thresholds: each category's training tally is pooled with this many
-# pseudo possible hits' worth of the global tally at the same threshold (a prior fixed in
-# advance, about one category's possible hits in a training set of 480 prompts).
+# pseudo possible hits of the global tally at the same threshold (a prior fixed in advance).
 PRIOR_POSSIBLE = 60.0
 EMBED_KWARGS = {"normalize_embeddings": True, "batch_size": 64, "show_progress_bar": False}
 
@@ -184,8 +184,9 @@ class Evaluator:
         memo: MemoModel,
         categorizer: Categorizer,
         known_words: frozenset[str] = frozenset(),
+        contrast_checks: tuple[str, ...] = (),
     ):
-        self.known_words = known_words
+        self.known_words, self.contrast_checks = known_words, contrast_checks
         self.rows = rows
         self.memo = memo
         self.categorizer = categorizer
@@ -225,6 +226,7 @@ class Evaluator:
             cut,
             cfg.guard.min_span_similarity,
             self.known_words,
+            self.contrast_checks,
         )
         cache = SemanticCache(cfg, Embedder(cfg.embedder, self.memo), self.categorizer, guard)
         await cache.start()
@@ -319,7 +321,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
     # `--tokens`: the model also gets the contextual token alignment features (experiment).
     tokens = TokenStateCache(memo.token_states, 10**6) if getattr(args, "tokens", False) else None
     known = raw_model.whole_words() if getattr(args, "typo_vocab", False) else frozenset()
-    ev = Evaluator(rows, memo, shipped_categorizer(memo, base), known)
+    ev = Evaluator(rows, memo, shipped_categorizer(memo, base), known, contrast_checks(args))
 
     groups = cluster_groups(rows)
     group_ids = sorted(set(groups.values()))
@@ -342,14 +344,12 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         )
     }
 
-    # `--pair-head`: the model also gets |u - v| and u * v of the two prompts' embeddings, its
-    # shrinkage chosen by an inner cross-validation inside each training set.
+    # `--pair-head`: + |u - v|, u * v of the embeddings, shrinkage by an inner CV per training set.
     pair_head = getattr(args, "pair_head", False)
     group_of = [groups[c] for c in clusters]
     head_l2: list[dict[str, object]] = []
 
-    # `--cross scalars|vectors`: the model also gets the cross-encoded pair features (joint
-    # pass of both prompts; `--cross-orders 2`: both orders averaged), experiment.
+    # `--cross scalars|vectors`: + cross-encoded pair features (`--cross-orders 2`: both orders).
     cross = cross_spec(args)
 
     def fit(indices: list[int]) -> GuardModel:
@@ -390,8 +390,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         per_category = choose_per_category(grid, cut)
         shrunk = choose_per_category_shrunk(grid, cut)
         plain_t = choose_global(plain)[0]
-        # Runner-up margin: chosen on the training folds at the chosen threshold and cut
-        # (None, i.e. off, wins ties).
+        # Runner-up margin: chosen on the training folds at that threshold/cut (None wins ties).
         by_margin: dict[float | None, Tallies] = {None: grid[(global_t, cut)]}
         for margin in MARGINS:
             by_margin[margin] = (await ev.replay(train, global_t, "learned", cut, model, margin))[0]
@@ -447,6 +446,7 @@ async def quality(args: argparse.Namespace) -> dict[str, object]:
         "alignment": words is not None,
         "tokens": tokens is not None,
         "typo_vocab": bool(known),
+        "contrast_checks": list(ev.contrast_checks),
         "pair_head": pair_head,
         "cross": None if cross is None else {"vectors": cross.vectors, "orders": cross.orders},
         "pair_head_l2": head_l2,

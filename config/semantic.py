@@ -7,7 +7,7 @@ The defaults below were chosen with `benchmarks/semantic_eval.py` (see docs/benc
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -144,6 +144,18 @@ class IndexConfig(Frozen):
     eviction_sample: int = 16
 
 
+ContrastCheck = Literal[
+    "operator",
+    "negated_word",
+    "direction",
+    "time_frame",
+    "sort_order",
+    "reversing_prefix",
+    "antonym",
+    "antonym_added",
+]
+
+
 class GuardConfig(Frozen):
     """The false-hit guard. `learned`: logistic model on pair features (weights shipped in
     policies/semantic/guard_weights.json, or `weights_path`); `rules`: reject any difference
@@ -166,6 +178,11 @@ class GuardConfig(Frozen):
     # On since session 4: on the independent holdout set it removed 7 false hits and added 6-8
     # correct ones, level on the dev set (docs/benchmarks.md, "existing guard options").
     typo_vocabulary: bool = True
+    # Vetoes for sibling questions said in other words, in any edit shape
+    # (policies/semantic/contrast_checks.py): changed operator, a negated word the other side
+    # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms. All on
+    # since session 5 (docs/benchmarks.md, "general checks against unseen false hits"); [] = off.
+    contrast_checks: tuple[ContrastCheck, ...] = get_args(ContrastCheck)
 
 
 class SemanticCacheConfig(Frozen):

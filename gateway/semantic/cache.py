@@ -373,6 +373,7 @@ def build_guard(cfg: SemanticCacheConfig, known_words: frozenset[str] = frozense
         cfg.guard.min_probability,
         cfg.guard.min_span_similarity,
         known_words,
+        cfg.guard.contrast_checks,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.semantic.contrast_checks import CHECKS
 from policies.semantic.cross_pair import (
     JointEncoder,
     cross_feature_names,
@@ -174,19 +175,27 @@ class Guard:
         min_probability: float = 0.5,
         min_span_similarity: float = 0.85,
         known_words: frozenset[str] = frozenset(),
+        contrast_checks: Sequence[str] = (),
     ):
         if mode == "learned" and model is None:
             raise ValueError("the learned guard needs a model")
+        unknown = [name for name in contrast_checks if name not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown contrast checks {unknown}; known: {sorted(CHECKS)}")
         self.mode = mode
         self.model = model
         self.min_probability = min_probability
         self.min_span_similarity = min_span_similarity
         # Whole words of a vocabulary: two of them are never folded as a typo (edit_shape).
         self.known_words = known_words
+        # Vetoes in any edit shape (contrast_checks.py), in the order given.
+        self.contrast_checks = tuple(CHECKS[name] for name in contrast_checks)
 
     def veto(self, query: PromptTerms, cached: PromptTerms, edit: EditShape) -> bool:
         """A difference that makes it another question whatever the model says."""
         if edit.direction_swap or numbers_changed(query, cached):
+            return True
+        if any(check(query.tokens, cached.tokens) for check in self.contrast_checks):
             return True
         numbers = bool(query.numbers and cached.numbers and query.numbers != cached.numbers)
         negation = (query.negations > 0) != (cached.negations > 0)
