@@ -1,4 +1,4 @@
-"""The second blind holdout set keeps the dev set's format and every sibling link is two-way."""
+"""The blind holdout sets keep the dev set's format and every sibling link is two-way."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from config.semantic import CATEGORIES
 
-HOLDOUT2 = Path(__file__).resolve().parents[2] / "benchmarks/data/holdout2_prompts.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks/data"
+# (file, id pattern): each blind set has its own id letter so ids never collide across sets.
+SETS = [("holdout2_prompts.jsonl", r"k\d{4}"), ("holdout3_prompts.jsonl", r"m\d{4}")]
 KINDS = {
     "number",
     "negation",
@@ -23,15 +27,17 @@ KINDS = {
 FIELDS = {"id", "cluster", "category", "prompt", "sibling", "sibling_kind"}
 
 
-def load_rows() -> list[dict]:
-    return [json.loads(line) for line in HOLDOUT2.read_text().splitlines() if line.strip()]
+def load_rows(name: str) -> list[dict]:
+    text = (DATA / name).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_ids_prompts_and_categories():
-    rows = load_rows()
+@pytest.mark.parametrize(("name", "id_pattern"), SETS)
+def test_ids_prompts_and_categories(name: str, id_pattern: str):
+    rows = load_rows(name)
     assert len(rows) >= 300
     assert len({r["id"] for r in rows}) == len(rows)
-    assert all(re.fullmatch(r"k\d{4}", r["id"]) for r in rows)
+    assert all(re.fullmatch(id_pattern, r["id"]) for r in rows)
     assert len({r["prompt"].strip().lower() for r in rows}) == len(rows)
     for r in rows:
         assert set(r) <= FIELDS and {"id", "cluster", "category", "prompt"} <= set(r), r["id"]
@@ -44,8 +50,9 @@ def test_ids_prompts_and_categories():
     assert set(Counter(r["category"] for r in rows)) == set(CATEGORIES)
 
 
-def test_clusters_and_two_way_sibling_links():
-    rows = load_rows()
+@pytest.mark.parametrize("name", [name for name, _ in SETS])
+def test_clusters_and_two_way_sibling_links(name: str):
+    rows = load_rows(name)
     sizes = Counter(r["cluster"] for r in rows)
     assert len(sizes) >= 90
     assert all(2 <= n <= 5 for n in sizes.values()), sizes
