@@ -20,6 +20,8 @@ Rules:
   idle) is retried once on a new connection: that is a stale connection, not a failing worker.
 - Unread body bytes wait in a buffer; the socket stops being read while it holds more than
   `_HIGH_WATER_BYTES`, and while a `pipe` consumer has called `pause()`.
+- At most `max_connections` requests are in flight; one more waits up to `connect_timeout_s`
+  for a free slot, then fails with `UpstreamTimeout` (the gateway is full: no worker is to blame).
 - Every failure surfaces as `UpstreamUnavailable` or `UpstreamTimeout` (upstream_errors.py).
 """
 
@@ -355,6 +357,7 @@ class WorkerPool:
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._keepalive_timeout_s = keepalive_timeout_s
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._targets: dict[str, _Target] = {}
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
@@ -367,7 +370,14 @@ class WorkerPool:
         if target is None:
             target = self._targets[base_url] = _Target(base_url)
         request = _request_bytes(target, path, body, headers)
-        await self._slots.acquire()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError as exc:  # the gateway is full, not the worker gone: never a failure
+            raise UpstreamTimeout(
+                f"no free worker connection in {self._connect_timeout_s:g} s"
+                f" ({self._max_connections} in use)"
+            ) from exc
         try:
             for _ in range(2):
                 conn = self._take(target)

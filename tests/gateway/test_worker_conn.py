@@ -22,11 +22,14 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 async def make_pool() -> AsyncIterator[Callable[..., WorkerPool]]:
-    """`make_pool(read_timeout_s=..., max_connections=...)`, closed after the test."""
+    """`make_pool(read_timeout_s=..., max_connections=..., connect_timeout_s=...)`, closed after
+    the test."""
     pools: list[WorkerPool] = []
 
-    def make(read_timeout_s: float = 5.0, max_connections: int = 8) -> WorkerPool:
-        pools.append(WorkerPool(2.0, read_timeout_s, max_connections, 30.0))
+    def make(
+        read_timeout_s: float = 5.0, max_connections: int = 8, connect_timeout_s: float = 2.0
+    ) -> WorkerPool:
+        pools.append(WorkerPool(connect_timeout_s, read_timeout_s, max_connections, 30.0))
         return pools[-1]
 
     yield make
@@ -290,6 +293,17 @@ async def test_refused_is_unavailable_and_gives_the_slot_back(make_pool) -> None
     for _ in range(3):  # with one slot, a leaked slot would hang the second try
         with pytest.raises(UpstreamUnavailable):
             await asyncio.wait_for(pool.post(f"http://127.0.0.1:{port}", "/x", b"", JSON), 5)
+
+
+async def test_a_full_pool_times_out_instead_of_waiting_forever(app: App, make_pool) -> None:
+    pool = make_pool(max_connections=1, connect_timeout_s=0.2)
+    held = await pool.post(app.url, "/whole", b"{}", JSON)  # the only slot, not closed yet
+    with pytest.raises(UpstreamTimeout, match="no free worker connection"):
+        await pool.post(app.url, "/whole", b"{}", JSON)
+    held.close()  # the slot comes back: the next request goes through
+    reply = await pool.post(app.url, "/whole", b"{}", JSON)
+    assert reply.status == 503
+    reply.close()
 
 
 async def test_header_values_with_line_breaks_are_refused(app: App, make_pool) -> None:
