@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from backends.upstream_errors import (
+    UpstreamBusy,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -33,6 +34,7 @@ from config.gateway import UpstreamConfig
 __all__ = [
     "PipedReply",
     "StreamReply",
+    "UpstreamBusy",
     "UpstreamClient",
     "UpstreamError",
     "UpstreamStatusError",

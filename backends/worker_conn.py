@@ -21,8 +21,8 @@ Rules:
 - Unread body bytes wait in a buffer; the socket stops being read while it holds more than
   `_HIGH_WATER_BYTES`, and while a `pipe` consumer has called `pause()`.
 - At most `max_connections` requests are in flight; one more waits up to `connect_timeout_s`
-  for a free slot, then fails with `UpstreamTimeout` (the gateway is full: no worker is to blame).
-- Every failure surfaces as `UpstreamUnavailable` or `UpstreamTimeout` (upstream_errors.py).
+  for a free slot, then fails with `UpstreamBusy` (the gateway is full: no worker is to blame).
+- Every other failure surfaces as `UpstreamUnavailable` or `UpstreamTimeout` (upstream_errors.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from backends.upstream_errors import UpstreamTimeout, UpstreamUnavailable
+from backends.upstream_errors import UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 
 _HIGH_WATER_BYTES = 256 * 1024
 _MAX_HEADERS = 100  # a reply with more is not from a worker we should trust
@@ -374,7 +374,7 @@ class WorkerPool:
             async with asyncio.timeout(self._connect_timeout_s):
                 await self._slots.acquire()
         except TimeoutError as exc:  # the gateway is full, not the worker gone: never a failure
-            raise UpstreamTimeout(
+            raise UpstreamBusy(
                 f"no free worker connection in {self._connect_timeout_s:g} s"
                 f" ({self._max_connections} in use)"
             ) from exc

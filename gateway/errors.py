@@ -56,6 +56,11 @@ def no_healthy_worker(model: str, detail: str = "") -> ApiError:
     return ApiError(503, message, code="no_healthy_worker")
 
 
+def gateway_busy(detail: str) -> ApiError:
+    message = f"the gateway is at its connection limit: {detail}"
+    return ApiError(503, message, code="gateway_busy", retry_after_s=1)
+
+
 def upstream_timeout(seconds: float) -> ApiError:
     return ApiError(504, f"the worker sent nothing for {seconds:g} s", code="upstream_timeout")
 

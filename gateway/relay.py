@@ -28,12 +28,13 @@ from aiohttp import HttpVersion11, web
 
 from backends.openai_upstream import (
     PipedReply,
+    UpstreamBusy,
     UpstreamClient,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from config.protocol import HEADER_DEADLINE_MS, error_body
-from gateway.errors import no_healthy_worker, upstream_failed, upstream_timeout
+from gateway.errors import gateway_busy, no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 from policies.routing import RequestView, RoutingPolicy
@@ -232,6 +233,9 @@ class Relay:
                     reply.close()
                 if isinstance(exc, UpstreamTimeout):
                     raise upstream_timeout(self._read_timeout_s) from exc
+                if isinstance(exc, UpstreamBusy):
+                    self._metrics.error("gateway_busy")
+                    raise gateway_busy(str(exc)) from exc
                 raise
             return Opened(worker, reply, first, start, time.perf_counter() - start)
         if last_error and self._fleet.candidates(call.model, tried):

@@ -9,11 +9,13 @@ import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 import pytest
 from aiohttp import web
 
-from backends.upstream_errors import UpstreamTimeout, UpstreamUnavailable
+from backends.upstream_errors import UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
 from backends.worker_conn import WorkerPool
+from gateway.keys import FLEET
 
 CHUNKS = 12
 BIG_EVENTS = 5000  # ~5 MB: more than loopback socket buffers and the relay's high-water mark
@@ -87,8 +89,10 @@ async def app() -> AsyncIterator[App]:
     web_app.router.add_post("/base/stream", state.stream)
     web_app.router.add_post("/base/whole", state.whole)
     web_app.router.add_post("/v1/chat/completions", state.big)
-    web_app.router.add_get("/health", _health)
-    web_app.router.add_get("/v1/models", _models)
+    for prefix in ("", "/base"):  # a worker at the root, and one under a path prefix
+        web_app.router.add_get(prefix + "/health", _health)
+        web_app.router.add_get(prefix + "/v1/models", _models)
+    web_app.router.add_post("/base/v1/chat/completions", state.stream)
     runner = web.AppRunner(web_app)
     await runner.setup()
     sock = socket.socket()
@@ -298,7 +302,7 @@ async def test_refused_is_unavailable_and_gives_the_slot_back(make_pool) -> None
 async def test_a_full_pool_times_out_instead_of_waiting_forever(app: App, make_pool) -> None:
     pool = make_pool(max_connections=1, connect_timeout_s=0.2)
     held = await pool.post(app.url, "/whole", b"{}", JSON)  # the only slot, not closed yet
-    with pytest.raises(UpstreamTimeout, match="no free worker connection"):
+    with pytest.raises(UpstreamBusy, match="no free worker connection"):
         await pool.post(app.url, "/whole", b"{}", JSON)
     held.close()  # the slot comes back: the next request goes through
     reply = await pool.post(app.url, "/whole", b"{}", JSON)
@@ -359,3 +363,21 @@ async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gatew
     numbers = [int(m) for m in re.findall(rb"data: (\d{5})x", text)]
     assert numbers == list(range(BIG_EVENTS))
     assert b"data: [DONE]" in text
+
+
+async def test_the_gateway_answers_503_when_its_connections_are_all_in_use(
+    app: App, make_gateway
+) -> None:
+    app.gap_s = 0.05  # one stream holds the only connection for ~0.6 s
+    gw = await make_gateway([app.url], upstream={"max_connections": 1, "connect_timeout_s": 0.2})
+    body = {"model": "sim-llama", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as first:
+            assert first.status_code == 200
+            second = await http.post("/v1/chat/completions", json=body)
+            assert second.status_code == 503
+            assert second.headers["Retry-After"] == "1"
+            assert second.json()["error"]["code"] == "gateway_busy"
+            text = (await first.aread()).decode()
+        assert text.count("data: ") == CHUNKS  # the first stream is untouched
+        assert gw.app[FLEET].workers[0].healthy  # and nobody blamed the worker
