@@ -304,7 +304,7 @@ class Relay:
             if observer is not None:
                 observer.feed(first)
             if piped:
-                await _pipe(request, response, worker, reply, observer)
+                await _pipe(request, worker, reply, observer, self._read_timeout_s)
             else:  # HTTP/1.0: no chunked framing, aiohttp's own writer per chunk
                 while chunk := await reply.read_chunk():
                     worker.progress += 1
@@ -333,28 +333,39 @@ class Relay:
 
 async def _pipe(
     request: web.Request,
-    response: web.StreamResponse,
     worker: WorkerState,
     reply: PipedReply,
     observer: ReplyObserver | None,
+    stuck_after_s: float,
 ) -> None:
     """Relay the rest of a streamed reply with no task in between: each chunk is written to the
     client's socket, in HTTP/1.1 chunked framing, from the worker socket's own callback.
 
-    Rules: `response` was prepared with chunked encoding and has written its headers (aiohttp's
+    Rules: the response was prepared with chunked encoding and has written its headers (aiohttp's
     own `write_eof` adds the last chunk). A client that reads slower than the worker writes gets
     at most `_CLIENT_HIGH_WATER_BYTES` queued: the worker's socket is then not read until the
-    client's buffer drains (checked every `_DRAIN_POLL_S`; aiohttp has no public drain signal)."""
+    client's buffer drains (checked every `_DRAIN_POLL_S`; aiohttp has no public drain signal).
+    A client that reads nothing for `stuck_after_s` is dropped, which ends the relay."""
     transport = request.transport
     assert transport is not None
+    loop = asyncio.get_running_loop()
     draining: asyncio.Task[None] | None = None
 
     async def drain() -> None:
+        give_up_s = loop.time() + stuck_after_s
         while transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES // 4:
             if transport.is_closing():
-                return
+                break
+            if loop.time() > give_up_s:
+                log.warning(
+                    "client of a stream from %s read nothing for %.0f s: dropped",
+                    worker.worker_id,
+                    stuck_after_s,
+                )
+                transport.close()
+                break
             await asyncio.sleep(_DRAIN_POLL_S)
-        reply.resume()
+        reply.resume()  # a closed client: the next chunk's write ends the relay
 
     def sink(chunk: bytes) -> None:
         nonlocal draining
@@ -364,9 +375,11 @@ async def _pipe(
         worker.progress += 1
         if observer is not None:
             observer.feed(chunk)
-        if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES and draining is None:
+        if transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES and (
+            draining is None or draining.done()
+        ):
             reply.pause()
-            draining = asyncio.get_running_loop().create_task(drain())
+            draining = loop.create_task(drain())
 
     try:
         await reply.pipe(sink)

@@ -381,3 +381,27 @@ async def test_the_gateway_answers_503_when_its_connections_are_all_in_use(
             text = (await first.aread()).decode()
         assert text.count("data: ") == CHUNKS  # the first stream is untouched
         assert gw.app[FLEET].workers[0].healthy  # and nobody blamed the worker
+
+
+async def test_a_client_that_reads_nothing_is_dropped_after_the_read_timeout(
+    app: App, make_gateway
+) -> None:
+    gw = await make_gateway([app.url.removesuffix("/base")], upstream={"read_timeout_s": 0.5})
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = b'{"model": "sim-llama", "stream": true, "messages": [{"role": "user", "content": "x"}]}'
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    await writer.drain()
+    await asyncio.sleep(2.0)  # reads nothing for four read timeouts
+    raw = await asyncio.wait_for(reader.read(), 10)  # what was queued, then the gateway's close
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b"data: [DONE]" not in raw  # dropped mid-stream, not served whole
+    assert len(raw) < BIG_EVENTS * 1000  # far from the 5 MB the worker had to send
