@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SSE_DONE = b"data: [DONE]\n\n"
-_BUSY = frozenset((429, 503))
+_BUSY = frozenset((429, 503))  # the worker turned the request away; another one may take it
 _CLIENT_HIGH_WATER_BYTES = 256 * 1024  # a slow client's queued bytes before the worker waits
-_DRAIN_POLL_S = 0.01  # the worker turned the request away; another one may take it
+_DRAIN_POLL_S = 0.01
 
 
 class ReplyObserver(Protocol):
@@ -353,10 +353,15 @@ async def _pipe(
 
     async def drain() -> None:
         give_up_s = loop.time() + stuck_after_s
-        while transport.get_write_buffer_size() > _CLIENT_HIGH_WATER_BYTES // 4:
+        queued = transport.get_write_buffer_size()
+        while queued > _CLIENT_HIGH_WATER_BYTES // 4:
             if transport.is_closing():
                 break
-            if loop.time() > give_up_s:
+            await asyncio.sleep(_DRAIN_POLL_S)
+            now, before, queued = loop.time(), queued, transport.get_write_buffer_size()
+            if queued < before:
+                give_up_s = now + stuck_after_s  # it reads, if slowly
+            elif now > give_up_s:
                 log.warning(
                     "client of a stream from %s read nothing for %.0f s: dropped",
                     worker.worker_id,
@@ -364,7 +369,6 @@ async def _pipe(
                 )
                 transport.close()
                 break
-            await asyncio.sleep(_DRAIN_POLL_S)
         reply.resume()  # a closed client: the next chunk's write ends the relay
 
     def sink(chunk: bytes) -> None:
