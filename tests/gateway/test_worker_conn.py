@@ -338,11 +338,12 @@ async def test_the_gateway_relays_a_stream_to_an_http10_client_too(gateway) -> N
     assert len(events) >= 3 and events[-1] == b"data: [DONE]"
 
 
-async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gateway) -> None:
-    """The client reads nothing for a while (tiny receive buffer): the relay must queue at most
-    its high-water mark, stop reading the worker, and resume when the client drains."""
-    gw = await make_gateway([app.url.removesuffix("/base")])
-    host, port = gw.url.removeprefix("http://").split(":")
+async def _slow_reader(
+    gateway_url: str, extra_headers: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A streamed chat request to the gateway from a socket with a tiny receive buffer, so that
+    whatever the client does not read piles up in the gateway."""
+    host, port = gateway_url.removeprefix("http://").split(":")
     body = b'{"model": "sim-llama", "stream": true, "messages": [{"role": "user", "content": "x"}]}'
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -351,9 +352,17 @@ async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gatew
     reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        b"%bContent-Length: %d\r\n\r\n%b" % (extra_headers, len(body), body)
     )
     await writer.drain()
+    return reader, writer
+
+
+async def test_a_slow_client_gets_the_whole_stream_in_order(app: App, make_gateway) -> None:
+    """The client reads nothing for a while (tiny receive buffer): the relay must queue at most
+    its high-water mark, stop reading the worker, and resume when the client drains."""
+    gw = await make_gateway([app.url.removesuffix("/base")])
+    reader, writer = await _slow_reader(gw.url, b"Connection: close\r\n")
     await asyncio.sleep(0.5)  # not reading: the gateway's send buffer fills
     raw = await asyncio.wait_for(reader.read(), 30)
     writer.close()
@@ -387,18 +396,7 @@ async def test_a_client_that_reads_nothing_is_dropped_after_the_read_timeout(
     app: App, make_gateway
 ) -> None:
     gw = await make_gateway([app.url.removesuffix("/base")], upstream={"read_timeout_s": 0.5})
-    host, port = gw.url.removeprefix("http://").split(":")
-    body = b'{"model": "sim-llama", "stream": true, "messages": [{"role": "user", "content": "x"}]}'
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
-    )
-    await writer.drain()
+    reader, writer = await _slow_reader(gw.url)
     await asyncio.sleep(2.0)  # reads nothing for four read timeouts
     raw = await asyncio.wait_for(reader.read(), 10)  # what was queued, then the gateway's close
     writer.close()
