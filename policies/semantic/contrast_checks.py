@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
+from policies.semantic.edit_shape import stem
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
 
 Tokens = Sequence[str]
@@ -89,13 +90,9 @@ def operator_changed(a: Tokens, b: Tokens) -> bool:
 _NEGATION_REACH = 4
 
 
-def stem(word: str) -> str:
-    """Plural, -ing and -ed endings off, keeping at least four letters ("strings" -> "string",
-    "sorting" -> "sort", but "string" stays): enough to match inflections of one word."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4 and not word.endswith("ss"):
-            return word[: -len(suffix)]
-    return word
+def _stem(word: str) -> str:
+    # The guard's stemmer keeping four letters ("strings" -> "string", but "string" stays).
+    return stem(word, keep=4)
 
 
 def _topic(token: str) -> bool:
@@ -112,7 +109,7 @@ def negated_words(tokens: Tokens) -> tuple[frozenset[str], frozenset[str]]:
             pending = _NEGATION_REACH
             continue
         if _topic(token):
-            (negated if pending else plain).add(stem(token))
+            (negated if pending else plain).add(_stem(token))
             pending = 0
         elif pending:
             pending -= 1
@@ -150,13 +147,13 @@ _SHARED_MIN = 6
 
 def _after(tokens: Tokens, start: int, reach: int = 3) -> str:
     """Stem of the first topic word in tokens[start : start + reach], or ""."""
-    return next((stem(w) for w in tokens[start : start + reach] if _topic(w)), "")
+    return next((_stem(w) for w in tokens[start : start + reach] if _topic(w)), "")
 
 
 def _directed(tokens: Tokens) -> set[tuple[str, str]]:
     """(source, target) pairs: "X to Y", "X into Y", "X as Y", "Y from X", "5 X in Y" (a
     conversion of X), and "how many Y ... in X" (a conversion of X into Y)."""
-    topic = [(k, stem(w)) for k, w in enumerate(tokens) if _topic(w)]
+    topic = [(k, _stem(w)) for k, w in enumerate(tokens) if _topic(w)]
     pairs: set[tuple[str, str]] = set()
     for x, (k1, w1) in enumerate(topic):
         counted = k1 > 0 and tokens[k1 - 1][:1].isdigit()
@@ -337,7 +334,7 @@ def _lemmas(tokens: Tokens) -> set[str]:
         elif t.endswith("ly") and t[:-2] in _ANTONYMS:
             out.add(t[:-2])  # "horizontally" -> "horizontal"
         elif _topic(t):
-            out.add(stem(t))
+            out.add(_stem(t))
     return out
 
 

@@ -38,9 +38,11 @@ class EditShape:
     direction_swap: bool
 
 
-def _stem(word: str) -> str:
+def stem(word: str, keep: int = 3) -> str:
+    """Plural, -ing and -ed endings off, leaving at least `keep` letters ("rows" -> "row",
+    "sorting" -> "sort"): enough to match inflections of one word. The guard's one stemmer."""
     for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= keep and not word.endswith("ss"):
             return word[: -len(suffix)]
     return word
 
@@ -69,13 +71,13 @@ def _fold_typos(
         if best_ratio < _TYPO_MIN_RATIO:
             continue
         both_known = word in known_words and best in known_words
-        if not both_known or _stem(word) in (_stem(best), best) or _stem(best) == word:
+        if not both_known or stem(word) in (stem(best), best) or stem(best) == word:
             renamed[word] = best
     return tuple(renamed.get(w, w) for w in a)
 
 
 def _directed_pairs(tokens: tuple[str, ...], stopwords: frozenset[str]) -> set[tuple[str, str]]:
-    content = [(k, _stem(w)) for k, w in enumerate(tokens) if w.isalnum() and w not in stopwords]
+    content = [(k, stem(w)) for k, w in enumerate(tokens) if w.isalnum() and w not in stopwords]
     pairs: set[tuple[str, str]] = set()
     for x, (k1, w1) in enumerate(content):
         for k2, w2 in content[x + 1 : x + 1 + _DIRECTION_REACH]:

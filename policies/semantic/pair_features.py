@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from policies.semantic.edit_shape import EditShape, edit_shape
+from policies.semantic.edit_shape import EditShape, edit_shape, stem
 from policies.semantic.numerals import read_numerals
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -109,14 +109,6 @@ class PromptTerms:
         return tuple(self.wording.split(" ")) if self.wording else ()
 
 
-def _stem(word: str) -> str:
-    # Plural and -ing/-ed endings only: enough to match "rows"/"row", "sorting"/"sort".
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            return word[: -len(suffix)]
-    return word
-
-
 def prompt_terms(text: str) -> PromptTerms:
     # Numerals first, on the original case: "World War II" / "WWII" / "ww2" all read "2".
     lowered = read_numerals(text).lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
@@ -145,7 +137,7 @@ def prompt_terms(text: str) -> PromptTerms:
         if len(token) == 1 and token not in "x%":
             continue
         if token not in _STOPWORDS:
-            content.add(_stem(token) if token not in _ANTONYMS else token)
+            content.add(stem(token) if token not in _ANTONYMS else token)
     wording = " ".join(re.findall(r"\w+|[^\w\s]", lowered))
     return PromptTerms(frozenset(numbers), negations, frozenset(content), wording)
 

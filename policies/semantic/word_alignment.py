@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from policies.semantic.pair_features import _NEGATIONS, _NUMBER_WORDS, _STOPWORDS, _stem
+from policies.semantic.edit_shape import stem
+from policies.semantic.pair_features import _NEGATIONS, _NUMBER_WORDS, _STOPWORDS
 
 ALIGN_FEATURE_NAMES: tuple[str, ...] = (
     "align_min",
@@ -83,11 +84,11 @@ def _similarities(
     need = sorted({*words_a, *words_b})
     table = dict(zip(need, vectors(need), strict=True))
     sims = np.stack([table[w] for w in words_a]) @ np.stack([table[w] for w in words_b]).T
-    stems_b = [_stem(w) for w in words_b]
+    stems_b = [stem(w) for w in words_b]
     for i, w in enumerate(words_a):
-        stem = _stem(w)
+        own = stem(w)
         for j, other in enumerate(stems_b):
-            if stem == other:
+            if own == other:
                 sims[i, j] = 1.0
     return sims
 
