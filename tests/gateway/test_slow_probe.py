@@ -12,7 +12,10 @@ import httpx
 import pytest
 from aiohttp import web
 
+from gateway.fleet import FleetView
 from gateway.keys import FLEET, METRICS, PROBER
+from gateway.metrics import GatewayMetrics
+from gateway.server import RunningGateway
 
 MODEL = "sim-llama"
 CHUNKS = 40
@@ -70,15 +73,21 @@ async def stalling_worker() -> AsyncIterator[StallingWorker]:
     await worker.stop()
 
 
+async def _stalled_gateway(
+    worker: StallingWorker, make_gateway
+) -> tuple[RunningGateway, FleetView, GatewayMetrics]:
+    """A gateway over `worker`, probed by hand, with the worker's `/health` made to stall."""
+    gw = await make_gateway([worker.url], health={"interval_s": 30.0, "timeout_s": PROBE_TIMEOUT_S})
+    fleet, metrics = gw.app[FLEET], gw.app[METRICS]
+    assert fleet.workers[0].healthy
+    worker.stall_health = True
+    return gw, fleet, metrics
+
+
 async def test_probe_timeout_during_a_flowing_stream_keeps_the_worker(
     stalling_worker, make_gateway
 ):
-    gw = await make_gateway(
-        [stalling_worker.url], health={"interval_s": 30.0, "timeout_s": PROBE_TIMEOUT_S}
-    )
-    fleet, metrics = gw.app[FLEET], gw.app[METRICS]
-    assert fleet.workers[0].healthy
-    stalling_worker.stall_health = True
+    gw, fleet, metrics = await _stalled_gateway(stalling_worker, make_gateway)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     events: list[str] = []
     async with httpx.AsyncClient(timeout=10) as http:
@@ -101,12 +110,7 @@ async def test_probe_timeout_during_a_flowing_stream_keeps_the_worker(
 async def test_probe_timeouts_with_nothing_flowing_take_the_worker_out_after_three(
     stalling_worker, make_gateway
 ):
-    gw = await make_gateway(
-        [stalling_worker.url], health={"interval_s": 30.0, "timeout_s": PROBE_TIMEOUT_S}
-    )
-    fleet, metrics = gw.app[FLEET], gw.app[METRICS]
-    assert fleet.workers[0].healthy
-    stalling_worker.stall_health = True
+    gw, fleet, metrics = await _stalled_gateway(stalling_worker, make_gateway)
     for _ in range(2):  # slow, maybe busy: still in (the default unhealthy_after_timeouts: 3)
         await gw.app[PROBER].probe_all()
         assert fleet.workers[0].healthy
