@@ -13,7 +13,11 @@ from config.semantic import CATEGORIES
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks/data"
 # (file, id pattern): each blind set has its own id letter so ids never collide across sets.
-SETS = [("holdout2_prompts.jsonl", r"k\d{4}"), ("holdout3_prompts.jsonl", r"m\d{4}")]
+SETS = [
+    ("holdout2_prompts.jsonl", r"k\d{4}"),
+    ("holdout3_prompts.jsonl", r"m\d{4}"),
+    ("holdout4_prompts.jsonl", r"q\d{4}"),
+]
 KINDS = {
     "number",
     "negation",
