@@ -112,6 +112,9 @@ class TorchEngine:
         # Text and stop strings per request (no tokenizer: token ids only, no text).
         self._detoks: dict[str, IncrementalDetokenizer] = {}
         self._pending: list[RequestOutput] = []  # outputs of aborts, returned by the next step
+        self._num_steps = 0
+        self._num_prefill_steps = 0
+        self._busy_s = 0.0
         self._arrivals = 0
         log.info(
             "engine %s on %s/%s%s: %d blocks of %d tokens, %d swap blocks, max_model_len %d",
@@ -178,7 +181,11 @@ class TorchEngine:
         started = time.perf_counter()
         tokens = self.runner.run(batch)  # makes the batch's swap copies even with no sequences
         num_prefill = batch.num_tokens - batch.num_decodes
-        self.scheduler.cost.observe_step(num_prefill, time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        self.scheduler.cost.observe_step(num_prefill, elapsed_s)
+        self._num_steps += 1
+        self._num_prefill_steps += num_prefill > 0
+        self._busy_s += elapsed_s
         self.scheduler.postprocess(batch)
         for seq, token in zip(batch.seqs, tokens, strict=True):
             if token is not None:
@@ -196,6 +203,9 @@ class TorchEngine:
             queued_prefill_tokens=self.scheduler.queued_prefill_tokens(),
             block_size=bm.block_size,
             num_preemptions=self.scheduler.num_preemptions,
+            num_steps=self._num_steps,
+            num_prefill_steps=self._num_prefill_steps,
+            busy_s=self._busy_s,
         )
 
     def drain_kv_events(self) -> tuple[list[int], list[int]]:

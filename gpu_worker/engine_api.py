@@ -69,6 +69,11 @@ class EngineStats(msgspec.Struct, kw_only=True):
     queued_prefill_tokens: int = 0  # prompt tokens admitted and not yet prefilled
     block_size: int = 16
     num_preemptions: int = 0
+    # Since start: engine steps run, those that carried prompt tokens (prefill, alone or mixed
+    # with decodes), and the time spent in steps (the sim engine: its modelled time).
+    num_steps: int = 0
+    num_prefill_steps: int = 0
+    busy_s: float = 0.0
 
 
 class Tokenizer(Protocol):

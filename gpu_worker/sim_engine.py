@@ -116,6 +116,9 @@ class SimEngine:
         self._running: list[_Seq] = []
         self._outputs: list[RequestOutput] = []  # finished outside a step (abort, rejected)
         self._num_preemptions = 0
+        self._num_steps = 0
+        self._num_prefill_steps = 0
+        self._busy_s = 0.0
 
     # ---------------------------------------------------------------- Engine protocol
 
@@ -152,6 +155,9 @@ class SimEngine:
         decodes = [seq for seq, _ in scheduled if seq.num_computed >= seq.prefill_end]
         context = sum(len(seq.token_ids) for seq in decodes)
         duration_s = step_time_s(self.cfg.cost_model, prefill, len(decodes), context)
+        self._num_steps += 1
+        self._num_prefill_steps += prefill > 0
+        self._busy_s += duration_s
         if duration_s > 0:
             self._sleep(duration_s)
         now = self._clock()
@@ -174,6 +180,9 @@ class SimEngine:
             ),
             block_size=self.cfg.block_size,
             num_preemptions=self._num_preemptions,
+            num_steps=self._num_steps,
+            num_prefill_steps=self._num_prefill_steps,
+            busy_s=self._busy_s,
         )
 
     def drain_kv_events(self) -> tuple[list[int], list[int]]:

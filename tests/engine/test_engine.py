@@ -38,6 +38,16 @@ def test_chunked_prefill_equals_whole(make_engine, req, run_all, prompts):
     assert run_all(chunked)[0] == run_all(whole)[0]
 
 
+def test_stats_count_steps_and_prefill_steps(make_engine, req, run_all):
+    engine = make_engine(max_tokens_per_step=8)
+    engine.add_request(req("a", list(range(3, 23)), max_tokens=4))  # 20 prompt tokens
+    run_all(engine)
+    stats = engine.stats()
+    # Chunks of 8, 8, 4 (the last one samples the first token), then 3 decode steps.
+    assert (stats.num_steps, stats.num_prefill_steps) == (6, 3)
+    assert stats.busy_s > 0
+
+
 def test_prefix_caching_on_equals_off(make_engine, req, run_all, prompts):
     system = prompts(1, seed=3, lo=40, hi=41)[0]
     reqs = [req(f"r{i}", system + p) for i, p in enumerate(prompts(6, seed=4, lo=1, hi=20))]

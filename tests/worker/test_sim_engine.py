@@ -160,6 +160,9 @@ def test_step_time_follows_the_cost_model_with_chunked_prefill() -> None:
         ]
     )
     assert finals["a"].num_output_tokens == 3
+    stats = engine.stats()
+    assert (stats.num_steps, stats.num_prefill_steps) == (5, 3)
+    assert stats.busy_s == pytest.approx(sum(slept))
 
 
 def test_batch_is_capped_and_decodes_share_a_step() -> None:
