@@ -7,6 +7,13 @@ gateway to that worker, in one run, alternating rounds (so machine noise hits bo
 Worker and gateway run as their own processes (`kvgate sim-worker`, `kvgate gateway`); the load
 generator is this process (aiohttp client). Reports p50/p99 of TTFT (first SSE data line) and of
 total time for both paths, the difference (added latency) and throughput through/direct.
+
+In the rounds the sim worker's step counters (`/stats`) are read around every round: the
+closed-loop clients all get identical replies, so they finish and come back in cohorts, and how
+many engine steps carry prefill depends on how tightly each cohort's requests arrive. A relay
+that takes each request in turn spreads a cohort a little, more steps carry prefill, and every
+stream in the batch pays for it; the table shows that part separately ("longer steps add").
+`--interleaved` sends both paths' requests in the same cohorts, which leaves only the hop.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class Samples:
     wall_s: float = 0.0
     errors: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds
+    engine: dict[str, float] = field(default_factory=dict)  # the worker's /stats step counters
 
     @property
     def count(self) -> int:
@@ -55,6 +63,15 @@ def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+ENGINE_COUNTERS = ("num_steps", "num_prefill_steps", "busy_s")
+
+
+async def _engine_counters(session: aiohttp.ClientSession, worker: str) -> dict[str, float]:
+    async with session.get(worker + "/stats") as r:
+        stats = await r.json()
+    return {key: stats[key] for key in ENGINE_COUNTERS}
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
@@ -139,7 +156,11 @@ async def _batch(
     body: bytes,
     out: Samples,
     pids: dict[str, int],
+    worker: str | None = None,
 ) -> None:
+    """`n` requests to `base` from `args.concurrency` closed-loop clients; the CPU time of
+    `pids` and (with `worker`, the sim worker's URL) its step counters over the batch go to
+    `out`."""
     url = base + "/v1/chat/completions"
     concurrency = args.concurrency
     queue = iter(range(n))
@@ -147,7 +168,7 @@ async def _batch(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
+        async def client() -> None:
             for _ in queue:
                 # Think time: without it, closed-loop clients send their next request the
                 # instant the worker's step ends, in lockstep with its schedule; any delay then
@@ -155,25 +176,46 @@ async def _batch(
                 await asyncio.sleep(rng.uniform(0.0, args.think_ms / 1e3))
                 await _one(session, url, body, out)
 
+        counters = await _engine_counters(session, worker) if worker else {}
         cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(client() for _ in range(concurrency)))
         out.wall_s += time.perf_counter() - start
         for name, pid in pids.items():
             out.cpu_s[name] = out.cpu_s.get(name, 0.0) + _cpu_s(pid) - cpu_before[name]
+        if worker:
+            after = await _engine_counters(session, worker)
+            for key, value in after.items():
+                out.engine[key] = out.engine.get(key, 0.0) + value - counters[key]
 
 
 def _summary(s: Samples) -> dict[str, float]:
-    return {
-        "requests": s.count,
-        "errors": s.errors,
-        "ttft_p50_ms": 1e3 * _pct(s.ttft_s, 0.50),
-        "ttft_p99_ms": 1e3 * _pct(s.ttft_s, 0.99),
-        "total_p50_ms": 1e3 * _pct(s.total_s, 0.50),
-        "total_p99_ms": 1e3 * _pct(s.total_s, 0.99),
-        "total_mean_ms": 1e3 * statistics.fmean(s.total_s),
-        "throughput_rps": s.count / s.wall_s if s.wall_s else float("nan"),
-    } | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
+    return (
+        {
+            "requests": s.count,
+            "errors": s.errors,
+            "ttft_p50_ms": 1e3 * _pct(s.ttft_s, 0.50),
+            "ttft_p99_ms": 1e3 * _pct(s.ttft_s, 0.99),
+            "total_p50_ms": 1e3 * _pct(s.total_s, 0.50),
+            "total_p99_ms": 1e3 * _pct(s.total_s, 0.99),
+            "total_mean_ms": 1e3 * statistics.fmean(s.total_s),
+            "throughput_rps": s.count / s.wall_s if s.wall_s else float("nan"),
+        }
+        | {f"{name}_cpu_ms_per_request": 1e3 * cpu / s.count for name, cpu in s.cpu_s.items()}
+        | (
+            {
+                "worker_steps_per_request": s.engine["num_steps"] / s.count,
+                "worker_prefill_steps_per_request": s.engine["num_prefill_steps"] / s.count,
+                # Modelled step time, and wall time per step (the worker never idles in a round):
+                # the gap is the engine's own overhead per step (Python, sleep overshoot, waiting
+                # for a core).
+                "worker_mean_step_ms": 1e3 * s.engine["busy_s"] / max(1, s.engine["num_steps"]),
+                "worker_wall_per_step_ms": 1e3 * s.wall_s / max(1, s.engine["num_steps"]),
+            }
+            if s.engine
+            else {}
+        )
+    )
 
 
 def stream_body(model: str, max_tokens: int) -> bytes:
@@ -200,7 +242,7 @@ async def _measure(
     for i in range(args.rounds):
         order = [(worker, direct), (gateway, through)]
         for base, samples in order if i % 2 == 0 else order[::-1]:
-            await _batch(base, per_round, args, body, samples, pids)
+            await _batch(base, per_round, args, body, samples, pids, worker)
     d, g = _summary(direct), _summary(through)
     result: dict[str, object] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -208,6 +250,12 @@ async def _measure(
         "gateway": g,
         "added_ms": _added(d, g),
         "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
+        # What longer worker steps alone add to a reply of `max_tokens` tokens (one step each):
+        # modelled (more steps carry prefill) and in wall time (plus the engine's overhead).
+        "longer_steps_ms": {
+            key: (g[key] - d[key]) * (args.max_tokens - 1)
+            for key in ("worker_mean_step_ms", "worker_wall_per_step_ms")
+        },
     }
     if args.interleaved:
         paths = [(worker, Samples()), (gateway, Samples())]
@@ -265,6 +313,17 @@ def _table(result: dict[str, object]) -> str:
     for name in ("worker", "gateway", "client"):
         key = f"{name}_cpu_ms_per_request"
         rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
+    for label, key in (
+        ("prefill steps/req", "worker_prefill_steps_per_request"),
+        ("step ms, model", "worker_mean_step_ms"),
+        ("step ms, wall", "worker_wall_per_step_ms"),
+    ):
+        rows.append(f"{label:<16}{d[key]:>12.3f}{g[key]:>12.3f}")
+    longer = result["longer_steps_ms"]
+    rows.append(
+        f"longer steps add to a reply: {longer['worker_mean_step_ms']:+.2f} ms modelled, "
+        f"{longer['worker_wall_per_step_ms']:+.2f} ms in wall time"
+    )
     mixed = result.get("interleaved")
     if mixed:
         md, mg, ma = mixed["direct"], mixed["gateway"], mixed["added_ms"]
