@@ -89,7 +89,7 @@ async def _measure(args: argparse.Namespace, bases: dict[str, str]) -> dict[str,
     for i in range(args.rounds):
         order = PATHS[i % 3 :] + PATHS[: i % 3]
         for name in order:
-            await _batch(bases[name], per_round, args, body, samples[name], {})
+            await _batch(bases[name], per_round, args, body, samples[name], {}, bases["direct"])
     summary = {name: _summary(s) for name, s in samples.items()}
     direct = summary["direct"]
 
@@ -138,6 +138,12 @@ def main() -> int:
     for key in KEYS:
         row = "".join(f"{result['paths'][name][key]:>12.2f}" for name in PATHS)
         print(f"{key:<16}{row}{result['gateway_over_pipe_ms'][key]:>+12.2f}")
+    for label, key in (
+        ("prefill steps/req", "worker_prefill_steps_per_request"),
+        ("step ms, model", "worker_mean_step_ms"),
+        ("step ms, wall", "worker_wall_per_step_ms"),
+    ):
+        print(f"{label:<16}" + "".join(f"{result['paths'][n][key]:>12.3f}" for n in PATHS))
     print("added vs direct: " + ", ".join(KEYS))
     for name in ("pipe", "gateway"):
         added = result[f"{name}_added_ms"]
