@@ -277,6 +277,9 @@ class RequestError(Exception):
         return error_body(self.status, self.message, param=self.param, code=self.code)
 
 
+UNREADABLE_BODY = "the request body could not be read: cut short, or not in its Content-Encoding"
+
+
 def decode_request(body: bytes, cls: type[T]) -> T:
     """Decode a request body; bad JSON or types raise `RequestError(400)` naming the field."""
     if not body:
@@ -289,6 +292,10 @@ def decode_request(body: bytes, cls: type[T]) -> T:
         raise RequestError(400, f"invalid request: {text}", param=param) from exc
     except msgspec.DecodeError as exc:
         raise RequestError(400, f"the request body is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 in strings itself
+        raise RequestError(400, "the request body is not valid UTF-8") from exc
+    except RecursionError as exc:  # arrays or objects nested thousands deep
+        raise RequestError(400, "the request body's JSON is nested too deeply") from exc
 
 
 def validate_sampling(req: _SamplingFields) -> None:

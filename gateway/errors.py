@@ -32,6 +32,7 @@ class ApiError(Exception):
         code: str | None = None,
         type_: str | None = None,
         retry_after_s: int | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -40,15 +41,19 @@ class ApiError(Exception):
         self.code = code or ERROR_TYPES.get(status, "error")
         self.type = type_
         self.retry_after_s = retry_after_s  # sent as `Retry-After` when set
+        self.close = close  # `Connection: close`: the connection's byte stream is not usable
 
     def response(self) -> web.Response:
         body = error_body(
             self.status, self.message, param=self.param, code=self.code, type=self.type
         )
         headers = None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
-        return web.Response(
+        response = web.Response(
             status=self.status, body=body, content_type="application/json", headers=headers
         )
+        if self.close:
+            response.force_close()
+        return response
 
 
 def no_healthy_worker(model: str, detail: str = "") -> ApiError:

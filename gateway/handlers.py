@@ -13,6 +13,7 @@ from typing import cast
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from config.protocol import (
     HEADER_CACHE_SALT,
@@ -20,6 +21,7 @@ from config.protocol import (
     HEADER_CONVERSATION,
     HEADER_DEADLINE_MS,
     HEADER_TURN,
+    UNREADABLE_BODY,
 )
 from gateway import keys
 from gateway.errors import ApiError
@@ -50,7 +52,13 @@ def _upstream_headers(request: web.Request, hints: dict[str, str]) -> dict[str, 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"request body over {max_bytes} bytes", code="request_too_large")
-    return await request.read()  # aiohttp enforces client_max_size on chunked bodies (413)
+    try:
+        return await request.read()  # aiohttp enforces client_max_size on chunked bodies (413)
+    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+        # The rest of the body is not ours to read: end it here (so aiohttp does not try to
+        # drain it after the reply) and close the connection after the reply.
+        request.content.feed_eof()
+        raise ApiError(400, UNREADABLE_BODY, code="unreadable_body", close=True) from exc
 
 
 def _deadline_s(request: web.Request, arrival_s: float, max_ms: float) -> float | None:

@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
 from config.protocol import RequestError
@@ -56,6 +57,8 @@ async def _read_body(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
+    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+        raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body") from exc
 
 
 def _check_model(state: WorkerState, model: str) -> None:

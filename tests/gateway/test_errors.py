@@ -25,6 +25,8 @@ def _assert_error(response: httpx.Response, status: int, code: str | None = None
     [
         (b"{", None),
         (b"not json at all", None),
+        (b'{"model": "' + b"\xff\xfe" + b'"}', None),  # not UTF-8
+        (b'{"a": ' * 3000 + b"1" + b"}" * 3000, None),  # nested too deeply for the decoder
         (b'{"model": "sim-llama", "messages": "hi"}', "messages"),
         (b'{"model": 1, "messages": [{"role": "user", "content": "x"}]}', "model"),
         (
@@ -43,6 +45,18 @@ async def test_bad_body_is_400(gateway, body, param):
     async with httpx.AsyncClient() as http:
         response = await http.post(gateway.url + CHAT, content=body)
     assert _assert_error(response, 400)["param"] == param
+
+
+async def test_body_not_in_its_content_encoding_is_400_and_closes(gateway):
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(gateway.url + CHAT, content=b"{}", headers=headers)
+        assert _assert_error(response, 400, "unreadable_body")
+        # The rest of that connection's bytes are not a request: it is closed, the next request
+        # (on a new connection) is served.
+        assert response.headers["Connection"] == "close"
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+        assert (await http.post(gateway.url + CHAT, json=chat)).status_code == 200
 
 
 async def test_bad_completion_prompt_is_400(gateway):

@@ -23,6 +23,8 @@ BAD_REQUESTS = [
     ("/v1/chat/completions", b"{not json", "", 400),
     ("/v1/chat/completions", b"", "", 400),
     ("/v1/chat/completions", b"[1, 2]", "", 400),
+    ("/v1/chat/completions", b'{"model": "' + b"\xff\xfe" + b'"}', "", 400),  # not UTF-8
+    ("/v1/chat/completions", b'{"a": ' * 3000 + b"1" + b"}" * 3000, "", 400),  # nested deep
     ("/v1/chat/completions", _with(CHAT, messages="hi"), "messages", 400),
     ("/v1/chat/completions", _with(CHAT, messages=[]), "messages", 400),
     ("/v1/chat/completions", _with(CHAT, messages=[{"role": "wizard", "content": "x"}]), "", 400),
@@ -67,6 +69,15 @@ async def test_bad_request_gets_openai_error(
         assert error["param"] == param
     # The worker is unharmed and holds nothing for the rejected request.
     assert stats["pending_requests"] == 0
+
+
+async def test_body_not_in_its_content_encoding_is_400(worker: WorkerHandle) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(worker.url + "/v1/chat/completions", content=b"{}", headers=headers)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["code"] == "unreadable_body"
+        assert (await http.get(worker.url + "/health")).status_code == 200
 
 
 async def test_openai_client_raises_typed_errors(client: AsyncOpenAI) -> None:
