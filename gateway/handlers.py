@@ -144,16 +144,27 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _proxy(request, "completions", "/v1/completions", parse_completion)
 
 
+def _model_card(model: str) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "kvgate"}
+
+
 async def models(request: web.Request) -> web.Response:
     app = request.app
     app[keys.AUTH].tenant(request.headers.get("Authorization"))
-    data = [
-        {"id": m, "object": "model", "created": 0, "owned_by": "kvgate"}
-        for m in app[keys.FLEET].models()
-    ]
+    data = [_model_card(m) for m in app[keys.FLEET].models()]
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
     )
+
+
+async def model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}` (the SDK's `models.retrieve`): one served model, else 404."""
+    app = request.app
+    app[keys.AUTH].tenant(request.headers.get("Authorization"))
+    name = request.match_info["model"]
+    if name not in app[keys.FLEET].models():
+        raise unknown_model(name)
+    return web.Response(body=orjson.dumps(_model_card(name)), content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:

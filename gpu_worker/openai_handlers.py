@@ -28,7 +28,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     req = p.decode_request(await _read_body(request), p.ChatCompletionRequest)
     p.validate_chat(req)
-    _check_model(state, req.model)
+    check_model(state, req.model)
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     prompt_ids = state.engine.tokenizer.apply_chat_template(messages)
     return await _serve(request, state, "chat", req, prompt_ids)
@@ -38,7 +38,7 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     req = p.decode_request(await _read_body(request), p.CompletionRequest)
     prompt = p.validate_completion(req)
-    _check_model(state, req.model)
+    check_model(state, req.model)
     if isinstance(prompt, str):
         prompt_ids = state.engine.tokenizer.encode(prompt)
     else:
@@ -61,7 +61,7 @@ async def _read_body(request: web.Request) -> bytes:
         raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body") from exc
 
 
-def _check_model(state: WorkerState, model: str) -> None:
+def check_model(state: WorkerState, model: str) -> None:
     if model != state.engine.model_id:
         raise RequestError(
             404,

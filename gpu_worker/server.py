@@ -17,7 +17,7 @@ from aiohttp import web
 from config.protocol import ModelCard, ModelList, RequestError, error_body
 from config.worker import WorkerConfig
 from gpu_worker.engine_api import Engine
-from gpu_worker.openai_handlers import handle_chat, handle_completion
+from gpu_worker.openai_handlers import check_model, handle_chat, handle_completion
 from gpu_worker.worker_state import STATE_KEY, WorkerState
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,20 @@ async def handle_stats(request: web.Request) -> web.Response:
     return json_response(request.app[STATE_KEY].stats())
 
 
+def _model_card(state: WorkerState) -> ModelCard:
+    engine = state.engine
+    return ModelCard(id=engine.model_id, created=state.created, max_model_len=engine.max_model_len)
+
+
 async def handle_models(request: web.Request) -> web.Response:
+    return json_response(ModelList(data=[_model_card(request.app[STATE_KEY])]))
+
+
+async def handle_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}`: the served model's card, else 404."""
     state = request.app[STATE_KEY]
-    card = ModelCard(
-        id=state.engine.model_id, created=state.created, max_model_len=state.engine.max_model_len
-    )
-    return json_response(ModelList(data=[card]))
+    check_model(state, request.match_info["model"])
+    return json_response(_model_card(state))
 
 
 async def handle_kv_events(request: web.Request) -> web.StreamResponse:
@@ -116,6 +124,7 @@ def build_app(state: WorkerState) -> web.Application:
     app.router.add_post("/v1/chat/completions", handle_chat)
     app.router.add_post("/v1/completions", handle_completion)
     app.router.add_get("/v1/models", handle_models)
+    app.router.add_get("/v1/models/{model:.+}", handle_model)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/stats", handle_stats)
     app.router.add_get("/kv_events", handle_kv_events)

@@ -1,6 +1,8 @@
 """The official openai client against the gateway over two simulated workers."""
 
 import httpx
+import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 MODEL = "sim-llama"
@@ -49,8 +51,13 @@ async def test_completion_streamed_and_not(gateway, openai_client):
 
 
 async def test_models_lists_the_fleets_model(gateway, openai_client):
-    models = await openai_client(gateway).models.list()
+    client = openai_client(gateway)
+    models = await client.models.list()
     assert [m.id for m in models.data] == [MODEL]
+    assert (await client.models.retrieve(MODEL)).id == MODEL
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.models.retrieve("org/other-model")  # ids may hold a slash
+    assert missing.value.body["code"] == "model_not_found"
 
 
 async def test_round_robin_uses_both_workers_and_metrics_count(gateway, openai_client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import openai
 import pytest
 from openai import AsyncOpenAI
 
@@ -16,6 +17,9 @@ LONG = "The quick brown fox jumps over the lazy dog while the cache keeps every 
 async def test_models_lists_the_served_model(client: AsyncOpenAI) -> None:
     models = await client.models.list()
     assert [m.id for m in models.data] == [MODEL]
+    assert (await client.models.retrieve(MODEL)).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve("org/other-model")
 
 
 async def test_chat_completion_reports_usage_and_honours_max_tokens(client: AsyncOpenAI) -> None:
