@@ -1,8 +1,10 @@
 """The wire contract of kvgate: OpenAI request/response structs, worker `/stats`, KV events.
 
 Shared by the worker's server and the gateway, so both sides read and write exactly these shapes.
-Request structs ignore unknown fields on purpose (real OpenAI clients send many: `logprobs`,
-`presence_penalty`, `tools`, …); only the config structs in config/ forbid them. Stream chunks
+Request structs ignore unknown fields on purpose (real OpenAI clients send many, mostly at their
+no-op values); only the config structs in config/ forbid them. The fields that would change the
+answer and that our workers do not honour (`AnswerOptions`: `tools`, `logprobs`,
+`presence_penalty`, …) are refused when set (`check_answer_options`). Stream chunks
 leave out what is UNSET (`usage`, delta parts) as OpenAI does. Requests re-encode without
 their unset fields (`omit_defaults`), so a gateway that forwards a decoded request sends no
 `null`s.
@@ -78,6 +80,50 @@ class _SamplingFields(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+class AnswerOptions(msgspec.Struct):
+    """Request fields (OpenAI's and common extensions) that ask for more than a plain text
+    answer, or for a differently sampled one: tool calls, a response format, log probabilities,
+    echo / suffix / best_of, logit bias, repetition penalties. Our workers honour none of them
+    and refuse a request that sets one to other than its no-op value (400), rather than
+    silently answering something else; the gateway's semantic cache never answers such a
+    request (another tool list or JSON schema wants another answer) and relays it.
+    """
+
+    tools: list[object] | None = None
+    functions: list[object] | None = None
+    tool_choice: object = None
+    response_format: dict[str, object] | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, object] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+
+    def first_set(self) -> str | None:
+        """The first field set to other than its no-op value, None when there is none."""
+        no_op = {
+            "tools": not self.tools,
+            "functions": not self.functions,
+            "tool_choice": self.tool_choice in (None, "none", "auto") or not self.tools,
+            "response_format": self.response_format is None
+            or self.response_format.get("type") == "text",
+            "logprobs": not self.logprobs,
+            "top_logprobs": not self.top_logprobs,
+            "logit_bias": not self.logit_bias,
+            "echo": not self.echo,
+            "suffix": not self.suffix,
+            "best_of": self.best_of is None or self.best_of <= 1,
+            "presence_penalty": not self.presence_penalty,
+            "frequency_penalty": not self.frequency_penalty,
+            "repetition_penalty": self.repetition_penalty in (None, 1.0),
+        }
+        return next((name for name, ok in no_op.items() if not ok), None)
 
 
 class ChatCompletionRequest(_SamplingFields, kw_only=True):
@@ -296,6 +342,13 @@ def decode_request(body: bytes, cls: type[T]) -> T:
         raise RequestError(400, "the request body is not valid UTF-8") from exc
     except RecursionError as exc:  # arrays or objects nested thousands deep
         raise RequestError(400, "the request body's JSON is nested too deeply") from exc
+
+
+def check_answer_options(body: bytes) -> None:
+    """A worker's refusal (400) of a request that sets an `AnswerOptions` field."""
+    field = decode_request(body, AnswerOptions).first_set()
+    if field is not None:
+        raise RequestError(400, f"`{field}` is not supported by this worker", param=field)
 
 
 def validate_sampling(req: _SamplingFields) -> None:

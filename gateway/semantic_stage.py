@@ -24,22 +24,30 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from config.protocol import ChatCompletionRequest, CompletionRequest
+from config.protocol import AnswerOptions, ChatCompletionRequest, CompletionRequest
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
 
 log = logging.getLogger(__name__)
 
 MAX_KEPT_REPLY_BYTES = 1_048_576  # a longer reply is relayed but not stored
-# Requests the cache cannot answer: token-id prompts (it compares text) and n > 1 (it stores one
-# choice). They are relayed with `x-kvgate-cache: bypass` and never stored.
+# Requests the cache cannot answer: token-id prompts (it compares text), n > 1 (it stores one
+# choice) and requests that ask for more than a plain text answer (`AnswerOptions`).
+# They are relayed with `x-kvgate-cache: bypass` and never stored.
 _UNCACHEABLE = CacheResult("bypass", "none", reason="uncacheable_request")
 
 
+def _plain_answer(body: bytes) -> bool:
+    try:
+        return msgspec.json.decode(body, type=AnswerOptions).first_set() is None
+    except msgspec.ValidationError:  # a shape we do not know: not ours to answer
+        return False
+
+
 def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQuery | None:
-    """None when the request cannot be answered from the cache (n > 1)."""
+    """None when the request cannot be answered from the cache (n > 1, not a plain answer)."""
     req = msgspec.json.decode(body, type=ChatCompletionRequest)  # already validated by parse
-    if req.n is not None and req.n > 1:
+    if (req.n is not None and req.n > 1) or not _plain_answer(body):
         return None
     msgs = req.messages
     last = max((i for i, m in enumerate(msgs) if m.role == "user"), default=len(msgs) - 1)
@@ -58,13 +66,16 @@ def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQue
         seed=req.seed,
         category_header=headers.get("x-kvgate-category"),
         cache_control=headers.get("Cache-Control"),
+        max_tokens=req.requested_max_tokens(),
+        stop=req.stop_list(),
     )
 
 
 def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQuery | None:
-    """None for a token-id prompt (not cacheable: the cache compares text) or n > 1."""
+    """None for a token-id prompt (not cacheable: the cache compares text), n > 1, or a
+    request for more than a plain answer."""
     req = msgspec.json.decode(body, type=CompletionRequest)
-    if req.n is not None and req.n > 1:
+    if (req.n is not None and req.n > 1) or not _plain_answer(body):
         return None
     prompt = req.prompt
     if isinstance(prompt, list):
@@ -80,6 +91,8 @@ def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> Ca
         seed=req.seed,
         category_header=headers.get("x-kvgate-category"),
         cache_control=headers.get("Cache-Control"),
+        max_tokens=req.requested_max_tokens(),
+        stop=req.stop_list(),
     )
 
 
@@ -125,13 +138,19 @@ def _reply_from_json(body: bytes, kind: Kind) -> CachedReply | None:
     obj = orjson.loads(body)
     choice = obj["choices"][0]
     text = choice["message"]["content"] if kind == "chat" else choice["text"]
-    return CachedReply(text=text or "", finish_reason=choice.get("finish_reason") or "")
+    usage = obj.get("usage") or {}
+    return CachedReply(
+        text=text or "",
+        finish_reason=choice.get("finish_reason") or "",
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
 
 
 def _reply_from_sse(data: bytes, kind: Kind) -> CachedReply | None:
     texts: list[str] = []
     finish = ""
     done = False
+    reported = 0  # completion tokens from a usage chunk, when the client asked for one
     for event in data.split(b"\n\n"):
         event = event.strip()
         if not event.startswith(b"data:"):
@@ -143,12 +162,18 @@ def _reply_from_sse(data: bytes, kind: Kind) -> CachedReply | None:
         obj = orjson.loads(payload)
         if "error" in obj:
             return None
+        reported = int((obj.get("usage") or {}).get("completion_tokens") or reported)
         for choice in obj.get("choices") or ():
             piece = choice.get("delta", {}).get("content") if kind == "chat" else choice.get("text")
             if piece:
                 texts.append(piece)
             finish = choice.get("finish_reason") or finish
-    return CachedReply(text="".join(texts), finish_reason=finish) if done else None
+    if not done:
+        return None
+    # Without usage, the content chunks count the tokens (one per chunk from OpenAI-style
+    # servers and ours; a server that batches tokens per chunk is undercounted).
+    tokens = reported or len(texts)
+    return CachedReply(text="".join(texts), finish_reason=finish, completion_tokens=tokens)
 
 
 class SemanticStage:
@@ -183,6 +208,7 @@ class SemanticStage:
         prompt_tokens: int,
     ) -> web.StreamResponse:
         assert result.reply is not None
+        reply = result.reply
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
         common = {
             "kind": kind,
@@ -193,14 +219,14 @@ class SemanticStage:
         }
         headers = cache_headers(result)
         if not stream:
-            payload = orjson.dumps(response_body(result.reply, **common))  # type: ignore[arg-type]
+            payload = orjson.dumps(response_body(reply, **common))  # type: ignore[arg-type]
             return web.Response(body=payload, content_type="application/json", headers=headers)
         response = web.StreamResponse(
             status=200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"} | headers,
         )
         await response.prepare(request)
-        chunks = sse_chunks(result.reply, include_usage=_wants_usage(body), **common)  # type: ignore[arg-type]
+        chunks = sse_chunks(reply, include_usage=_wants_usage(body), **common)  # type: ignore[arg-type]
         for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()

@@ -26,7 +26,9 @@ Kind = Literal["chat", "completion"]
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    req = p.decode_request(await _read_body(request), p.ChatCompletionRequest)
+    body = await _read_body(request)
+    req = p.decode_request(body, p.ChatCompletionRequest)
+    p.check_answer_options(body)
     p.validate_chat(req)
     check_model(state, req.model)
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
@@ -36,7 +38,9 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
 
 async def handle_completion(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    req = p.decode_request(await _read_body(request), p.CompletionRequest)
+    body = await _read_body(request)
+    req = p.decode_request(body, p.CompletionRequest)
+    p.check_answer_options(body)
     prompt = p.validate_completion(req)
     check_model(state, req.model)
     if isinstance(prompt, str):

@@ -62,15 +62,22 @@ class CacheQuery:
     seed: int | None = None
     category_header: str | None = None
     cache_control: str | None = None
+    # An entry whose reply is longer than the request's `max_tokens` is not a candidate (the
+    # request would have been cut short). Stop strings are part of the partition.
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class CachedReply:
-    """A complete upstream reply as stored. Only `finish_reason == "stop"` replies are kept."""
+    """A complete upstream reply as stored. Only `finish_reason == "stop"` replies are kept.
+    `completion_tokens`: its length in tokens as the upstream reported it (usage), else as
+    counted in stream chunks; 0 = unknown (no `max_tokens` check)."""
 
     text: str
     finish_reason: str = "stop"
     model: str = ""
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,11 @@ class CacheResult:
     partition: bytes = b""
     terms: PromptTerms | None = field(default=None, repr=False)
     tenant: str = ""
+
+
+def fits(reply: CachedReply, max_tokens: int | None) -> bool:
+    """Whether `reply` is an answer a request with `max_tokens` could have got."""
+    return max_tokens is None or reply.completion_tokens <= max_tokens
 
 
 class SemanticCache:
@@ -180,6 +192,7 @@ class SemanticCache:
             temperature=q.temperature,
             top_p=q.top_p,
             seed=q.seed,
+            stop=q.stop,
         )
         store = {} if control.no_store else {"vector": vector, "terms": terms}
         if control.no_cache:
@@ -187,7 +200,7 @@ class SemanticCache:
                 "bypass", category, "no-cache", partition=partition, tenant=q.tenant, **store
             )
         found = await self.embedder.run(
-            self._search, vector, partition, terms, policy.threshold, self.clock()
+            self._search, vector, partition, terms, policy.threshold, self.clock(), q.max_tokens
         )
         if found is not None:
             entry, similarity = found
@@ -201,6 +214,7 @@ class SemanticCache:
         terms: PromptTerms,
         threshold: float,
         now: float,
+        max_tokens: int | None = None,
     ) -> tuple[Entry, float] | None:
         self._expire(now)
         members = self.table.by_partition.get(partition)
@@ -214,7 +228,9 @@ class SemanticCache:
         live = [
             (self.table.by_slot[slot], similarity)
             for slot, similarity in candidates
-            if similarity >= threshold and self.table.by_slot[slot].expires_s > now
+            if similarity >= threshold
+            and self.table.by_slot[slot].expires_s > now
+            and fits(self.table.by_slot[slot].reply, max_tokens)  # type: ignore[arg-type]
         ]
         joint = None
         if self._joint is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from gateway.keys import METRICS, SEMANTIC
 from gateway.server import RunningGateway
@@ -41,15 +42,15 @@ async def ask(
     *,
     earlier: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    **fields: Any,
 ) -> tuple[str, str | None, str, Any]:
+    """One temperature-0 chat request (`fields` override or add request fields)."""
     messages = (earlier or []) + [{"role": "user", "content": text}]
     raw = await client.chat.completions.with_raw_response.create(
         model=MODEL,
         messages=messages,
-        max_tokens=16,
-        stop=STOP,
-        temperature=0,
         extra_headers=headers or {},
+        **({"max_tokens": 16, "stop": STOP, "temperature": 0} | fields),
     )
     reply = raw.parse()
     return (
@@ -178,6 +179,41 @@ async def test_truncated_reply_is_not_stored(make_gateway, client):
     )  # "length"
     await settle(gw)
     assert (await ask(c, PY))[0] == "miss"
+
+
+async def test_max_tokens_and_stop_strings_are_respected(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    *_, first = await ask(c, PY)
+    await settle(gw)
+    n = first.usage.completion_tokens
+    assert n >= 2
+    # A stored reply longer than the request may get is no answer for it: the worker's is.
+    assert (await ask(c, PY, max_tokens=n - 1))[0] == "miss"
+    assert (await ask(c, PY, max_tokens=n))[0] == "hit"
+    # Replies are kept per set of stop strings: a reply cut at " " answers only " ".
+    assert (await ask(c, PY, stop=["\n"]))[0] == "miss"
+    assert (await ask(c, PY, stop=[" ", " "]))[0] == "hit"
+
+
+async def test_requests_for_more_than_a_plain_answer_are_not_answered(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    await ask(c, PY)
+    await settle(gw)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for fields in (
+        {"tools": [tool]},
+        {"response_format": {"type": "json_object"}},
+        {"logprobs": True},
+        {"frequency_penalty": 0.5},
+    ):
+        # Not from the cache: the request reaches the sim worker, which refuses such fields.
+        with pytest.raises(openai.BadRequestError) as refused:
+            await ask(c, PY, **fields)
+        assert refused.value.body["param"] == next(iter(fields))
+    for fields in ({"tools": []}, {"logprobs": False}, {"response_format": {"type": "text"}}):
+        assert (await ask(c, PY, **fields))[0] == "hit", fields
 
 
 async def test_token_prompt_bypasses(make_gateway, client):

@@ -123,19 +123,52 @@ async def test_same_seed_same_text_other_seed_other_text(client: AsyncOpenAI) ->
     assert await text(-5) == await text(-5)  # any int64 seed is fine
 
 
-async def test_unknown_fields_are_ignored(worker: WorkerHandle) -> None:
+async def test_unknown_fields_and_no_op_answer_options_are_accepted(worker: WorkerHandle) -> None:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
         "max_completion_tokens": 3,
-        "presence_penalty": 0.5,
-        "logit_bias": {"1": 2},
+        "presence_penalty": 0,
+        "logit_bias": {},
         "tools": [],
+        "tool_choice": "none",
+        "logprobs": False,
+        "response_format": {"type": "text"},
+        "metadata": {"trace": "abc"},
     }
     async with httpx.AsyncClient() as http:
         resp = await http.post(worker.url + "/v1/chat/completions", json=body)
     assert resp.status_code == 200
     assert resp.json()["usage"]["completion_tokens"] == 3
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/v1/chat/completions", "tools", [TOOL]),
+        ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+        ("/v1/chat/completions", "logprobs", True),
+        ("/v1/chat/completions", "presence_penalty", 0.5),
+        ("/v1/chat/completions", "logit_bias", {"1": 2}),
+        ("/v1/completions", "echo", True),
+        ("/v1/completions", "best_of", 3),
+        ("/v1/completions", "logprobs", 2),
+    ],
+)
+async def test_answer_options_it_cannot_honour_are_refused(
+    worker: WorkerHandle, path: str, field: str, value: object
+) -> None:
+    if path == "/v1/chat/completions":
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        body = {"model": MODEL, "prompt": "hi"}
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(worker.url + path, json=body | {field: value, "max_tokens": 2})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == field
 
 
 @pytest.mark.parametrize(
