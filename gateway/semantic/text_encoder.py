@@ -16,10 +16,12 @@ returns float32 unit vectors, one row per text, in the order given.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,24 @@ def _trace(bert: Any) -> Any:
         warnings.simplefilter("ignore")  # tracer warnings about Python values in HF code
         traced = torch.jit.trace(Hidden(bert).eval(), (ids, mask), check_trace=False)
         return torch.jit.freeze(traced.eval())
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """Loading and tracing without transformers' chatter on the gateway's console (a progress
+    bar over the weights, a note on a training-only config key); its settings are put back
+    after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class TextEncoder:
@@ -138,9 +158,10 @@ class TextEncoder:
         max_tokens = int(
             _read_json(folder / "sentence_bert_config.json").get("max_seq_length", 256)
         )
-        bert = AutoModel.from_pretrained(str(folder), local_files_only=True)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        return cls(bert, tokenizer, max_tokens, precision, batch_size, trace)
+        with _transformers_quiet():
+            bert = AutoModel.from_pretrained(str(folder), local_files_only=True)
+            return cls(bert, tokenizer, max_tokens, precision, batch_size, trace)
 
     def whole_words(self) -> frozenset[str]:
         """Alphabetic whole-word entries of the tokenizer's vocabulary (no "##" pieces, no
