@@ -7,6 +7,7 @@
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
         [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--[no-]typo-vocab]
         [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
+        [--weights FILE [--threshold T] [--cut C]]
     python benchmarks/semantic_eval.py contrast [--data ...] [--holdout ...] [--min-cosine 0.7]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
@@ -93,6 +94,9 @@ def main() -> None:
         default=None,
         help="quality/holdout: the guard's contrast checks, none|all|NAME,... (default: shipped)",
     )
+    parser.add_argument("--weights", default="", help="holdout: also score this guard weights file")
+    parser.add_argument("--threshold", type=float, default=None, help="holdout: for --weights")
+    parser.add_argument("--cut", type=float, default=None, help="holdout: for --weights")
     parser.add_argument("--min-cosine", type=float, default=0.7, help="contrast: pairs from")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -53,6 +53,8 @@ from gateway.semantic.cache import shipped_guard_weights  # noqa: E402
 from gateway.semantic.embedder import load_model  # noqa: E402
 from policies.semantic.guard import Guard, GuardModel, span_similarity_from  # noqa: E402
 from policies.semantic.pair_features import prompt_terms  # noqa: E402
+from policies.semantic.token_alignment import TokenStateCache  # noqa: E402
+from policies.semantic.word_alignment import WordVectors  # noqa: E402
 
 Setting = tuple[float, float]  # (threshold, probability cut)
 
@@ -82,6 +84,9 @@ class Pooled:
             sets=set_of,
             spans=span_similarity_from(lambda texts: memo.encode(texts, **EMBED_KWARGS)),
             known_words=known,
+            vectors=vectors,
+            word_vectors=WordVectors(lambda texts: memo.encode(texts, **EMBED_KWARGS)),
+            token_states=TokenStateCache(memo.token_states, 10**6),
             veto_guard=Guard(
                 "learned",
                 self.shipped,

@@ -11,6 +11,9 @@ A candidate is the shipped head's recipe with optional parts, named `pooled[+idf
   edits the span rule passes (which the shipped guard serves outright): fitted on exactly the
   training pairs that reach it (cosine >= 0.6, near-duplicate, not vetoed, not the same words,
   every replaced span similar);
+- `align`, `tokens`, `head`: + the earlier experiments' features (content-word alignment,
+  contextual token alignment, the pair head's |u - v| and u * v with its own shrinkage chosen
+  by the inner cross-validation), now fitted on pooled data;
 - `chosen`: threshold and probability cut chosen on the training sets (semantic_pooled.py),
   else the shipped 0.75 / 0.5.
 Pairs are formed within one prompt set only: a lookup only ever weighs prompts of its own set.
@@ -23,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from benchmarks.semantic_guard_fit import (
+    HEAD_L2_GRID,
     broad_pairs,
     candidate_pairs,
     fit_logistic,
@@ -37,12 +41,14 @@ from policies.semantic.guard import (
     GuardModel,
     SpanSimilarity,
 )
-from policies.semantic.pair_features import PromptTerms, edit_of
+from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, edit_of
 from policies.semantic.term_weights import TermWeights, fit_term_weights, idf_features
+from policies.semantic.token_alignment import TokenEncoder
+from policies.semantic.word_alignment import WordVectors
 
 L2_GRID = (0.1, 1.0, 10.0, 100.0)
 MIN_COSINE = 0.6  # below every threshold a candidate may choose
-PARTS = ("idf", "near", "chosen")
+PARTS = ("idf", "near", "chosen", "align", "tokens", "head")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class Candidate:
     idf: bool = False
     near: bool = False
     chosen: bool = False
+    align: bool = False
+    tokens: bool = False
+    head: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Candidate:
@@ -58,7 +67,7 @@ class Candidate:
         unknown = [p for p in parts if p not in PARTS]
         if head != "pooled" or unknown:
             raise ValueError(f"candidate {name!r}: pooled[+idf][+near][+chosen]")
-        return cls(name, "idf" in parts, "near" in parts, "chosen" in parts)
+        return cls(name, *(p in parts for p in PARTS))
 
 
 @dataclass
@@ -74,6 +83,9 @@ class PooledData:
     known_words: frozenset[str]
     # The guard whose vetoes decide which near-duplicate pairs ever reach a near model.
     veto_guard: Guard
+    vectors: np.ndarray  # unit prompt embeddings (the pair head's input)
+    word_vectors: WordVectors
+    token_states: TokenEncoder
 
     def by_set(self, indices: list[int]) -> list[list[int]]:
         out: dict[str, list[int]] = {}
@@ -88,14 +100,14 @@ def fit_candidate(
     """The candidate's model fitted on `indices` only, and what was chosen inside."""
     weights = fit_term_weights(data.terms[i].content for i in indices) if cand.idf else None
     pairs = [p for part in data.by_set(indices) for p in broad_pairs(part, *_broad_args(data))]
-    model, l2, _ = _fit_rows(pairs, indices, data, weights)
+    model, l2, _ = _fit_rows(pairs, indices, data, weights, cand)
     info: dict[str, object] = {"broad_pairs": len(pairs), "l2": l2}
     if cand.near:
         near_pairs = [p for part in data.by_set(indices) for p in near_duplicate_pairs(part, data)]
         y = [data.clusters[i] == data.clusters[j] for i, j in near_pairs]
         info["near_pairs"], info["near_positive"] = len(near_pairs), int(sum(y))
         if 0 < sum(y) < len(y):
-            near, near_l2, _ = _fit_rows(near_pairs, indices, data, weights)
+            near, near_l2, _ = _fit_rows(near_pairs, indices, data, weights, Candidate("near"))
             model = replace(model, near_duplicate=near)
             info["near_l2"] = near_l2
     return model, info
@@ -110,17 +122,33 @@ def _fit_rows(
     indices: list[int],
     data: PooledData,
     weights: TermWeights | None,
+    cand: Candidate,
 ) -> tuple[GuardModel, float, dict[float, float]]:
-    x = pair_rows(pairs, data.similarity, data.terms, data.spans, known_words=data.known_words)
+    """Rows in GuardModel order (cheap, IDF, alignment, tokens, head); the L2 shrinkage (with
+    `head`: the head's) chosen by the inner cross-validation by group."""
+    x = pair_rows(
+        pairs,
+        data.similarity,
+        data.terms,
+        data.spans,
+        data.word_vectors if cand.align else None,
+        data.token_states if cand.tokens else None,
+        data.known_words,
+        data.vectors if cand.head else None,
+    )
     if weights is not None:
         extra = [idf_features(data.terms[i], data.terms[j], weights) for i, j in pairs]
-        x = np.hstack([x, np.array(extra)])
+        cheap = len(FEATURE_NAMES)
+        x = np.hstack([x[:, :cheap], np.array(extra), x[:, cheap:]])
     y = np.array([data.clusters[i] == data.clusters[j] for i, j in pairs], dtype=float)
+    dim = data.vectors.shape[1] if cand.head else 0
 
     def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
-        return fit_logistic(x, y, l2=l2)
+        model = fit_logistic(x, y, l2=1.0 if dim else l2, head_dim=dim, head_l2=l2)
+        return replace(model, uses_alignment=cand.align, uses_tokens=cand.tokens)
 
-    model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, L2_GRID, fit)
+    grid = HEAD_L2_GRID if dim else L2_GRID
+    model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, grid, fit)
     return replace(model, idf=weights), l2, losses
 
 
