@@ -5,7 +5,7 @@
 h2=benchmarks/data/holdout2_prompts.jsonl,h3=benchmarks/data/holdout3_prompts.jsonl \
         [--candidates pooled,pooled+chosen,pooled+idf,pooled+near,...] [--leave-out dev,h1,...]
         [--orders 5] [--inner-folds 3] [--memo /tmp/kvgate_pooled_memo.pkl] [--out FILE]
-        [--write-weights FILE --final CANDIDATE]
+        [--write-weights FILE --final CANDIDATE] [--kfold dev --seeds 0,1]
 
 For each set in turn, every candidate (semantic_pooled_fit.py) is fitted on the other sets, and
 anything it chooses (L2 shrinkage; with `+chosen` the threshold and probability cut) is chosen
@@ -16,6 +16,9 @@ shipped guard (its weights file, 0.75 / 0.5) is scored the same way on each set;
 figure is in-sample (its weights were fitted on the dev set). Nothing is chosen by looking at a
 left-out set. `--write-weights`: the `--final` candidate fitted (and its setting chosen) on all
 the sets, written as a guard weights file (its setting is printed and put in the JSON report).
+`--kfold dev`: instead, the dev set cross-validated as `quality` mode does it (5 folds by
+group, seeds' orders, the shipped setting), each candidate fitted on the other sets plus the
+dev training folds, next to the shipped recipe fitted on the dev training folds only.
 Embeddings of prompts and spans are memoised on disk (`--memo`) between runs.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.semantic_contrast import contrast_checks  # noqa: E402
+from benchmarks.semantic_guard_fit import fit_guard  # noqa: E402
 from benchmarks.semantic_pooled_fit import Candidate, PooledData, fit_candidate  # noqa: E402
 from benchmarks.semantic_quality import (  # noqa: E402
     CUTS,
@@ -115,6 +119,35 @@ class Pooled:
             merge(out, (await self.ev.replay(order, setting[0], "learned", setting[1], model))[0])
         return out
 
+    async def kfold(self, name: str, seed: int, folds: int, cand: Candidate | None) -> Tallies:
+        """Set `name` cross-validated as `quality` mode does (`folds` folds by cluster group and
+        the replay order of `seed`; the shipped 0.75 / 0.5): per fold, `cand` fitted on the
+        other sets and the other folds of `name`; `None`: the shipped recipe, `fit_guard` on
+        the other folds of `name` only (quality mode's "learned" row at 0.75)."""
+        order = self.order(name, seed)
+        group_ids = sorted({self.data.groups[i] for i in order})
+        random.Random(seed).shuffle(group_ids)
+        fold_of = {g: k % folds for k, g in enumerate(group_ids)}
+        others = [i for i in range(len(self.rows)) if self.data.sets[i] != name]
+        out: Tallies = {}
+        for k in range(folds):
+            inside = [i for i in order if fold_of[self.data.groups[i]] != k]
+            test = [i for i in order if fold_of[self.data.groups[i]] == k]
+            if cand is None:
+                d = self.data
+                model = fit_guard(
+                    inside, d.similarity, d.terms, d.clusters, d.spans, known_words=d.known_words
+                )
+            else:
+                model, _ = fit_candidate(others + inside, self.data, cand)
+            merge(
+                out,
+                (await self.ev.replay(test, *self.setting[:1], "learned", self.setting[1], model))[
+                    0
+                ],
+            )
+        return out
+
     async def choose(self, train: list[str], cand: Candidate, folds: int) -> Setting:
         """Threshold and cut by cross-validation by cluster group inside the `train` sets: per
         inner fold, the model fitted on the other folds, each set's fold replayed on its own."""
@@ -143,6 +176,17 @@ async def loso(args: argparse.Namespace, memo: MemoModel) -> dict[str, object]:
     cands = [Candidate.parse(c) for c in args.candidates.split(",") if c]
     left_out = args.leave_out.split(",") if args.leave_out else pooled.names
     results: dict[str, dict[str, object]] = {}
+    if args.kfold:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            row = {
+                "dev only": _cell(await pooled.kfold(args.kfold, seed, 5, None), pooled.setting, {})
+            }
+            for cand in cands:
+                tallies = await pooled.kfold(args.kfold, seed, 5, cand)
+                row[cand.name] = _cell(tallies, pooled.setting, {})
+            print(f"{args.kfold} seed {seed}: {row}", flush=True)
+            results[f"{args.kfold} 5-fold seed {seed}"] = row
+        left_out = []
     for name in left_out:
         train = [n for n in pooled.names if n != name]
         shipped = await pooled.score(name, args.orders, pooled.shipped, pooled.setting)
@@ -199,6 +243,8 @@ def main() -> None:
     parser.add_argument("--candidates", default="pooled,pooled+chosen")
     parser.add_argument("--leave-out", default="", help="sets to leave out (default: each)")
     parser.add_argument("--orders", type=int, default=5)
+    parser.add_argument("--kfold", default="", help="instead: this set 5-fold, pooled fit")
+    parser.add_argument("--seeds", default="0,1", help="with --kfold: replay-order seeds")
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--checks", default=None, help="contrast checks (default: shipped)")
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")

@@ -48,7 +48,9 @@ from policies.semantic.word_alignment import WordVectors
 
 L2_GRID = (0.1, 1.0, 10.0, 100.0)
 MIN_COSINE = 0.6  # below every threshold a candidate may choose
-PARTS = ("idf", "near", "chosen", "align", "tokens", "head")
+# `+reach`: only pairs at or above the shipped threshold, the ones a lookup ever asks about.
+REACH_COSINE = 0.75
+PARTS = ("idf", "near", "chosen", "align", "tokens", "head", "reach")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class Candidate:
     align: bool = False
     tokens: bool = False
     head: bool = False
+    reach: bool = False
+
+    @property
+    def min_cosine(self) -> float:
+        return REACH_COSINE if self.reach else MIN_COSINE
 
     @classmethod
     def parse(cls, name: str) -> Candidate:
@@ -99,11 +106,17 @@ def fit_candidate(
 ) -> tuple[GuardModel, dict[str, object]]:
     """The candidate's model fitted on `indices` only, and what was chosen inside."""
     weights = fit_term_weights(data.terms[i].content for i in indices) if cand.idf else None
-    pairs = [p for part in data.by_set(indices) for p in broad_pairs(part, *_broad_args(data))]
+    pairs = [
+        p for part in data.by_set(indices) for p in broad_pairs(part, *_broad_args(data, cand))
+    ]
     model, l2, _ = _fit_rows(pairs, indices, data, weights, cand)
     info: dict[str, object] = {"broad_pairs": len(pairs), "l2": l2}
     if cand.near:
-        near_pairs = [p for part in data.by_set(indices) for p in near_duplicate_pairs(part, data)]
+        near_pairs = [
+            p
+            for part in data.by_set(indices)
+            for p in near_duplicate_pairs(part, data, cand.min_cosine)
+        ]
         y = [data.clusters[i] == data.clusters[j] for i, j in near_pairs]
         info["near_pairs"], info["near_positive"] = len(near_pairs), int(sum(y))
         if 0 < sum(y) < len(y):
@@ -113,8 +126,10 @@ def fit_candidate(
     return model, info
 
 
-def _broad_args(data: PooledData) -> tuple[np.ndarray, list[PromptTerms], frozenset[str], float]:
-    return data.similarity, data.terms, data.known_words, MIN_COSINE
+def _broad_args(
+    data: PooledData, cand: Candidate
+) -> tuple[np.ndarray, list[PromptTerms], frozenset[str], float]:
+    return data.similarity, data.terms, data.known_words, cand.min_cosine
 
 
 def _fit_rows(
@@ -152,12 +167,14 @@ def _fit_rows(
     return replace(model, idf=weights), l2, losses
 
 
-def near_duplicate_pairs(indices: list[int], data: PooledData) -> list[tuple[int, int]]:
-    """Pairs a near-duplicate model would decide in at least one order: cosine >= MIN_COSINE,
+def near_duplicate_pairs(
+    indices: list[int], data: PooledData, min_cosine: float = MIN_COSINE
+) -> list[tuple[int, int]]:
+    """Pairs a near-duplicate model would decide in at least one order: cosine >= `min_cosine`,
     a near-duplicate edit, no veto, not the same words, every replaced span similar enough."""
     guard, terms = data.veto_guard, data.terms
     out = []
-    for i, j in candidate_pairs(indices, data.similarity, MIN_COSINE):
+    for i, j in candidate_pairs(indices, data.similarity, min_cosine):
         a, b = terms[i], terms[j]
         edit = edit_of(a, b, data.known_words)
         if edit.ratio < NEAR_DUPLICATE_RATIO:
