@@ -19,7 +19,9 @@ the real SemanticCache; guard, probability cut and thresholds are learned on som
 and scored on the others (k-fold by group). Holdout (benchmarks/semantic_holdout.py): guards,
 cuts and thresholds chosen on the dev set, scored on an independent prompt set. Contrast: what
 each contrast check vetoes, pair by pair (benchmarks/semantic_contrast.py). Latency:
-benchmarks/semantic_latency.py.
+benchmarks/semantic_latency.py. The shipped guard weights are fitted on pooled prompt sets and
+judged leave-one-set-out by benchmarks/semantic_pooled.py (`quality --write-weights` writes the
+older dev-only recipe).
 """
 
 from __future__ import annotations
