@@ -7,6 +7,7 @@
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
         [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--[no-]typo-vocab]
         [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
+        [--weights FILE [--threshold T] [--cut C]]
     python benchmarks/semantic_eval.py contrast [--data ...] [--holdout ...] [--min-cosine 0.7]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
@@ -18,7 +19,9 @@ the real SemanticCache; guard, probability cut and thresholds are learned on som
 and scored on the others (k-fold by group). Holdout (benchmarks/semantic_holdout.py): guards,
 cuts and thresholds chosen on the dev set, scored on an independent prompt set. Contrast: what
 each contrast check vetoes, pair by pair (benchmarks/semantic_contrast.py). Latency:
-benchmarks/semantic_latency.py.
+benchmarks/semantic_latency.py. The shipped guard weights are fitted on pooled prompt sets and
+judged leave-one-set-out by benchmarks/semantic_pooled.py (`quality --write-weights` writes the
+older dev-only recipe).
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ def main() -> None:
         default=None,
         help="quality/holdout: the guard's contrast checks, none|all|NAME,... (default: shipped)",
     )
+    parser.add_argument("--weights", default="", help="holdout: also score this guard weights file")
+    parser.add_argument("--threshold", type=float, default=None, help="holdout: for --weights")
+    parser.add_argument("--cut", type=float, default=None, help="holdout: for --weights")
     parser.add_argument("--min-cosine", type=float, default=0.7, help="contrast: pairs from")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

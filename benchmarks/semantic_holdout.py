@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +76,16 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
             GuardModel.from_json(shipped_guard_weights()),
         ),
     }
+    # `--weights FILE [--threshold T] [--cut C]`: another weights file scored next to the
+    # shipped one (its setting fixed beforehand; the config's by default).
+    weights = getattr(args, "weights", "")
+    if weights:
+        variants["weights"] = (
+            "learned",
+            args.threshold if args.threshold is not None else variants["shipped"][1],
+            args.cut if args.cut is not None else base.guard.min_probability,
+            _read_weights(weights),
+        )
     head_info: dict[str, object] = {}
     if args.pair_head:
         variants["pair_head"], head_info = await _fit_head_on_dev(dev, memo, dev_ev, dev_order)
@@ -112,6 +123,7 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
     return {
         "data": args.data,
         "holdout": args.holdout,
+        "weights": weights,
         "seed": args.seed,
         "orders": args.orders,
         "typo_vocab": bool(known),
@@ -128,6 +140,10 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
             name: _by_kind(_describe(held, log)) for name, log in false_hits.items()
         },
     }
+
+
+def _read_weights(path: str) -> GuardModel:
+    return GuardModel.from_json(Path(path).read_text())
 
 
 async def _fit_head_on_dev(

@@ -37,6 +37,7 @@ from policies.semantic.pair_features import (
     pair_features,
 )
 from policies.semantic.pair_head import head_dim, head_feature_names, head_features
+from policies.semantic.term_weights import IDF_FEATURE_NAMES, TermWeights, idf_features
 from policies.semantic.token_alignment import (
     TOKEN_FEATURE_NAMES,
     TokenEncoder,
@@ -66,10 +67,17 @@ class GuardModel:
     uses_cross: bool = False
     cross_dim: int = 0
     cross_orders: int = 1
+    # An IDF table (term_weights.py): IDF_FEATURE_NAMES follow FEATURE_NAMES.
+    idf: TermWeights | None = None
+    # A second model over FEATURE_NAMES (+ IDF_FEATURE_NAMES with its own table) that also
+    # scores near-duplicate edits the span rule passes (session 6; off in older weights).
+    near_duplicate: GuardModel | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        names = feature_names(self.uses_alignment, self.uses_tokens, self.head_dim)
+        names = feature_names(
+            self.uses_alignment, self.uses_tokens, self.head_dim, self.idf is not None
+        )
         if self.uses_cross:
             names += cross_feature_names(self.cross_dim, self.cross_dim > 0)
         return names
@@ -84,6 +92,9 @@ class GuardModel:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
             "features": list(self.feature_names),
             "weights": list(self.weights),
@@ -93,36 +104,62 @@ class GuardModel:
         }
         if self.uses_cross:
             data["cross_orders"] = self.cross_orders
-        return json.dumps(data, indent=1)
+        if self.idf is not None:
+            data["idf"] = self.idf.to_dict()
+        if self.near_duplicate is not None:
+            data["near_duplicate"] = self.near_duplicate.to_dict()
+        return data
 
     @classmethod
     def from_json(cls, text: str) -> GuardModel:
-        data = json.loads(text)
-        names = tuple(data["features"])
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> GuardModel:
+        names = tuple(data["features"])  # type: ignore[arg-type]
         cross_dim, _, cross_count = parse_cross_names(names)
         names = names[: len(names) - cross_count]
         dim = head_dim(names)
         base = names[: len(names) - 2 * dim]
-        known = {feature_names(a, t): (a, t) for a in (False, True) for t in (False, True)}
-        if base not in known:
-            raise ValueError(f"guard weights are for features {data['features'][:40]}")
+        flags = [(a, t, i) for a in (False, True) for t in (False, True) for i in (False, True)]
+        known = {feature_names(a, t, 0, i): (a, t, i) for a, t, i in flags}
+        if base not in known or known[base][2] != ("idf" in data):
+            raise ValueError(f"guard weights are for features {list(names)[:40]}")
+        near = data.get("near_duplicate")
+        near_model = cls.from_dict(near) if isinstance(near, dict) else None
+        if near_model is not None and near_model.feature_names != feature_names(
+            False, False, 0, near_model.idf is not None
+        ):
+            raise ValueError("the near-duplicate model takes the cheap (and IDF) features only")
         return cls(
+            idf=TermWeights.from_dict(data["idf"]) if "idf" in data else None,  # type: ignore[arg-type]
+            near_duplicate=near_model,
             uses_alignment=known[base][0],
             uses_tokens=known[base][1],
             head_dim=dim,
             uses_cross=cross_count > 0,
             cross_dim=cross_dim,
             cross_orders=int(data.get("cross_orders", 1)),
-            weights=tuple(float(w) for w in data["weights"]),
-            bias=float(data["bias"]),
-            mean=tuple(float(m) for m in data["mean"]),
-            scale=tuple(float(s) for s in data["scale"]),
+            weights=tuple(float(w) for w in data["weights"]),  # type: ignore[attr-defined]
+            bias=float(data["bias"]),  # type: ignore[arg-type]
+            mean=tuple(float(m) for m in data["mean"]),  # type: ignore[attr-defined]
+            scale=tuple(float(s) for s in data["scale"]),  # type: ignore[attr-defined]
         )
 
+    def cheap_row(
+        self, cosine: float, a: PromptTerms, b: PromptTerms, edit: EditShape, lowest: float
+    ) -> list[float]:
+        """FEATURE_NAMES (+ IDF_FEATURE_NAMES when this model has an IDF table)."""
+        row = pair_features(cosine, a, b, edit, lowest)
+        return row + idf_features(a, b, self.idf) if self.idf is not None else row
 
-def feature_names(uses_alignment: bool, uses_tokens: bool, dim: int = 0) -> tuple[str, ...]:
+
+def feature_names(
+    uses_alignment: bool, uses_tokens: bool, dim: int = 0, uses_idf: bool = False
+) -> tuple[str, ...]:
     return (
         FEATURE_NAMES
+        + (IDF_FEATURE_NAMES if uses_idf else ())
         + (ALIGN_FEATURE_NAMES if uses_alignment else ())
         + (TOKEN_FEATURE_NAMES if uses_tokens else ())
         + (head_feature_names(dim) if dim else ())
@@ -248,9 +285,15 @@ class Guard:
             else:
                 lowest = min(1.0, min(float(s) for s in span_similarity(spans)))
         if near_duplicate:
-            # Only words added or dropped, or every replacement a near-synonym.
-            return 1.0 if lowest >= self.min_span_similarity else 0.0
-        features = pair_features(cosine, query, cached, edit, lowest)
+            # Only words added or dropped, or every replacement a near-synonym; then, with a
+            # near-duplicate model in the weights, that model decides.
+            if lowest < self.min_span_similarity:
+                return 0.0
+            near = self.model.near_duplicate
+            if near is None:
+                return 1.0
+            return near.probability(near.cheap_row(cosine, query, cached, edit, lowest))
+        features = self.model.cheap_row(cosine, query, cached, edit, lowest)
         if self.model.uses_alignment:
             # Without word vectors the alignment reads as complete (neutral).
             features += (

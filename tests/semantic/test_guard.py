@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from config.semantic import SemanticCacheConfig
-from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
-from policies.semantic.guard import MAX_SPAN_PAIRS, Guard, span_similarity_from
+from gateway.semantic.cache import CachedReply, CacheQuery, build_guard, shipped_guard_weights
+from policies.semantic.guard import MAX_SPAN_PAIRS, Guard, GuardModel, span_similarity_from
 from policies.semantic.pair_features import edit_of, prompt_terms
 
 
@@ -79,15 +80,22 @@ def test_span_embedding_only_when_the_model_decides(span_similarity):
 
 
 def test_learned_guard_scores_a_dissimilar_substitution_below_a_synonym(span_similarity):
-    guard = build_guard(SemanticCacheConfig())
-    assert guard.mode == "learned"
+    shipped = build_guard(SemanticCacheConfig())
+    assert shipped.mode == "learned" and shipped.model is not None
+    # The span rule alone (the shipped weights without their near-duplicate model).
+    guard = Guard("learned", replace(shipped.model, near_duplicate=None))
 
-    def prob(a: str, b: str) -> float:
+    def prob(a: str, b: str, guard: Guard = guard) -> float:
         return guard.probability(0.95, prompt_terms(a), prompt_terms(b), span_similarity)
 
     language = prob("How do I reverse a string in Python?", "How do I reverse a string in Ruby?")
     synonym = prob("biggest planet in the solar system", "largest planet in the solar system")
     assert language < guard.min_probability <= synonym
+    # Since session 6 the shipped weights' near-duplicate model decides what the span rule
+    # passes, and it refuses an inserted qualifier the span rule alone serves.
+    bakery = ("name ideas for my bakery", "name ideas for my vegan bakery")
+    assert prob(*bakery) == 1.0
+    assert prob(*bakery, guard=shipped) < shipped.min_probability
 
 
 def test_rules_mode_vetoes_any_number_or_negation_difference():
@@ -106,8 +114,15 @@ def q(text: str, category: str = "code") -> CacheQuery:
     )
 
 
-async def test_cache_misses_one_word_substitutions_and_serves_the_paraphrase(make_cache):
-    cache = await make_cache()
+@pytest.mark.parametrize("near_model", [False, True])
+async def test_cache_misses_one_word_substitutions_and_serves_the_paraphrase(
+    make_cache, cache_with_weights, near_model
+):
+    # Without the shipped weights' near-duplicate model the span rule alone decides.
+    shipped = GuardModel.from_json(shipped_guard_weights())
+    cache = await (
+        make_cache() if near_model else cache_with_weights(replace(shipped, near_duplicate=None))
+    )
     try:
         for text in ("How do I drop rows with NaN values in pandas?", "eur to usd rate today"):
             result = await cache.lookup(q(text))
@@ -118,12 +133,14 @@ async def test_cache_misses_one_word_substitutions_and_serves_the_paraphrase(mak
         same = await cache.lookup(q("pandas: how do I drop rows with NaN values?"))
         assert same.status == "hit" and same.reply is not None
         assert same.reply.text.startswith("How do I drop rows")
-        # A near-duplicate with a synonym swapped in is served; another entity is not.
+        # A near-duplicate with a synonym swapped in passes the span rule; since session 6 the
+        # shipped near-duplicate model refuses it (one-word edits are where siblings hide).
+        # Another entity is never served.
         planet = q("What is the biggest planet in the solar system?", "factual")
         result = await cache.lookup(planet)
         assert await cache.insert(result, CachedReply(text="Jupiter"))
         synonym = await cache.lookup(q("What is the largest planet in the solar system?"))
-        assert synonym.status == "hit"
+        assert synonym.status == ("miss" if near_model else "hit")
         other = await cache.lookup(q("What is the biggest moon in the solar system?"))
         assert other.status == "miss"
     finally:
