@@ -17,6 +17,7 @@ SETS = [
     ("holdout2_prompts.jsonl", r"k\d{4}"),
     ("holdout3_prompts.jsonl", r"m\d{4}"),
     ("holdout4_prompts.jsonl", r"q\d{4}"),
+    ("holdout5_prompts.jsonl", r"r\d{4}"),
 ]
 KINDS = {
     "number",
