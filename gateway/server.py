@@ -10,6 +10,8 @@ from aiohttp import web
 from config.gateway import GatewayConfig
 from gateway.app import create_app
 
+MAX_HEADER_BYTES = 32_768
+
 
 class RunningGateway:
     def __init__(self, runner: web.AppRunner, url: str) -> None:
@@ -34,8 +36,15 @@ async def start_gateway(
     """Serve on `host:port` (the config's when None; port 0 = a free one) and return its URL."""
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, which makes the worker drop the request (no generating for nobody).
+    # max_field_size: header values up to 32 KiB (aiohttp's default is 8 KiB; single sign-on
+    # bearer tokens and cookies from a proxy in front can be longer). Beyond it aiohttp's HTTP
+    # parser answers 400 in plain text before any handler runs: framing errors never reach the
+    # API layer, so they cannot be in OpenAI's error shape.
     runner = web.AppRunner(
-        create_app(cfg, worker_urls, **app_options), access_log=None, handler_cancellation=True
+        create_app(cfg, worker_urls, **app_options),
+        access_log=None,
+        handler_cancellation=True,
+        max_field_size=MAX_HEADER_BYTES,
     )
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)

@@ -83,6 +83,14 @@ async def test_api_keys_map_to_tenants_and_refuse_others(two_workers, make_gatew
         assert (await http.get(gw.url + "/health")).status_code == 200
 
 
+async def test_long_authorization_header_is_an_api_error(two_workers, make_gateway):
+    gw = await make_gateway([w.url for w in two_workers], api_keys={"sk-a": "team-a"})
+    token = "Bearer " + "x" * 20_000  # a long single-sign-on token, not one of our keys
+    async with httpx.AsyncClient() as http:
+        response = await http.get(gw.url + "/v1/models", headers={"Authorization": token})
+    _assert_error(response, 401)
+
+
 async def test_unknown_model_is_404(gateway, openai_client):
     with pytest.raises(openai.NotFoundError) as info:
         await openai_client(gateway).chat.completions.create(
