@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -268,7 +269,50 @@ async def _measure(
             mb = _summary(paths[2][1])
             mixed |= {"baseline": mb, "baseline_added_ms": _added(md, mb)}
         result["interleaved"] = mixed
+    result["gateway_own_ms"] = await _own_time(gateway)
     return result
+
+
+async def _own_time(gateway: str) -> dict[str, dict[str, float]]:
+    """The gateway's own time per phase over the whole run (its `kvgate_gateway_own_seconds`
+    histogram): mean, and p50 / p99 read off the buckets (linear within a bucket)."""
+    async with aiohttp.ClientSession() as session, session.get(gateway + "/metrics") as r:
+        text = await r.text()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "kvgate_gateway_own_seconds":
+            continue
+        for s in family.samples:
+            phase = s.labels.get("phase", "")
+            if s.name.endswith("_bucket"):
+                buckets.setdefault(phase, []).append((float(s.labels["le"]), s.value))
+            elif s.name.endswith("_sum"):
+                sums[phase] = s.value
+    out = {}
+    for phase, cumulative in buckets.items():
+        cumulative.sort()
+        count = cumulative[-1][1]
+        if count:
+            out[phase] = {
+                "requests": count,
+                "mean_ms": 1e3 * sums[phase] / count,
+                "p50_ms": 1e3 * _bucket_quantile(cumulative, 0.50),
+                "p99_ms": 1e3 * _bucket_quantile(cumulative, 0.99),
+            }
+    return out
+
+
+def _bucket_quantile(cumulative: list[tuple[float, float]], q: float) -> float:
+    target = q * cumulative[-1][1]
+    lower_edge, below = 0.0, 0.0
+    for edge, count in cumulative:
+        if count >= target:
+            if edge == float("inf"):
+                return lower_edge
+            return lower_edge + (edge - lower_edge) * (target - below) / max(count - below, 1e-9)
+        lower_edge, below = edge, count
+    return lower_edge
 
 
 def _added(d: dict[str, float], g: dict[str, float]) -> dict[str, float]:
@@ -324,6 +368,11 @@ def _table(result: dict[str, object]) -> str:
         f"longer steps add to a reply: {longer['worker_mean_step_ms']:+.2f} ms modelled, "
         f"{longer['worker_wall_per_step_ms']:+.2f} ms in wall time"
     )
+    for phase, own in result.get("gateway_own_ms", {}).items():
+        rows.append(
+            f"gateway own time, {phase}: mean {own['mean_ms']:.3f} ms, "
+            f"p50 ~{own['p50_ms']:.3f}, p99 ~{own['p99_ms']:.3f} ({own['requests']:.0f} requests)"
+        )
     mixed = result.get("interleaved")
     if mixed:
         md, mg, ma = mixed["direct"], mixed["gateway"], mixed["added_ms"]

@@ -26,6 +26,23 @@ LATENCY_BUCKETS_S = (
 )
 
 
+# The gateway's own share of a request's latency: tens of microseconds to a few milliseconds.
+OWN_TIME_BUCKETS_S = (
+    25e-6,
+    50e-6,
+    100e-6,
+    200e-6,
+    400e-6,
+    800e-6,
+    1.6e-3,
+    3.2e-3,
+    6.4e-3,
+    12.8e-3,
+    25.6e-3,
+    0.1,
+)
+
+
 # Path -> `endpoint` label; every other path is "other" (labels stay few, whatever clients send).
 ENDPOINTS = {
     "/v1/chat/completions": "chat",
@@ -81,6 +98,15 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.own_time = Histogram(
+            "kvgate_gateway_own_seconds",
+            "The gateway's own time on a request's path to its first token: `to_worker` from "
+            "arrival until the request is written to a worker (dispatch waits and retried "
+            "attempts left out), `to_client` from a stream's first chunk in to its write out",
+            ["phase"],
+            buckets=OWN_TIME_BUCKETS_S,
+            registry=r,
+        )
         self.dispatch_waiting = Gauge(
             "kvgate_dispatch_waiting",
             "Requests waiting in the gateway for a worker slot (gateway/dispatch.py)",

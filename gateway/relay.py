@@ -88,7 +88,7 @@ def _with_budget(call: UpstreamCall) -> Mapping[str, str]:
 class Opened:
     """A worker's reply whose first bytes are in, not yet relayed."""
 
-    __slots__ = ("first", "reply", "start_s", "ttft_s", "worker")
+    __slots__ = ("first", "first_in_s", "reply", "start_s", "ttft_s", "worker")
 
     def __init__(
         self, worker: WorkerState, reply: PipedReply, first: bytes, start_s: float, ttft_s: float
@@ -96,6 +96,7 @@ class Opened:
         self.worker = worker
         self.reply = reply
         self.first = first
+        self.first_in_s = time.monotonic()  # when the first bytes were in
         self.start_s = start_s  # perf_counter when the request was first sent
         self.ttft_s = ttft_s
 
@@ -181,8 +182,11 @@ class Relay:
         last_error = ""
         dispatch = self._dispatch
         dispatch.check(call.model, call.arrival_s, call.deadline_s)
+        waited_s = 0.0  # in dispatch's queue: policy, not the gateway's own time
         if dispatch.must_wait(call.model):
+            waited_s -= time.monotonic()
             await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+            waited_s += time.monotonic()
         ticket = None
         if self._cache is not None:
             # Long new chat turns are tokenized off the loop; picks keep arrival order.
@@ -196,7 +200,9 @@ class Relay:
                     ticket.release()  # the next request may pick now
             if worker is None:
                 if dispatch.must_wait(call.model, tried):  # healthy workers, all of them full
+                    waited_s -= time.monotonic()
                     await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+                    waited_s += time.monotonic()
                     continue
                 break
             attempt += 1
@@ -206,6 +212,9 @@ class Relay:
             try:
                 sent = time.perf_counter()
                 headers = _with_budget(call)
+                if attempt == 1:  # up to the send itself (a pooled connection's write)
+                    own_s = time.monotonic() - call.arrival_s - waited_s
+                    self._metrics.own_time.labels("to_worker").observe(own_s)
                 reply = await self._upstream.open(worker.url, call.path, call.body, headers)
                 if reply.status in _BUSY and self._can_retry(call, tried, attempt):
                     reply.close()
@@ -250,7 +259,7 @@ class Relay:
         worker, reply = opened.worker, opened.reply
         try:
             if call.stream and reply.status == 200:
-                response = await self._stream(request, worker, reply, opened.first, call.observer)
+                response = await self._stream(request, opened, call.observer)
             else:
                 response = await self._whole(reply, opened.first, call.observer)
                 worker.progress += 1
@@ -284,13 +293,9 @@ class Relay:
         return web.Response(status=reply.status, body=body, headers=headers)
 
     async def _stream(
-        self,
-        request: web.Request,
-        worker: WorkerState,
-        reply: PipedReply,
-        first: bytes,
-        observer: ReplyObserver | None = None,
+        self, request: web.Request, opened: Opened, observer: ReplyObserver | None = None
     ) -> web.StreamResponse:
+        worker, reply, first = opened.worker, opened.reply, opened.first
         headers = {"Content-Type": reply.content_type, "Cache-Control": "no-cache"}
         if observer is not None:
             headers.update(observer.headers)
@@ -301,6 +306,8 @@ class Relay:
         await response.prepare(request)
         try:
             await response.write(first)  # the headers leave with the first chunk
+            own_s = time.monotonic() - opened.first_in_s
+            self._metrics.own_time.labels("to_client").observe(own_s)
             if observer is not None:
                 observer.feed(first)
             if piped:

@@ -74,3 +74,25 @@ async def test_round_robin_uses_both_workers_and_metrics_count(gateway, openai_c
     assert samples[("kvgate_time_to_first_token_seconds_count", (("endpoint", "chat"),))] == 4
     assert samples[("kvgate_worker_in_flight", (("worker", "w0"),))] == 0
     assert health == {"status": "ok", "workers": 2, "healthy": 2}
+
+
+async def test_own_time_is_measured_per_phase(gateway, openai_client):
+    client = openai_client(gateway)
+    for _ in range(3):
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=4, stream=True
+        )
+        assert [c async for c in stream]
+    await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    async with httpx.AsyncClient() as http:
+        samples = _samples((await http.get(gateway.url + "/metrics")).text)
+
+    def own(phase: str, part: str) -> float:
+        return samples[(f"kvgate_gateway_own_seconds_{part}", (("phase", phase),))]
+
+    assert own("to_worker", "count") == 4  # every request
+    assert own("to_client", "count") == 3  # streams only
+    ttft_s = samples[("kvgate_time_to_first_token_seconds_sum", (("endpoint", "chat"),))]
+    # The gateway's own share is small next to the time to the first token.
+    assert 0 < own("to_worker", "sum") < ttft_s
+    assert 0 < own("to_client", "sum") < ttft_s
