@@ -7,7 +7,10 @@ tokens `PromptTerms.tokens` holds (lower case, apostrophes dropped, numerals rea
 punctuation and symbols as tokens), and answers True for "another question", whatever the edit
 shape (a near-duplicate or a broad rewrite):
 
-- `operator`: the arithmetic operators differ ("3x + 7" / "3x - 7", "plus" / "minus").
+- `operator`: each side names an operator the other does not ("3x + 7" / "3x - 7", "plus" /
+  "minus", "==" / "===", "12 & 10" / "12 ^ 10", ">" / ">>"; operators.py, since session 7 the
+  whole closed class of arithmetic, comparison, logical / bitwise, assignment and shell
+  operators, before only + - * / between operands).
 - `negated_word`: one side negates a word that the other side, negating nothing, says plainly
   ("a file that does *not exist*" / "test whether a file exists").
 - `direction`: two things in opposite order around a direction word ("dict into JSON" / "JSON
@@ -30,10 +33,10 @@ one can only turn hits into misses.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 
 from policies.semantic.edit_shape import stem
+from policies.semantic.operators import operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
 
 Tokens = Sequence[str]
@@ -47,42 +50,6 @@ _NEGATORS = frozenset(
     "not no never without dont doesnt isnt arent wasnt werent wont didnt shouldnt havent "
     "hasnt nor".split()
 )
-
-# ---- operator --------------------------------------------------------------------------------
-
-_OPERATOR_WORDS = {
-    "plus": "+",
-    "minus": "-",
-    "times": "*",
-    "multiplied": "*",
-    "divided": "/",
-}
-_OPERATOR_SYMBOLS = {"+": "+", "-": "-", "*": "*", "×": "*", "/": "/", "÷": "/"}
-
-
-def _operand(token: str) -> bool:
-    # A number, a number with a variable ("3x"), a single-letter variable or a closing bracket.
-    return bool(re.fullmatch(r"\d+(?:\.\d+)?[a-z]?|[a-z]|[()]", token))
-
-
-def operators(tokens: Tokens) -> frozenset[str]:
-    """Arithmetic operators between operands ("3x - 7", "x+1"), or named ("plus", "divided").
-    A hyphen between words ("comma-separated", "16-year-old") is not a minus."""
-    found: set[str] = set()
-    for k, token in enumerate(tokens):
-        if token in _OPERATOR_WORDS:
-            found.add(_OPERATOR_WORDS[token])
-        elif token in _OPERATOR_SYMBOLS and 0 < k < len(tokens) - 1:
-            if _operand(tokens[k - 1]) and _operand(tokens[k + 1]):
-                found.add(_OPERATOR_SYMBOLS[token])
-    return frozenset(found)
-
-
-def operator_changed(a: Tokens, b: Tokens) -> bool:
-    """Both sides name operators and neither set holds the other (as for numbers)."""
-    x, y = operators(a), operators(b)
-    return bool(x and y) and not (x <= y or y <= x)
-
 
 # ---- negated word --------------------------------------------------------------------------
 

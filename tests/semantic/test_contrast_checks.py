@@ -11,7 +11,8 @@ import pytest
 from config.loader import ConfigError, build
 from config.semantic import ContrastCheck, GuardConfig, SemanticCacheConfig
 from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
-from policies.semantic.contrast_checks import CHECKS, operators, sort_order
+from policies.semantic.contrast_checks import CHECKS, sort_order
+from policies.semantic.operators import operators
 from policies.semantic.guard import Guard
 from policies.semantic.pair_features import prompt_terms
 
@@ -101,10 +102,10 @@ def test_no_check_vetoes_a_paraphrase(a: str, b: str) -> None:
 
 
 def test_operators_need_operands_around_a_symbol() -> None:
-    assert operators(tokens("3x-7 = 22")) == {"-"}
-    assert operators(tokens("x + 1")) == {"+"}
+    assert operators(tokens("3x-7 = 22")) == {"-": 1, "=": 1}
+    assert operators(tokens("x + 1")) == {"+": 1}
     # A hyphen between words or before a word, and C++'s pluses, are not operators.
-    assert operators(tokens("comma-separated 16-year-old list in C++")) == set()
+    assert operators(tokens("comma-separated 16-year-old list in C++")) == {}
 
 
 def test_a_sort_without_an_order_reads_ascending() -> None:
