@@ -109,8 +109,9 @@ def operators(tokens: Tokens) -> Counter[str]:
                     found[piece] += 1
                 elif piece in _ANYWHERE:
                     found[piece] += 1
-                elif piece in _BETWEEN and len(pieces) == 1 and _operand(before) and _operand(after):
-                    found[piece] += 1
+                elif piece in _BETWEEN and len(pieces) == 1:
+                    if _operand(before) and _operand(after):
+                        found[piece] += 1
             k = end
             continue
         nxt = tokens[k + 1] if k + 1 < n else ""

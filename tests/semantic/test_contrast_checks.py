@@ -12,8 +12,8 @@ from config.loader import ConfigError, build
 from config.semantic import ContrastCheck, GuardConfig, SemanticCacheConfig
 from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
 from policies.semantic.contrast_checks import CHECKS, sort_order
-from policies.semantic.operators import operators
 from policies.semantic.guard import Guard
+from policies.semantic.operators import operators
 from policies.semantic.pair_features import prompt_terms
 
 # (check, prompt, prompt): the check must call them different questions.
