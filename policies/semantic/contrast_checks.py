@@ -103,6 +103,10 @@ def negated_word_asserted(a: Tokens, b: Tokens) -> bool:
 # existing veto's connectors without the ones that order nothing in a broad rewrite ("in",
 # "for", "by", "per", "over": "sort dicts by key", "weather in Chicago").
 _DIRECTION_WORDS = frozenset("to into as than vs versus".split())
+# Arrows and comparison signs point the same way ("Boston → Tokyo", "Boston -> Tokyo", "a > b");
+# "<" and "←" the other way, like "from" (session 7). "->" arrives as "-", ">".
+_FORWARD_SIGNS = frozenset("→ ⇒ >".split())
+_BACKWARD_SIGNS = frozenset("← ⇐ <".split())
 # Two topic words at most this many topic words apart form a directed pair.
 _DIRECTION_REACH = 3
 # A word this long or longer matches a longer word it begins ("dict" / "dictionary").
@@ -128,9 +132,9 @@ def _directed(tokens: Tokens) -> set[tuple[str, str]]:
             between = tokens[k1 + 1 : k2]
             if w1 == w2:
                 continue
-            if any(t in _DIRECTION_WORDS for t in between):
+            if any(t in _DIRECTION_WORDS or t in _FORWARD_SIGNS for t in between):
                 pairs.add((w1, w2))
-            elif "from" in between:
+            elif "from" in between or any(t in _BACKWARD_SIGNS for t in between):
                 pairs.add((w2, w1))
             elif counted and "in" in between:
                 pairs.add((w1, w2))

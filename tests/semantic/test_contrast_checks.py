@@ -41,6 +41,8 @@ DIFFERENT = [
     ("direction", "change a str into bytes in Python 3", "python bytes to string"),
     ("direction", "How many feet are in 3 meters?", "convert 3 ft to meters"),
     ("direction", "inches to centimetres", "How do I convert centimeters into inches?"),
+    ("direction", "jet lag flying Boston → Tokyo", "tips for jet lag going Tokyo to Boston"),
+    ("direction", "moving boston -> denver, what to pack", "moving from denver to boston, packing"),
     ("time_frame", "Is it going to rain in Oslo tomorrow?", "oslo rain right now"),
     ("time_frame", "what was the score of the Celtics game yesterday", "celtics score today"),
     ("sort_order", "sort a dict by value", "sort a dict by value from largest to smallest"),
@@ -77,6 +79,8 @@ SAME = [
         "center text both ways in a table cell",
     ),
     ("weather in Rome this weekend", "Rome weekend forecast"),
+    ("jet lag flying Boston → Tokyo", "how to beat jet lag on a Boston to Tokyo flight"),
+    ("moving boston -> denver, what to pack", "what to pack when moving from boston to denver"),
     ("words of 16-year-old's birthday card", "birthday card message for a 16 year old"),
 ]
 
