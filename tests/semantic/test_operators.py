@@ -32,6 +32,10 @@ DIFFERENT = [
     ("list ints greater than 40 in numpy", "numpy ints less than 40"),
     ("y -= 2 in python", "y += 2 in python"),
     ("simplify 4x − 9 = 3", "simplify 4x + 9 = 3"),
+    ("what is 2/5 times 3/7", "what is 2/5 divided by 3/7"),
+    ("multiply two fifths by three sevenths", "2/5 ÷ 3/7"),
+    ("ruby: what does the double equals do", "ruby: what does the triple equals do"),
+    ("strict equality in typescript", "what is == in typescript"),
 ]
 
 SAME = [
@@ -47,6 +51,12 @@ SAME = [
     ("tab-separated file to csv in pandas", "pandas convert a tsv to a comma-separated file"),
     ("what is 7 factorial!", "Compute 7 factorial"),
     ("Bob & Alice -> who pays first", "who pays first, Bob or Alice"),
+    ("what is 58 mod 9", "the remainder when 58 is divided by 9"),
+    ("58 % 9 = ?", "remainder of 58 divided by 9"),
+    ("sum of the squares of 1-30", "add up x squared for x between 1 and 30"),
+    ("how to add a column to a pandas frame", "pandas: df['c'] = df['a'] + df['b']"),
+    ("how many times does 7 fit into 91", "91 / 7"),
+    ("add 2/5 and 3/7", "2/5 + 3/7 = ?"),
 ]
 
 
