@@ -40,6 +40,7 @@ from policies.semantic.guard import (
     Guard,
     GuardModel,
     SpanSimilarity,
+    filler_edit,
     one_word_swap,
 )
 from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, edit_of
@@ -60,7 +61,18 @@ REACH_COSINE = 0.75
 # `+synonym`: a one-word swap embedding at least this close is served without the near
 # model (GuardModel.serve_span_similarity; session 7).
 SYNONYM_SPAN = 0.9
-PARTS = ("idf", "near", "chosen", "align", "tokens", "head", "reach", "polarity", "synonym")
+PARTS = (
+    "idf",
+    "near",
+    "chosen",
+    "align",
+    "tokens",
+    "head",
+    "reach",
+    "polarity",
+    "synonym",
+    "filler",
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Candidate:
     reach: bool = False
     polarity: bool = False
     synonym: bool = False
+    filler: bool = False
 
     @property
     def min_cosine(self) -> float:
@@ -128,7 +141,7 @@ def fit_candidate(
             p
             for part in data.by_set(indices)
             for p in near_duplicate_pairs(
-                part, data, cand.min_cosine, SYNONYM_SPAN if cand.synonym else None
+                part, data, cand.min_cosine, SYNONYM_SPAN if cand.synonym else None, cand.filler
             )
         ]
         y = [data.clusters[i] == data.clusters[j] for i, j in near_pairs]
@@ -139,6 +152,7 @@ def fit_candidate(
             info["near_l2"] = near_l2
             if cand.synonym:
                 model = replace(model, serve_span_similarity=SYNONYM_SPAN)
+            model = replace(model, serve_filler_edits=cand.filler)
     return model, info
 
 
@@ -194,6 +208,7 @@ def near_duplicate_pairs(
     data: PooledData,
     min_cosine: float = MIN_COSINE,
     serve_span: float | None = None,
+    serve_fillers: bool = False,
 ) -> list[tuple[int, int]]:
     """Pairs a near-duplicate model would decide in at least one order: cosine >= `min_cosine`,
     a near-duplicate edit, no veto, not the same words, every replaced span similar enough
@@ -212,6 +227,8 @@ def near_duplicate_pairs(
         spans = [(x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced]
         lowest = min([1.0, *data.spans(spans[:MAX_SPAN_PAIRS])]) if spans else 1.0
         if serve_span is not None and one_word_swap(edit) and lowest >= serve_span:
+            continue
+        if serve_fillers and filler_edit(a, b, edit):
             continue
         if lowest >= guard.min_span_similarity:
             out.append((i, j))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,10 @@ class GuardModel:
     # nothing else, the two words embedding at least this close ("biggest" / "largest"), is
     # served without asking that model (session 7 experiment; None: the model decides).
     serve_span_similarity: float | None = None
+    # With a near-duplicate model: an edit that only adds or drops words of a closed class of
+    # discourse adverbs ("actually", "briefly", "simply"; FILLER_WORDS) is served without
+    # asking that model (session 7 experiment).
+    serve_filler_edits: bool = False
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -121,6 +126,8 @@ class GuardModel:
             data["near_duplicate"] = self.near_duplicate.to_dict()
         if self.serve_span_similarity is not None:
             data["serve_span_similarity"] = self.serve_span_similarity
+        if self.serve_filler_edits:
+            data["serve_filler_edits"] = True
         return data
 
     @classmethod
@@ -151,6 +158,7 @@ class GuardModel:
             uses_alignment=known[base][0],
             uses_tokens=known[base][1],
             uses_polarity=known[base][3],
+            serve_filler_edits=bool(data.get("serve_filler_edits", False)),
             serve_span_similarity=(
                 float(data["serve_span_similarity"])  # type: ignore[arg-type]
                 if data.get("serve_span_similarity") is not None
@@ -212,6 +220,24 @@ MAX_SPAN_CHARS = 200
 def one_word_swap(edit: EditShape) -> bool:
     """The edit replaces one word by one word and changes nothing else."""
     return edit.ops == 1 and len(edit.replaced) == 1 and " " not in "".join(edit.replaced[0])
+
+
+# Discourse adverbs that hedge, stress or ask for brevity without changing what is asked
+# (a closed class of English, like the stopwords): "how do vaccines *actually* work".
+FILLER_WORDS = frozenset(
+    "actually really simply briefly quickly basically kindly together truly honestly "
+    "literally".split()
+)
+
+
+def filler_edit(a: PromptTerms, b: PromptTerms, edit: EditShape) -> bool:
+    """Nothing replaced, and every word one side adds is a FILLER_WORDS word (punctuation
+    aside)."""
+    if edit.replaced:
+        return False
+    x, y = Counter(a.tokens), Counter(b.tokens)
+    added = [word for word in (x - y) + (y - x) if word.isalnum()]
+    return bool(added) and all(word in FILLER_WORDS for word in added)
 
 
 def span_similarity_from(encode: Callable[[list[str]], np.ndarray]) -> SpanSimilarity:
@@ -329,6 +355,8 @@ class Guard:
                 return 1.0
             serve = self.model.serve_span_similarity
             if serve is not None and one_word_swap(edit) and lowest >= serve:
+                return 1.0
+            if self.model.serve_filler_edits and filler_edit(query, cached, edit):
                 return 1.0
             return near.probability(near.cheap_row(cosine, query, cached, edit, lowest))
         features = self.model.cheap_row(cosine, query, cached, edit, lowest)

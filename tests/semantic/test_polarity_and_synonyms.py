@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from benchmarks.semantic_pooled_fit import Candidate
 from gateway.semantic.cache import shipped_guard_weights
-from policies.semantic.guard import Guard, GuardModel
-from policies.semantic.pair_features import prompt_terms
+from policies.semantic.guard import Guard, GuardModel, filler_edit
+from policies.semantic.pair_features import edit_of, prompt_terms
 from policies.semantic.polarity import POLARITY_FEATURE_NAMES, polarity_features
 
 
@@ -92,3 +92,20 @@ def test_a_one_span_synonym_is_served_without_the_near_model_when_the_weights_sa
         0.95, a, c, spans(0.93)
     )
     assert near_only < 1.0
+
+
+def test_a_filler_insert_is_served_without_the_near_model_when_the_weights_say_so() -> None:
+    shipped = GuardModel.from_json(shipped_guard_weights())
+    served = Guard("learned", replace(shipped, serve_filler_edits=True))
+    assert GuardModel.from_json(served.model.to_json()).serve_filler_edits  # type: ignore[union-attr]
+    a = prompt_terms("how does a heat pump work")
+    for b, expected in (
+        ("how does a heat pump actually work", True),
+        ("briefly, how does a heat pump work", True),
+        ("how does a heat pump work in winter", False),  # a qualifier: the near model decides
+        ("how does a small heat pump work", False),
+    ):
+        edit = edit_of(a, prompt_terms(b))
+        assert filler_edit(a, prompt_terms(b), edit) is expected
+        p = served.probability(0.95, a, prompt_terms(b), lambda pairs: [1.0] * len(pairs))
+        assert (p == 1.0) is expected
