@@ -7,15 +7,18 @@ tokens `PromptTerms.tokens` holds (lower case, apostrophes dropped, numerals rea
 punctuation and symbols as tokens), and answers True for "another question", whatever the edit
 shape (a near-duplicate or a broad rewrite):
 
-- `operator`: each side names an operator the other does not ("3x + 7" / "3x - 7", "plus" /
-  "minus", "==" / "===", "12 & 10" / "12 ^ 10", ">" / ">>"; operators.py, since session 7 the
-  whole closed class of arithmetic, comparison, logical / bitwise, assignment and shell
-  operators, before only + - * / between operands).
+- `operator`: the arithmetic operators differ ("3x + 7" / "3x - 7", "plus" / "minus").
+  `operator_class` (session 7, operators.py): each side names an operator the other does not,
+  or one stands where the other has another, over the whole closed class (arithmetic,
+  comparison, logical / bitwise, shift, assignment, shell): "==" / "===", "12 & 10" / "12 ^
+  10", ">" / ">>", "1/2 × 1/3" / "1/2 divided by 1/3".
 - `negated_word`: one side negates a word that the other side, negating nothing, says plainly
   ("a file that does *not exist*" / "test whether a file exists").
 - `direction`: two things in opposite order around a direction word ("dict into JSON" / "JSON
   string to dict"), up to three topic words apart, matching "dict" / "dictionary", "km" /
-  "kilometers"; "how many X in Y" reads as a conversion of Y into X.
+  "kilometers"; "how many X in Y" reads as a conversion of Y into X. `direction_signs`
+  (session 7): the same, with arrows and comparison signs as direction words too ("Boston →
+  Tokyo", "a > b"; "←" and "<" the other way).
 - `time_frame`: now / tomorrow / yesterday on both sides, differently.
 - `sort_order`: both sides sort, one in descending order, the other not.
 - `reversing_prefix`: a word against itself behind "anti-", "un-", "non-", "dis-", "de-", ...
@@ -36,7 +39,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from policies.semantic.edit_shape import stem
-from policies.semantic.operators import operator_changed
+from policies.semantic.operators import arithmetic_changed, operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
 
 Tokens = Sequence[str]
@@ -121,9 +124,10 @@ def _after(tokens: Tokens, start: int, reach: int = 3) -> str:
     return next((_stem(w) for w in tokens[start : start + reach] if _topic(w)), "")
 
 
-def _directed(tokens: Tokens) -> set[tuple[str, str]]:
+def _directed(tokens: Tokens, signs: bool = False) -> set[tuple[str, str]]:
     """(source, target) pairs: "X to Y", "X into Y", "X as Y", "Y from X", "5 X in Y" (a
     conversion of X), and "how many Y ... in X" (a conversion of X into Y)."""
+    forward = _DIRECTION_WORDS | _FORWARD_SIGNS if signs else _DIRECTION_WORDS
     topic = [(k, _stem(w)) for k, w in enumerate(tokens) if _topic(w)]
     pairs: set[tuple[str, str]] = set()
     for x, (k1, w1) in enumerate(topic):
@@ -132,9 +136,9 @@ def _directed(tokens: Tokens) -> set[tuple[str, str]]:
             between = tokens[k1 + 1 : k2]
             if w1 == w2:
                 continue
-            if any(t in _DIRECTION_WORDS or t in _FORWARD_SIGNS for t in between):
+            if any(t in forward for t in between):
                 pairs.add((w1, w2))
-            elif "from" in between or any(t in _BACKWARD_SIGNS for t in between):
+            elif "from" in between or (signs and any(t in _BACKWARD_SIGNS for t in between)):
                 pairs.add((w2, w1))
             elif counted and "in" in between:
                 pairs.add((w1, w2))
@@ -167,11 +171,11 @@ def _same(x: str, y: str) -> bool:
     return shared >= _SHARED_MIN or _abbreviates(short, long)
 
 
-def direction_reversed(a: Tokens, b: Tokens) -> bool:
+def direction_reversed(a: Tokens, b: Tokens, signs: bool = False) -> bool:
     """A pair (x, y) directed one way in `a` appears reversed in `b` and never in `a`'s order.
     Words are matched exactly (stems), or by prefix when the pair's two words do not match
     each other ("String" / "str" are then two words, matched exactly)."""
-    in_a, in_b = _directed(a), _directed(b)
+    in_a, in_b = _directed(a, signs), _directed(b, signs)
     for x, y in in_a:
         fuzzy = not _same(x, y)
 
@@ -328,9 +332,16 @@ def antonym_added(a: Tokens, b: Tokens) -> bool:
     return False
 
 
+def direction_signs_reversed(a: Tokens, b: Tokens) -> bool:
+    """`direction_reversed` with arrows and comparison signs read as direction words."""
+    return direction_reversed(a, b, signs=True)
+
+
 Check = Callable[[Tokens, Tokens], bool]
+# The first eight are on by default (config.semantic.GuardConfig); the session-7 checks are
+# options: `operator_class` widens `operator`, `direction_signs` widens `direction`.
 CHECKS: dict[str, Check] = {
-    "operator": operator_changed,
+    "operator": arithmetic_changed,
     "negated_word": negated_word_asserted,
     "direction": direction_reversed,
     "time_frame": time_frame_changed,
@@ -338,4 +349,6 @@ CHECKS: dict[str, Check] = {
     "reversing_prefix": reversing_prefix,
     "antonym": antonym_swapped,
     "antonym_added": antonym_added,
+    "operator_class": operator_changed,
+    "direction_signs": direction_signs_reversed,
 }

@@ -197,3 +197,32 @@ def operator_changed(a: Tokens, b: Tokens) -> bool:
             if here and there and here != there:
                 return True
     return False
+
+
+# ---- the session-5 reading (the default `operator` check) -----------------------------------
+
+_ARITHMETIC_WORDS = {"plus": "+", "minus": "-", "times": "*", "multiplied": "*", "divided": "/"}
+_ARITHMETIC_SYMBOLS = {"+": "+", "-": "-", "*": "*", "×": "*", "/": "/", "÷": "/"}
+
+
+def _arithmetic_operand(token: str) -> bool:
+    return bool(re.fullmatch(r"\d+(?:\.\d+)?[a-z]?|[a-z]|[()]", token))
+
+
+def arithmetic_operators(tokens: Tokens) -> frozenset[str]:
+    """Arithmetic operators between operands ("3x - 7", "x+1"), or named ("plus", "divided").
+    A hyphen between words ("comma-separated", "16-year-old") is not a minus."""
+    found: set[str] = set()
+    for k, token in enumerate(tokens):
+        if token in _ARITHMETIC_WORDS:
+            found.add(_ARITHMETIC_WORDS[token])
+        elif token in _ARITHMETIC_SYMBOLS and 0 < k < len(tokens) - 1:
+            if _arithmetic_operand(tokens[k - 1]) and _arithmetic_operand(tokens[k + 1]):
+                found.add(_ARITHMETIC_SYMBOLS[token])
+    return frozenset(found)
+
+
+def arithmetic_changed(a: Tokens, b: Tokens) -> bool:
+    """Both sides name arithmetic operators and neither set holds the other (session 5)."""
+    x, y = arithmetic_operators(a), arithmetic_operators(b)
+    return bool(x and y) and not (x <= y or y <= x)

@@ -81,17 +81,14 @@ def test_operators_are_read_as_canonical_runs() -> None:
     assert operators(tokens("Hi! ~5 min walk, seattle -> nyc, 30% off C++ e-books")) == {}
 
 
-def test_the_shipped_guard_refuses_a_pair_that_differs_only_in_an_operator() -> None:
-    # Both sides have the same content words, so before session 7 this pair was served
-    # outright, without any model.
-    guard = Guard(
-        "learned",
-        GuardModel.from_json(shipped_guard_weights()),
-        contrast_checks=("operator",),
-    )
+def test_the_guard_with_operator_class_refuses_a_pair_that_differs_only_in_an_operator() -> None:
+    # Both sides have the same content words, so the default checks serve this pair
+    # outright, without any model; `operator_class` (a session-7 option) refuses it.
+    model = GuardModel.from_json(shipped_guard_weights())
+    guard = Guard("learned", model, contrast_checks=("operator_class",))
     a, b = prompt_terms("what does a & b do in C"), prompt_terms("what does a ^ b do in C")
     assert a.content == b.content
     assert guard.probability(0.97, a, b) == 0.0
-    assert Guard("learned", guard.model).probability(0.97, a, b) == 1.0
+    assert Guard("learned", model, contrast_checks=("operator",)).probability(0.97, a, b) == 1.0
     same = prompt_terms("in C, what does a & b do")
     assert guard.probability(0.97, a, same) == 1.0
