@@ -59,7 +59,7 @@ MIN_COSINE = 0.6  # below every threshold a candidate may choose
 # `+reach`: only pairs at or above the shipped threshold, the ones a lookup ever asks about.
 REACH_COSINE = 0.75
 # `+synonym`: a one-word swap embedding at least this close is served without the near
-# model (GuardModel.serve_span_similarity; session 7).
+# model (GuardModel.serve_span_similarity; session 6).
 SYNONYM_SPAN = 0.9
 PARTS = (
     "idf",

@@ -153,7 +153,7 @@ ContrastCheck = Literal[
     "reversing_prefix",
     "antonym",
     "antonym_added",
-    # Session 7 options, off by default: the whole closed class of operators (comparison,
+    # Session 6 options, off by default: the whole closed class of operators (comparison,
     # logical / bitwise, shift, assignment, shell), and arrows / comparison signs as direction.
     "operator_class",
     "direction_signs",

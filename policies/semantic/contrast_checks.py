@@ -8,7 +8,7 @@ punctuation and symbols as tokens), and answers True for "another question", wha
 shape (a near-duplicate or a broad rewrite):
 
 - `operator`: the arithmetic operators differ ("3x + 7" / "3x - 7", "plus" / "minus").
-  `operator_class` (session 7, operators.py): each side names an operator the other does not,
+  `operator_class` (session 6, operators.py): each side names an operator the other does not,
   or one stands where the other has another, over the whole closed class (arithmetic,
   comparison, logical / bitwise, shift, assignment, shell): "==" / "===", "12 & 10" / "12 ^
   10", ">" / ">>", "1/2 × 1/3" / "1/2 divided by 1/3".
@@ -17,7 +17,7 @@ shape (a near-duplicate or a broad rewrite):
 - `direction`: two things in opposite order around a direction word ("dict into JSON" / "JSON
   string to dict"), up to three topic words apart, matching "dict" / "dictionary", "km" /
   "kilometers"; "how many X in Y" reads as a conversion of Y into X. `direction_signs`
-  (session 7): the same, with arrows and comparison signs as direction words too ("Boston →
+  (session 6): the same, with arrows and comparison signs as direction words too ("Boston →
   Tokyo", "a > b"; "←" and "<" the other way).
 - `time_frame`: now / tomorrow / yesterday on both sides, differently.
 - `sort_order`: both sides sort, one in descending order, the other not.
@@ -107,7 +107,7 @@ def negated_word_asserted(a: Tokens, b: Tokens) -> bool:
 # "for", "by", "per", "over": "sort dicts by key", "weather in Chicago").
 _DIRECTION_WORDS = frozenset("to into as than vs versus".split())
 # Arrows and comparison signs point the same way ("Boston → Tokyo", "Boston -> Tokyo", "a > b");
-# "<" and "←" the other way, like "from" (session 7). "->" arrives as "-", ">".
+# "<" and "←" the other way, like "from" (session 6). "->" arrives as "-", ">".
 _FORWARD_SIGNS = frozenset("→ ⇒ >".split())
 _BACKWARD_SIGNS = frozenset("← ⇐ <".split())
 # Two topic words at most this many topic words apart form a directed pair.
@@ -338,7 +338,7 @@ def direction_signs_reversed(a: Tokens, b: Tokens) -> bool:
 
 
 Check = Callable[[Tokens, Tokens], bool]
-# The first eight are on by default (config.semantic.GuardConfig); the session-7 checks are
+# The first eight are on by default (config.semantic.GuardConfig); the session-6 checks are
 # options: `operator_class` widens `operator`, `direction_signs` widens `direction`.
 CHECKS: dict[str, Check] = {
     "operator": arithmetic_changed,

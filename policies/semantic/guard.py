@@ -74,15 +74,15 @@ class GuardModel:
     # A second model over FEATURE_NAMES (+ IDF_FEATURE_NAMES with its own table) that also
     # scores near-duplicate edits the span rule passes (session 6; off in older weights).
     near_duplicate: GuardModel | None = None
-    # POLARITY_FEATURE_NAMES follow the IDF features (session 7 experiment, polarity.py).
+    # POLARITY_FEATURE_NAMES follow the IDF features (session 6 experiment, polarity.py).
     uses_polarity: bool = False
     # With a near-duplicate model: an edit that replaces one word by one word and changes
     # nothing else, the two words embedding at least this close ("biggest" / "largest"), is
-    # served without asking that model (session 7 experiment; None: the model decides).
+    # served without asking that model (session 6 experiment; None: the model decides).
     serve_span_similarity: float | None = None
     # With a near-duplicate model: an edit that only adds or drops words of a closed class of
     # discourse adverbs ("actually", "briefly", "simply"; FILLER_WORDS) is served without
-    # asking that model (session 7 experiment).
+    # asking that model (session 6 experiment).
     serve_filler_edits: bool = False
 
     @property

@@ -5,7 +5,7 @@ other words ("no-oven dinner ideas" / "a dinner I can make in the oven", "univer
 "universal recipient"). The cheap features count a negation only through the guard's short
 negation list, and the contrast checks veto only exact shapes. These three features give the
 broad-rewrite model whole-prompt signs instead, to weigh against the cosine (an experiment,
-session 7: `benchmarks/semantic_pooled.py` candidate `+polarity`; used only when the weights
+session 6: `benchmarks/semantic_pooled.py` candidate `+polarity`; used only when the weights
 name them):
 
 - `privative_one_side`: exactly one side has a word of a closed class of negators and

@@ -83,7 +83,7 @@ def test_operators_are_read_as_canonical_runs() -> None:
 
 def test_the_guard_with_operator_class_refuses_a_pair_that_differs_only_in_an_operator() -> None:
     # Both sides have the same content words, so the default checks serve this pair
-    # outright, without any model; `operator_class` (a session-7 option) refuses it.
+    # outright, without any model; `operator_class` (a session-6 option) refuses it.
     model = GuardModel.from_json(shipped_guard_weights())
     guard = Guard("learned", model, contrast_checks=("operator_class",))
     a, b = prompt_terms("what does a & b do in C"), prompt_terms("what does a ^ b do in C")

@@ -1,4 +1,4 @@
-"""Session-7 experiments in the guard: polarity features for broad rewrites (polarity.py) and
+"""Session-6 experiments in the guard: polarity features for broad rewrites (polarity.py) and
 serving a one-span synonym edit without the near-duplicate model
 (`GuardModel.serve_span_similarity`). Prompts written for this test."""
 
@@ -48,7 +48,7 @@ def _with_polarity(model: GuardModel) -> GuardModel:
     )
 
 
-def test_the_session_7_candidates_parse() -> None:
+def test_the_session_6_candidates_parse() -> None:
     cand = Candidate.parse("pooled+near+idf+reach+polarity+synonym")
     assert (cand.polarity, cand.synonym, cand.near, cand.reach) == (True, True, True, True)
 
