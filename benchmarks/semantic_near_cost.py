@@ -31,12 +31,15 @@ from policies.semantic.guard import (  # noqa: E402
     NEAR_DUPLICATE_RATIO,
     Guard,
     GuardModel,
+    SpanSimilarity,
     span_similarity_from,
 )
 from policies.semantic.pair_features import edit_of, prompt_terms  # noqa: E402
 
 
-def reason(guard: Guard, cosine: float, threshold: float, a: str, b: str, span) -> str:  # type: ignore[no-untyped-def]
+def reason(
+    guard: Guard, cosine: float, threshold: float, a: str, b: str, span: SpanSimilarity
+) -> str:
     """Why the cache would (not) serve cached prompt `b` for query `a`."""
     if cosine < threshold:
         return "below threshold"

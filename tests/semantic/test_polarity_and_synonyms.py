@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
+
+import msgspec
 
 from benchmarks.semantic_pooled_fit import Candidate
-from gateway.semantic.cache import shipped_guard_weights
+from gateway.semantic.cache import CachedReply, CacheQuery, shipped_guard_weights
 from policies.semantic.guard import Guard, GuardModel, filler_edit
 from policies.semantic.pair_features import edit_of, prompt_terms
 from policies.semantic.polarity import POLARITY_FEATURE_NAMES, polarity_features
@@ -109,3 +112,51 @@ def test_a_filler_insert_is_served_without_the_near_model_when_the_weights_say_s
         assert filler_edit(a, prompt_terms(b), edit) is expected
         p = served.probability(0.95, a, prompt_terms(b), lambda pairs: [1.0] * len(pairs))
         assert (p == 1.0) is expected
+
+
+OPTION_WEIGHTS = Path(__file__).resolve().parents[2] / (
+    "policies/semantic/guard_weights_operator_class.json"
+)
+OPTION_CHECKS = (
+    "operator_class",
+    "negated_word",
+    "direction_signs",
+    "time_frame",
+    "sort_order",
+    "reversing_prefix",
+    "antonym",
+    "antonym_added",
+)
+
+
+def q(text: str) -> CacheQuery:
+    return CacheQuery(tenant="t", model="m", text=text, temperature=0.0, category_header="code")
+
+
+async def test_the_operator_class_option_end_to_end(make_cache, small_cfg) -> None:  # type: ignore[no-untyped-def]
+    option = GuardModel.from_json(OPTION_WEIGHTS.read_text())
+    assert option.serve_filler_edits and option.serve_span_similarity == 0.9
+    assert option.near_duplicate is not None
+    base = small_cfg()
+    on = msgspec.structs.replace(
+        base,
+        guard=msgspec.structs.replace(
+            base.guard, contrast_checks=OPTION_CHECKS, weights_path=str(OPTION_WEIGHTS)
+        ),
+    )
+    status = {}
+    for name, cfg in (("default", base), ("option", on)):
+        cache = await make_cache(cfg)
+        try:
+            for stored in ("what does == do in ruby", "how do closures work in Rust"):
+                first = await cache.lookup(q(stored))
+                assert await cache.insert(first, CachedReply(text=stored))
+            status[name] = [
+                (await cache.lookup(q(text))).status
+                for text in ("what does === do in ruby", "how do closures actually work in Rust")
+            ]
+        finally:
+            await cache.close()
+    # The default serves the other operator (same content words) and refuses the filler word
+    # (the near model); the option does the opposite.
+    assert status == {"default": ["hit", "miss"], "option": ["miss", "hit"]}
