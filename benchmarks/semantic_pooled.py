@@ -2,7 +2,8 @@
 
     python benchmarks/semantic_pooled.py \
         --sets dev=../shared/semantic/dev_prompts.jsonl,h1=benchmarks/data/holdout_prompts.jsonl,\
-h2=benchmarks/data/holdout2_prompts.jsonl,h3=benchmarks/data/holdout3_prompts.jsonl \
+h2=benchmarks/data/holdout2_prompts.jsonl,h3=benchmarks/data/holdout3_prompts.jsonl,\
+h4=benchmarks/data/holdout4_prompts.jsonl \
         [--candidates pooled,pooled+chosen,pooled+idf,pooled+near,...] [--leave-out dev,h1,...]
         [--orders 5] [--inner-folds 3] [--memo /tmp/kvgate_pooled_memo.pkl] [--out FILE]
         [--write-weights FILE --final CANDIDATE] [--kfold dev --seeds 0,1]

@@ -40,9 +40,17 @@ from policies.semantic.guard import (
     Guard,
     GuardModel,
     SpanSimilarity,
+    filler_edit,
+    one_word_swap,
 )
 from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, edit_of
-from policies.semantic.term_weights import TermWeights, fit_term_weights, idf_features
+from policies.semantic.polarity import polarity_features
+from policies.semantic.term_weights import (
+    IDF_FEATURE_NAMES,
+    TermWeights,
+    fit_term_weights,
+    idf_features,
+)
 from policies.semantic.token_alignment import TokenEncoder
 from policies.semantic.word_alignment import WordVectors
 
@@ -50,7 +58,21 @@ L2_GRID = (0.1, 1.0, 10.0, 100.0)
 MIN_COSINE = 0.6  # below every threshold a candidate may choose
 # `+reach`: only pairs at or above the shipped threshold, the ones a lookup ever asks about.
 REACH_COSINE = 0.75
-PARTS = ("idf", "near", "chosen", "align", "tokens", "head", "reach")
+# `+synonym`: a one-word swap embedding at least this close is served without the near
+# model (GuardModel.serve_span_similarity; session 6).
+SYNONYM_SPAN = 0.9
+PARTS = (
+    "idf",
+    "near",
+    "chosen",
+    "align",
+    "tokens",
+    "head",
+    "reach",
+    "polarity",
+    "synonym",
+    "filler",
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,9 @@ class Candidate:
     tokens: bool = False
     head: bool = False
     reach: bool = False
+    polarity: bool = False
+    synonym: bool = False
+    filler: bool = False
 
     @property
     def min_cosine(self) -> float:
@@ -115,7 +140,9 @@ def fit_candidate(
         near_pairs = [
             p
             for part in data.by_set(indices)
-            for p in near_duplicate_pairs(part, data, cand.min_cosine)
+            for p in near_duplicate_pairs(
+                part, data, cand.min_cosine, SYNONYM_SPAN if cand.synonym else None, cand.filler
+            )
         ]
         y = [data.clusters[i] == data.clusters[j] for i, j in near_pairs]
         info["near_pairs"], info["near_positive"] = len(near_pairs), int(sum(y))
@@ -123,6 +150,9 @@ def fit_candidate(
             near, near_l2, _ = _fit_rows(near_pairs, indices, data, weights, Candidate("near"))
             model = replace(model, near_duplicate=near)
             info["near_l2"] = near_l2
+            if cand.synonym:
+                model = replace(model, serve_span_similarity=SYNONYM_SPAN)
+            model = replace(model, serve_filler_edits=cand.filler)
     return model, info
 
 
@@ -155,12 +185,18 @@ def _fit_rows(
         extra = [idf_features(data.terms[i], data.terms[j], weights) for i, j in pairs]
         cheap = len(FEATURE_NAMES)
         x = np.hstack([x[:, :cheap], np.array(extra), x[:, cheap:]])
+    if cand.polarity:
+        at = len(FEATURE_NAMES) + (len(IDF_FEATURE_NAMES) if weights is not None else 0)
+        extra = [polarity_features(data.terms[i].tokens, data.terms[j].tokens) for i, j in pairs]
+        x = np.hstack([x[:, :at], np.array(extra), x[:, at:]])
     y = np.array([data.clusters[i] == data.clusters[j] for i, j in pairs], dtype=float)
     dim = data.vectors.shape[1] if cand.head else 0
 
     def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
         model = fit_logistic(x, y, l2=1.0 if dim else l2, head_dim=dim, head_l2=l2)
-        return replace(model, uses_alignment=cand.align, uses_tokens=cand.tokens)
+        return replace(
+            model, uses_alignment=cand.align, uses_tokens=cand.tokens, uses_polarity=cand.polarity
+        )
 
     grid = HEAD_L2_GRID if dim else L2_GRID
     model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, grid, fit)
@@ -168,10 +204,15 @@ def _fit_rows(
 
 
 def near_duplicate_pairs(
-    indices: list[int], data: PooledData, min_cosine: float = MIN_COSINE
+    indices: list[int],
+    data: PooledData,
+    min_cosine: float = MIN_COSINE,
+    serve_span: float | None = None,
+    serve_fillers: bool = False,
 ) -> list[tuple[int, int]]:
     """Pairs a near-duplicate model would decide in at least one order: cosine >= `min_cosine`,
-    a near-duplicate edit, no veto, not the same words, every replaced span similar enough."""
+    a near-duplicate edit, no veto, not the same words, every replaced span similar enough
+    (and, with `serve_span`, not a one-word swap at least that similar: served)."""
     guard, terms = data.veto_guard, data.terms
     out = []
     for i, j in candidate_pairs(indices, data.similarity, min_cosine):
@@ -185,6 +226,10 @@ def near_duplicate_pairs(
             continue
         spans = [(x[:MAX_SPAN_CHARS], y[:MAX_SPAN_CHARS]) for x, y in edit.replaced]
         lowest = min([1.0, *data.spans(spans[:MAX_SPAN_PAIRS])]) if spans else 1.0
+        if serve_span is not None and one_word_swap(edit) and lowest >= serve_span:
+            continue
+        if serve_fillers and filler_edit(a, b, edit):
+            continue
         if lowest >= guard.min_span_similarity:
             out.append((i, j))
     return out

@@ -7,7 +7,7 @@ The defaults below were chosen with `benchmarks/semantic_eval.py` (see docs/benc
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import msgspec
 
@@ -153,7 +153,22 @@ ContrastCheck = Literal[
     "reversing_prefix",
     "antonym",
     "antonym_added",
+    # Session 6 options, off by default: the whole closed class of operators (comparison,
+    # logical / bitwise, shift, assignment, shell), and arrows / comparison signs as direction.
+    "operator_class",
+    "direction_signs",
 ]
+# On by default since session 5.
+DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
+    "operator",
+    "negated_word",
+    "direction",
+    "time_frame",
+    "sort_order",
+    "reversing_prefix",
+    "antonym",
+    "antonym_added",
+)
 
 
 class GuardConfig(Frozen):
@@ -182,7 +197,7 @@ class GuardConfig(Frozen):
     # (policies/semantic/contrast_checks.py): changed operator, a negated word the other side
     # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms. All on
     # since session 5 (docs/benchmarks.md, "general checks against unseen false hits"); [] = off.
-    contrast_checks: tuple[ContrastCheck, ...] = get_args(ContrastCheck)
+    contrast_checks: tuple[ContrastCheck, ...] = DEFAULT_CONTRAST_CHECKS
 
 
 class SemanticCacheConfig(Frozen):

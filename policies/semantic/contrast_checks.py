@@ -8,11 +8,17 @@ punctuation and symbols as tokens), and answers True for "another question", wha
 shape (a near-duplicate or a broad rewrite):
 
 - `operator`: the arithmetic operators differ ("3x + 7" / "3x - 7", "plus" / "minus").
+  `operator_class` (session 6, operators.py): each side names an operator the other does not,
+  or one stands where the other has another, over the whole closed class (arithmetic,
+  comparison, logical / bitwise, shift, assignment, shell): "==" / "===", "12 & 10" / "12 ^
+  10", ">" / ">>", "1/2 × 1/3" / "1/2 divided by 1/3".
 - `negated_word`: one side negates a word that the other side, negating nothing, says plainly
   ("a file that does *not exist*" / "test whether a file exists").
 - `direction`: two things in opposite order around a direction word ("dict into JSON" / "JSON
   string to dict"), up to three topic words apart, matching "dict" / "dictionary", "km" /
-  "kilometers"; "how many X in Y" reads as a conversion of Y into X.
+  "kilometers"; "how many X in Y" reads as a conversion of Y into X. `direction_signs`
+  (session 6): the same, with arrows and comparison signs as direction words too ("Boston →
+  Tokyo", "a > b"; "←" and "<" the other way).
 - `time_frame`: now / tomorrow / yesterday on both sides, differently.
 - `sort_order`: both sides sort, one in descending order, the other not.
 - `reversing_prefix`: a word against itself behind "anti-", "un-", "non-", "dis-", "de-", ...
@@ -30,10 +36,10 @@ one can only turn hits into misses.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 
 from policies.semantic.edit_shape import stem
+from policies.semantic.operators import arithmetic_changed, operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
 
 Tokens = Sequence[str]
@@ -47,42 +53,6 @@ _NEGATORS = frozenset(
     "not no never without dont doesnt isnt arent wasnt werent wont didnt shouldnt havent "
     "hasnt nor".split()
 )
-
-# ---- operator --------------------------------------------------------------------------------
-
-_OPERATOR_WORDS = {
-    "plus": "+",
-    "minus": "-",
-    "times": "*",
-    "multiplied": "*",
-    "divided": "/",
-}
-_OPERATOR_SYMBOLS = {"+": "+", "-": "-", "*": "*", "×": "*", "/": "/", "÷": "/"}
-
-
-def _operand(token: str) -> bool:
-    # A number, a number with a variable ("3x"), a single-letter variable or a closing bracket.
-    return bool(re.fullmatch(r"\d+(?:\.\d+)?[a-z]?|[a-z]|[()]", token))
-
-
-def operators(tokens: Tokens) -> frozenset[str]:
-    """Arithmetic operators between operands ("3x - 7", "x+1"), or named ("plus", "divided").
-    A hyphen between words ("comma-separated", "16-year-old") is not a minus."""
-    found: set[str] = set()
-    for k, token in enumerate(tokens):
-        if token in _OPERATOR_WORDS:
-            found.add(_OPERATOR_WORDS[token])
-        elif token in _OPERATOR_SYMBOLS and 0 < k < len(tokens) - 1:
-            if _operand(tokens[k - 1]) and _operand(tokens[k + 1]):
-                found.add(_OPERATOR_SYMBOLS[token])
-    return frozenset(found)
-
-
-def operator_changed(a: Tokens, b: Tokens) -> bool:
-    """Both sides name operators and neither set holds the other (as for numbers)."""
-    x, y = operators(a), operators(b)
-    return bool(x and y) and not (x <= y or y <= x)
-
 
 # ---- negated word --------------------------------------------------------------------------
 
@@ -136,6 +106,10 @@ def negated_word_asserted(a: Tokens, b: Tokens) -> bool:
 # existing veto's connectors without the ones that order nothing in a broad rewrite ("in",
 # "for", "by", "per", "over": "sort dicts by key", "weather in Chicago").
 _DIRECTION_WORDS = frozenset("to into as than vs versus".split())
+# Arrows and comparison signs point the same way ("Boston → Tokyo", "Boston -> Tokyo", "a > b");
+# "<" and "←" the other way, like "from" (session 6). "->" arrives as "-", ">".
+_FORWARD_SIGNS = frozenset("→ ⇒ >".split())
+_BACKWARD_SIGNS = frozenset("← ⇐ <".split())
 # Two topic words at most this many topic words apart form a directed pair.
 _DIRECTION_REACH = 3
 # A word this long or longer matches a longer word it begins ("dict" / "dictionary").
@@ -150,9 +124,10 @@ def _after(tokens: Tokens, start: int, reach: int = 3) -> str:
     return next((_stem(w) for w in tokens[start : start + reach] if _topic(w)), "")
 
 
-def _directed(tokens: Tokens) -> set[tuple[str, str]]:
+def _directed(tokens: Tokens, signs: bool = False) -> set[tuple[str, str]]:
     """(source, target) pairs: "X to Y", "X into Y", "X as Y", "Y from X", "5 X in Y" (a
     conversion of X), and "how many Y ... in X" (a conversion of X into Y)."""
+    forward = _DIRECTION_WORDS | _FORWARD_SIGNS if signs else _DIRECTION_WORDS
     topic = [(k, _stem(w)) for k, w in enumerate(tokens) if _topic(w)]
     pairs: set[tuple[str, str]] = set()
     for x, (k1, w1) in enumerate(topic):
@@ -161,9 +136,9 @@ def _directed(tokens: Tokens) -> set[tuple[str, str]]:
             between = tokens[k1 + 1 : k2]
             if w1 == w2:
                 continue
-            if any(t in _DIRECTION_WORDS for t in between):
+            if any(t in forward for t in between):
                 pairs.add((w1, w2))
-            elif "from" in between:
+            elif "from" in between or (signs and any(t in _BACKWARD_SIGNS for t in between)):
                 pairs.add((w2, w1))
             elif counted and "in" in between:
                 pairs.add((w1, w2))
@@ -196,11 +171,11 @@ def _same(x: str, y: str) -> bool:
     return shared >= _SHARED_MIN or _abbreviates(short, long)
 
 
-def direction_reversed(a: Tokens, b: Tokens) -> bool:
+def direction_reversed(a: Tokens, b: Tokens, signs: bool = False) -> bool:
     """A pair (x, y) directed one way in `a` appears reversed in `b` and never in `a`'s order.
     Words are matched exactly (stems), or by prefix when the pair's two words do not match
     each other ("String" / "str" are then two words, matched exactly)."""
-    in_a, in_b = _directed(a), _directed(b)
+    in_a, in_b = _directed(a, signs), _directed(b, signs)
     for x, y in in_a:
         fuzzy = not _same(x, y)
 
@@ -357,9 +332,16 @@ def antonym_added(a: Tokens, b: Tokens) -> bool:
     return False
 
 
+def direction_signs_reversed(a: Tokens, b: Tokens) -> bool:
+    """`direction_reversed` with arrows and comparison signs read as direction words."""
+    return direction_reversed(a, b, signs=True)
+
+
 Check = Callable[[Tokens, Tokens], bool]
+# The first eight are on by default (config.semantic.GuardConfig); the session-6 checks are
+# options: `operator_class` widens `operator`, `direction_signs` widens `direction`.
 CHECKS: dict[str, Check] = {
-    "operator": operator_changed,
+    "operator": arithmetic_changed,
     "negated_word": negated_word_asserted,
     "direction": direction_reversed,
     "time_frame": time_frame_changed,
@@ -367,4 +349,6 @@ CHECKS: dict[str, Check] = {
     "reversing_prefix": reversing_prefix,
     "antonym": antonym_swapped,
     "antonym_added": antonym_added,
+    "operator_class": operator_changed,
+    "direction_signs": direction_signs_reversed,
 }

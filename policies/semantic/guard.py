@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from policies.semantic.pair_features import (
     pair_features,
 )
 from policies.semantic.pair_head import head_dim, head_feature_names, head_features
+from policies.semantic.polarity import POLARITY_FEATURE_NAMES, polarity_features
 from policies.semantic.term_weights import IDF_FEATURE_NAMES, TermWeights, idf_features
 from policies.semantic.token_alignment import (
     TOKEN_FEATURE_NAMES,
@@ -72,11 +74,25 @@ class GuardModel:
     # A second model over FEATURE_NAMES (+ IDF_FEATURE_NAMES with its own table) that also
     # scores near-duplicate edits the span rule passes (session 6; off in older weights).
     near_duplicate: GuardModel | None = None
+    # POLARITY_FEATURE_NAMES follow the IDF features (session 6 experiment, polarity.py).
+    uses_polarity: bool = False
+    # With a near-duplicate model: an edit that replaces one word by one word and changes
+    # nothing else, the two words embedding at least this close ("biggest" / "largest"), is
+    # served without asking that model (session 6 experiment; None: the model decides).
+    serve_span_similarity: float | None = None
+    # With a near-duplicate model: an edit that only adds or drops words of a closed class of
+    # discourse adverbs ("actually", "briefly", "simply"; FILLER_WORDS) is served without
+    # asking that model (session 6 experiment).
+    serve_filler_edits: bool = False
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         names = feature_names(
-            self.uses_alignment, self.uses_tokens, self.head_dim, self.idf is not None
+            self.uses_alignment,
+            self.uses_tokens,
+            self.head_dim,
+            self.idf is not None,
+            self.uses_polarity,
         )
         if self.uses_cross:
             names += cross_feature_names(self.cross_dim, self.cross_dim > 0)
@@ -108,6 +124,10 @@ class GuardModel:
             data["idf"] = self.idf.to_dict()
         if self.near_duplicate is not None:
             data["near_duplicate"] = self.near_duplicate.to_dict()
+        if self.serve_span_similarity is not None:
+            data["serve_span_similarity"] = self.serve_span_similarity
+        if self.serve_filler_edits:
+            data["serve_filler_edits"] = True
         return data
 
     @classmethod
@@ -121,8 +141,9 @@ class GuardModel:
         names = names[: len(names) - cross_count]
         dim = head_dim(names)
         base = names[: len(names) - 2 * dim]
-        flags = [(a, t, i) for a in (False, True) for t in (False, True) for i in (False, True)]
-        known = {feature_names(a, t, 0, i): (a, t, i) for a, t, i in flags}
+        two = (False, True)
+        flags = [(a, t, i, p) for a in two for t in two for i in two for p in two]
+        known = {feature_names(a, t, 0, i, p): (a, t, i, p) for a, t, i, p in flags}
         if base not in known or known[base][2] != ("idf" in data):
             raise ValueError(f"guard weights are for features {list(names)[:40]}")
         near = data.get("near_duplicate")
@@ -136,6 +157,13 @@ class GuardModel:
             near_duplicate=near_model,
             uses_alignment=known[base][0],
             uses_tokens=known[base][1],
+            uses_polarity=known[base][3],
+            serve_filler_edits=bool(data.get("serve_filler_edits", False)),
+            serve_span_similarity=(
+                float(data["serve_span_similarity"])  # type: ignore[arg-type]
+                if data.get("serve_span_similarity") is not None
+                else None
+            ),
             head_dim=dim,
             uses_cross=cross_count > 0,
             cross_dim=cross_dim,
@@ -149,17 +177,27 @@ class GuardModel:
     def cheap_row(
         self, cosine: float, a: PromptTerms, b: PromptTerms, edit: EditShape, lowest: float
     ) -> list[float]:
-        """FEATURE_NAMES (+ IDF_FEATURE_NAMES when this model has an IDF table)."""
+        """FEATURE_NAMES (+ IDF_FEATURE_NAMES when this model has an IDF table, +
+        POLARITY_FEATURE_NAMES when it uses them)."""
         row = pair_features(cosine, a, b, edit, lowest)
-        return row + idf_features(a, b, self.idf) if self.idf is not None else row
+        if self.idf is not None:
+            row += idf_features(a, b, self.idf)
+        if self.uses_polarity:
+            row += polarity_features(a.tokens, b.tokens)
+        return row
 
 
 def feature_names(
-    uses_alignment: bool, uses_tokens: bool, dim: int = 0, uses_idf: bool = False
+    uses_alignment: bool,
+    uses_tokens: bool,
+    dim: int = 0,
+    uses_idf: bool = False,
+    uses_polarity: bool = False,
 ) -> tuple[str, ...]:
     return (
         FEATURE_NAMES
         + (IDF_FEATURE_NAMES if uses_idf else ())
+        + (POLARITY_FEATURE_NAMES if uses_polarity else ())
         + (ALIGN_FEATURE_NAMES if uses_alignment else ())
         + (TOKEN_FEATURE_NAMES if uses_tokens else ())
         + (head_feature_names(dim) if dim else ())
@@ -177,6 +215,29 @@ NEAR_DUPLICATE_RATIO = 0.5
 # a broad rewrite, where the first few spans tell enough.
 MAX_SPAN_PAIRS = 4
 MAX_SPAN_CHARS = 200
+
+
+def one_word_swap(edit: EditShape) -> bool:
+    """The edit replaces one word by one word and changes nothing else."""
+    return edit.ops == 1 and len(edit.replaced) == 1 and " " not in "".join(edit.replaced[0])
+
+
+# Discourse adverbs that hedge, stress or ask for brevity without changing what is asked
+# (a closed class of English, like the stopwords): "how do vaccines *actually* work".
+FILLER_WORDS = frozenset(
+    "actually really simply briefly quickly basically kindly together truly honestly "
+    "literally".split()
+)
+
+
+def filler_edit(a: PromptTerms, b: PromptTerms, edit: EditShape) -> bool:
+    """Nothing replaced, and every word one side adds is a FILLER_WORDS word (punctuation
+    aside)."""
+    if edit.replaced:
+        return False
+    x, y = Counter(a.tokens), Counter(b.tokens)
+    added = [word for word in (x - y) + (y - x) if word.isalnum()]
+    return bool(added) and all(word in FILLER_WORDS for word in added)
 
 
 def span_similarity_from(encode: Callable[[list[str]], np.ndarray]) -> SpanSimilarity:
@@ -291,6 +352,11 @@ class Guard:
                 return 0.0
             near = self.model.near_duplicate
             if near is None:
+                return 1.0
+            serve = self.model.serve_span_similarity
+            if serve is not None and one_word_swap(edit) and lowest >= serve:
+                return 1.0
+            if self.model.serve_filler_edits and filler_edit(query, cached, edit):
                 return 1.0
             return near.probability(near.cheap_row(cosine, query, cached, edit, lowest))
         features = self.model.cheap_row(cosine, query, cached, edit, lowest)

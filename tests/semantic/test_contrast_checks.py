@@ -9,10 +9,16 @@ import msgspec
 import pytest
 
 from config.loader import ConfigError, build
-from config.semantic import ContrastCheck, GuardConfig, SemanticCacheConfig
+from config.semantic import (
+    DEFAULT_CONTRAST_CHECKS,
+    ContrastCheck,
+    GuardConfig,
+    SemanticCacheConfig,
+)
 from gateway.semantic.cache import CachedReply, CacheQuery, build_guard
-from policies.semantic.contrast_checks import CHECKS, operators, sort_order
+from policies.semantic.contrast_checks import CHECKS, sort_order
 from policies.semantic.guard import Guard
+from policies.semantic.operators import arithmetic_operators as operators
 from policies.semantic.pair_features import prompt_terms
 
 # (check, prompt, prompt): the check must call them different questions.
@@ -40,6 +46,9 @@ DIFFERENT = [
     ("direction", "change a str into bytes in Python 3", "python bytes to string"),
     ("direction", "How many feet are in 3 meters?", "convert 3 ft to meters"),
     ("direction", "inches to centimetres", "How do I convert centimeters into inches?"),
+    ("direction_signs", "jet lag flying Boston → Tokyo", "tips for jet lag going Tokyo to Boston"),
+    ("direction_signs", "moving boston -> denver, what to pack", "moving from denver to boston"),
+    ("operator_class", "what does == do in ruby", "what does === do in ruby"),
     ("time_frame", "Is it going to rain in Oslo tomorrow?", "oslo rain right now"),
     ("time_frame", "what was the score of the Celtics game yesterday", "celtics score today"),
     ("sort_order", "sort a dict by value", "sort a dict by value from largest to smallest"),
@@ -76,6 +85,8 @@ SAME = [
         "center text both ways in a table cell",
     ),
     ("weather in Rome this weekend", "Rome weekend forecast"),
+    ("jet lag flying Boston → Tokyo", "how to beat jet lag on a Boston to Tokyo flight"),
+    ("moving boston -> denver, what to pack", "what to pack when moving from boston to denver"),
     ("words of 16-year-old's birthday card", "birthday card message for a 16 year old"),
 ]
 
@@ -146,7 +157,11 @@ async def test_the_default_cache_misses_siblings_the_guard_without_checks_serves
     make_cache, small_cfg
 ):
     base = small_cfg()
-    assert base.guard.contrast_checks == typing.get_args(ContrastCheck)  # on since session 5
+    assert base.guard.contrast_checks == DEFAULT_CONTRAST_CHECKS  # on since session 5
+    assert set(typing.get_args(ContrastCheck)) - set(DEFAULT_CONTRAST_CHECKS) == {
+        "operator_class",
+        "direction_signs",
+    }
     off = msgspec.structs.replace(
         base, guard=msgspec.structs.replace(base.guard, contrast_checks=())
     )
