@@ -153,16 +153,17 @@ ContrastCheck = Literal[
     "reversing_prefix",
     "antonym",
     "antonym_added",
-    # Session 6 options, off by default: the whole closed class of operators (comparison,
-    # logical / bitwise, shift, assignment, shell), and arrows / comparison signs as direction.
+    # Session 6, on by default in place of `operator` / `direction`: the whole closed class of
+    # operators (comparison, logical / bitwise, shift, assignment, shell), and arrows /
+    # comparison signs read as direction.
     "operator_class",
     "direction_signs",
 ]
-# On by default since session 5.
+# The default checks (session 6: the wider operator and direction readings).
 DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
-    "operator",
+    "operator_class",
     "negated_word",
-    "direction",
+    "direction_signs",
     "time_frame",
     "sort_order",
     "reversing_prefix",
@@ -195,8 +196,9 @@ class GuardConfig(Frozen):
     typo_vocabulary: bool = True
     # Vetoes for sibling questions said in other words, in any edit shape
     # (policies/semantic/contrast_checks.py): changed operator, a negated word the other side
-    # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms. All on
-    # since session 5 (docs/benchmarks.md, "general checks against unseen false hits"); [] = off.
+    # asserts, reversed direction, time frame, sort order, reversing prefix, antonyms. On since
+    # session 5, wider operator / direction readings since session 6 (docs/benchmarks.md,
+    # "operators, broad rewrites, near-model cost"); [] = off.
     contrast_checks: tuple[ContrastCheck, ...] = DEFAULT_CONTRAST_CHECKS
 
 

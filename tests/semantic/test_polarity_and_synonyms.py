@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import msgspec
 
@@ -56,8 +55,12 @@ def test_the_session_6_candidates_parse() -> None:
     assert (cand.polarity, cand.synonym, cand.near, cand.reach) == (True, True, True, True)
 
 
+def _without_serve_rules(model: GuardModel) -> GuardModel:
+    return replace(model, serve_span_similarity=None, serve_filler_edits=False)
+
+
 def test_polarity_and_serve_rule_round_trip_through_json() -> None:
-    shipped = GuardModel.from_json(shipped_guard_weights())
+    shipped = _without_serve_rules(GuardModel.from_json(shipped_guard_weights()))
     assert not shipped.uses_polarity and shipped.serve_span_similarity is None
     model = replace(_with_polarity(shipped), serve_span_similarity=0.9)
     again = GuardModel.from_json(model.to_json())
@@ -72,7 +75,9 @@ def test_polarity_and_serve_rule_round_trip_through_json() -> None:
 
 
 def test_a_one_span_synonym_is_served_without_the_near_model_when_the_weights_say_so() -> None:
-    shipped = GuardModel.from_json(shipped_guard_weights())
+    default = GuardModel.from_json(shipped_guard_weights())
+    assert default.serve_span_similarity == 0.9 and default.serve_filler_edits  # since session 6
+    shipped = _without_serve_rules(default)
     assert shipped.near_duplicate is not None
     a = prompt_terms("what is the biggest desert on the planet")
     b = prompt_terms("what is the largest desert on the planet")
@@ -98,7 +103,7 @@ def test_a_one_span_synonym_is_served_without_the_near_model_when_the_weights_sa
 
 
 def test_a_filler_insert_is_served_without_the_near_model_when_the_weights_say_so() -> None:
-    shipped = GuardModel.from_json(shipped_guard_weights())
+    shipped = _without_serve_rules(GuardModel.from_json(shipped_guard_weights()))
     served = Guard("learned", replace(shipped, serve_filler_edits=True))
     assert GuardModel.from_json(served.model.to_json()).serve_filler_edits  # type: ignore[union-attr]
     a = prompt_terms("how does a heat pump work")
@@ -114,13 +119,10 @@ def test_a_filler_insert_is_served_without_the_near_model_when_the_weights_say_s
         assert (p == 1.0) is expected
 
 
-OPTION_WEIGHTS = Path(__file__).resolve().parents[2] / (
-    "policies/semantic/guard_weights_operator_class.json"
-)
-OPTION_CHECKS = (
-    "operator_class",
+SESSION_5_CHECKS = (
+    "operator",
     "negated_word",
-    "direction_signs",
+    "direction",
     "time_frame",
     "sort_order",
     "reversing_prefix",
@@ -133,19 +135,23 @@ def q(text: str) -> CacheQuery:
     return CacheQuery(tenant="t", model="m", text=text, temperature=0.0, category_header="code")
 
 
-async def test_the_operator_class_option_end_to_end(make_cache, small_cfg) -> None:  # type: ignore[no-untyped-def]
-    option = GuardModel.from_json(OPTION_WEIGHTS.read_text())
-    assert option.serve_filler_edits and option.serve_span_similarity == 0.9
-    assert option.near_duplicate is not None
+async def test_the_default_reads_operators_and_serves_fillers_end_to_end(
+    make_cache, small_cfg, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    default = GuardModel.from_json(shipped_guard_weights())
+    assert default.near_duplicate is not None
+    narrow_weights = tmp_path / "narrow.json"
+    narrow_weights.write_text(_without_serve_rules(default).to_json())
     base = small_cfg()
-    on = msgspec.structs.replace(
+    assert "operator_class" in base.guard.contrast_checks
+    narrow = msgspec.structs.replace(
         base,
         guard=msgspec.structs.replace(
-            base.guard, contrast_checks=OPTION_CHECKS, weights_path=str(OPTION_WEIGHTS)
+            base.guard, contrast_checks=SESSION_5_CHECKS, weights_path=str(narrow_weights)
         ),
     )
     status = {}
-    for name, cfg in (("default", base), ("option", on)):
+    for name, cfg in (("narrow", narrow), ("default", base)):
         cache = await make_cache(cfg)
         try:
             for stored in ("what does == do in ruby", "how do closures work in Rust"):
@@ -157,6 +163,6 @@ async def test_the_operator_class_option_end_to_end(make_cache, small_cfg) -> No
             ]
         finally:
             await cache.close()
-    # The default serves the other operator (same content words) and refuses the filler word
-    # (the near model); the option does the opposite.
-    assert status == {"default": ["hit", "miss"], "option": ["miss", "hit"]}
+    # The session-5 readings serve the other operator (same content words) and, without the
+    # serve rules, the near model refuses the filler word; the default does the opposite.
+    assert status == {"narrow": ["hit", "miss"], "default": ["miss", "hit"]}
