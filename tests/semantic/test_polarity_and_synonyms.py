@@ -10,6 +10,7 @@ from dataclasses import replace
 import msgspec
 
 from benchmarks.semantic_pooled_fit import Candidate
+from config.semantic import DEFAULT_CONTRAST_CHECKS
 from gateway.semantic.cache import CachedReply, CacheQuery, shipped_guard_weights
 from policies.semantic.guard import Guard, GuardModel, filler_edit
 from policies.semantic.pair_features import edit_of, prompt_terms
@@ -119,16 +120,9 @@ def test_a_filler_insert_is_served_without_the_near_model_when_the_weights_say_s
         assert (p == 1.0) is expected
 
 
-SESSION_5_CHECKS = (
-    "operator",
-    "negated_word",
-    "direction",
-    "time_frame",
-    "sort_order",
-    "reversing_prefix",
-    "antonym",
-    "antonym_added",
-)
+# The session-5 readings: the default checks with the narrower operator and direction checks.
+_NARROWER = {"operator_class": "operator", "direction_signs": "direction"}
+SESSION_5_CHECKS = tuple(_NARROWER.get(c, c) for c in DEFAULT_CONTRAST_CHECKS)
 
 
 def q(text: str) -> CacheQuery:
