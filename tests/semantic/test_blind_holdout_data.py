@@ -18,6 +18,7 @@ SETS = [
     ("holdout3_prompts.jsonl", r"m\d{4}"),
     ("holdout4_prompts.jsonl", r"q\d{4}"),
     ("holdout5_prompts.jsonl", r"r\d{4}"),
+    ("holdout6_prompts.jsonl", r"s\d{4}"),
 ]
 KINDS = {
     "number",
