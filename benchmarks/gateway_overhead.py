@@ -67,6 +67,12 @@ def _cpu_s(pid: int) -> float:
 
 
 ENGINE_COUNTERS = ("num_steps", "num_prefill_steps", "busy_s")
+# (table label, summary key) of the worker's step figures per path.
+STEP_ROWS = (
+    ("prefill steps/req", "worker_prefill_steps_per_request"),
+    ("step ms, model", "worker_mean_step_ms"),
+    ("step ms, wall", "worker_wall_per_step_ms"),
+)
 
 
 async def _engine_counters(session: aiohttp.ClientSession, worker: str) -> dict[str, float]:
@@ -357,11 +363,7 @@ def _table(result: dict[str, object]) -> str:
     for name in ("worker", "gateway", "client"):
         key = f"{name}_cpu_ms_per_request"
         rows.append(f"{name + ' cpu ms/req':<16}{d[key]:>12.3f}{g[key]:>12.3f}")
-    for label, key in (
-        ("prefill steps/req", "worker_prefill_steps_per_request"),
-        ("step ms, model", "worker_mean_step_ms"),
-        ("step ms, wall", "worker_wall_per_step_ms"),
-    ):
+    for label, key in STEP_ROWS:
         rows.append(f"{label:<16}{d[key]:>12.3f}{g[key]:>12.3f}")
     longer = result["longer_steps_ms"]
     rows.append(

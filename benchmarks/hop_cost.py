@@ -22,6 +22,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gateway_overhead import (  # noqa: E402
+    STEP_ROWS,
     Samples,
     _batch,
     _spawn,
@@ -138,11 +139,7 @@ def main() -> int:
     for key in KEYS:
         row = "".join(f"{result['paths'][name][key]:>12.2f}" for name in PATHS)
         print(f"{key:<16}{row}{result['gateway_over_pipe_ms'][key]:>+12.2f}")
-    for label, key in (
-        ("prefill steps/req", "worker_prefill_steps_per_request"),
-        ("step ms, model", "worker_mean_step_ms"),
-        ("step ms, wall", "worker_wall_per_step_ms"),
-    ):
+    for label, key in STEP_ROWS:
         print(f"{label:<16}" + "".join(f"{result['paths'][n][key]:>12.3f}" for n in PATHS))
     print("added vs direct: " + ", ".join(KEYS))
     for name in ("pipe", "gateway"):
