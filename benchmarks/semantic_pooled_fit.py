@@ -15,7 +15,11 @@ A candidate is the shipped head's recipe with optional parts, named `pooled[+idf
   contextual token alignment, the pair head's |u - v| and u * v with its own shrinkage chosen
   by the inner cross-validation), now fitted on pooled data;
 - `chosen`: threshold and probability cut chosen on the training sets (semantic_pooled.py),
-  else the shipped 0.75 / 0.5.
+  else the shipped 0.75 / 0.5;
+- `cross`: + the cross-encoded pair scalars (policies/semantic/cross_pair.py: one joint pass of
+  (a, b) through the embedding model) last in the broad-rewrite model; `crossvec`: with the
+  vector blocks too (their shrinkage by the inner cross-validation); `cross2`: both orders,
+  (a, b) and (b, a), averaged (two joint passes). The near model never uses them.
 Pairs are formed within one prompt set only: a lookup only ever weighs prompts of its own set.
 """
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from benchmarks.semantic_cross_fit import CrossSpec, cross_rows
 from benchmarks.semantic_guard_fit import (
     HEAD_L2_GRID,
     broad_pairs,
@@ -33,6 +38,7 @@ from benchmarks.semantic_guard_fit import (
     pair_rows,
     shrinkage_by_inner_cv,
 )
+from policies.semantic.cross_pair import JointEncoder
 from policies.semantic.guard import (
     MAX_SPAN_CHARS,
     MAX_SPAN_PAIRS,
@@ -72,6 +78,9 @@ PARTS = (
     "polarity",
     "synonym",
     "filler",
+    "cross",
+    "crossvec",
+    "cross2",
 )
 
 
@@ -88,6 +97,16 @@ class Candidate:
     polarity: bool = False
     synonym: bool = False
     filler: bool = False
+    cross: bool = False
+    crossvec: bool = False
+    cross2: bool = False
+
+    @property
+    def cross_spec(self) -> CrossSpec | None:
+        """The cross features of the broad-rewrite model, or None."""
+        if not (self.cross or self.crossvec or self.cross2):
+            return None
+        return CrossSpec(vectors=self.crossvec, orders=2 if self.cross2 else 1)
 
     @property
     def min_cosine(self) -> float:
@@ -118,6 +137,8 @@ class PooledData:
     vectors: np.ndarray  # unit prompt embeddings (the pair head's input)
     word_vectors: WordVectors
     token_states: TokenEncoder
+    # Joint passes over wording pairs (a candidate with cross features needs it).
+    joint: JointEncoder | None = None
 
     def by_set(self, indices: list[int]) -> list[list[int]]:
         out: dict[str, list[int]] = {}
@@ -189,16 +210,32 @@ def _fit_rows(
         at = len(FEATURE_NAMES) + (len(IDF_FEATURE_NAMES) if weights is not None else 0)
         extra = [polarity_features(data.terms[i].tokens, data.terms[j].tokens) for i, j in pairs]
         x = np.hstack([x[:, :at], np.array(extra), x[:, at:]])
+    spec = cand.cross_spec
+    cross: dict[str, object] = {}
+    if spec is not None:
+        if cand.head or data.joint is None:
+            raise ValueError("cross features need a joint encoder and no pair head")
+        x = np.hstack([x, cross_rows(pairs, data.terms, data.vectors, data.joint, spec)])
+        cross_dim = data.vectors.shape[1] if spec.vectors else 0
+        cross = {"uses_cross": True, "cross_dim": cross_dim, "cross_orders": spec.orders}
     y = np.array([data.clusters[i] == data.clusters[j] for i, j in pairs], dtype=float)
     dim = data.vectors.shape[1] if cand.head else 0
+    blocks = dim or int(cross.get("cross_dim", 0))  # type: ignore[call-overload]
 
     def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
-        model = fit_logistic(x, y, l2=1.0 if dim else l2, head_dim=dim, head_l2=l2)
+        model = fit_logistic(
+            x,
+            y,
+            l2=1.0 if blocks else l2,
+            head_dim=dim,
+            head_l2=l2,
+            **cross,  # type: ignore[arg-type]
+        )
         return replace(
             model, uses_alignment=cand.align, uses_tokens=cand.tokens, uses_polarity=cand.polarity
         )
 
-    grid = HEAD_L2_GRID if dim else L2_GRID
+    grid = HEAD_L2_GRID if blocks else L2_GRID
     model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, grid, fit)
     return replace(model, idf=weights), l2, losses
 
