@@ -19,7 +19,11 @@ A candidate is the shipped head's recipe with optional parts, named `pooled[+idf
 - `cross`: + the cross-encoded pair scalars (policies/semantic/cross_pair.py: one joint pass of
   (a, b) through the embedding model) last in the broad-rewrite model; `crossvec`: with the
   vector blocks too (their shrinkage by the inner cross-validation); `cross2`: both orders,
-  (a, b) and (b, a), averaged (two joint passes). The near model never uses them.
+  (a, b) and (b, a), averaged (two joint passes). The near model never uses them;
+- `knn`: + the share of different-answer pairs among the 10 training pairs whose embedding
+  difference is most parallel (policies/semantic/pair_knn.py); on the training pairs each
+  set's rows read a bank of the other training sets' pairs only (as a lookup reads pairs of
+  other writers), the shipped bank holds all of them.
 Pairs are formed within one prompt set only: a lookup only ever weighs prompts of its own set.
 """
 
@@ -50,6 +54,7 @@ from policies.semantic.guard import (
     one_word_swap,
 )
 from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, edit_of
+from policies.semantic.pair_knn import DEFAULT_K, PairBank, different_share, unit_directions
 from policies.semantic.polarity import polarity_features
 from policies.semantic.term_weights import (
     IDF_FEATURE_NAMES,
@@ -81,6 +86,7 @@ PARTS = (
     "cross",
     "crossvec",
     "cross2",
+    "knn",
 )
 
 
@@ -100,6 +106,7 @@ class Candidate:
     cross: bool = False
     crossvec: bool = False
     cross2: bool = False
+    knn: bool = False
 
     @property
     def cross_spec(self) -> CrossSpec | None:
@@ -210,6 +217,10 @@ def _fit_rows(
         at = len(FEATURE_NAMES) + (len(IDF_FEATURE_NAMES) if weights is not None else 0)
         extra = [polarity_features(data.terms[i].tokens, data.terms[j].tokens) for i, j in pairs]
         x = np.hstack([x[:, :at], np.array(extra), x[:, at:]])
+    bank = None
+    if cand.knn:
+        bank, column = _pair_bank(pairs, data)
+        x = np.hstack([x, column[:, None]])
     spec = cand.cross_spec
     cross: dict[str, object] = {}
     if spec is not None:
@@ -237,7 +248,24 @@ def _fit_rows(
 
     grid = HEAD_L2_GRID if blocks else L2_GRID
     model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, grid, fit)
-    return replace(model, idf=weights), l2, losses
+    return replace(model, idf=weights, pair_bank=bank), l2, losses
+
+
+def _pair_bank(pairs: list[tuple[int, int]], data: PooledData) -> tuple[PairBank, np.ndarray]:
+    """The bank of `pairs` and their own feature column, each pair's read from the pairs of
+    the other sets only (leave-set-out: a lookup's pair is never in the bank it reads)."""
+    first = np.array([i for i, _ in pairs], dtype=np.int64)
+    second = np.array([j for _, j in pairs], dtype=np.int64)
+    directions = unit_directions(data.vectors[first], data.vectors[second])
+    different = np.array([data.clusters[i] != data.clusters[j] for i, j in pairs])
+    sets = np.array([data.sets[i] for i, _ in pairs])
+    column = np.zeros(len(pairs))
+    for name in set(sets.tolist()):
+        mine = sets == name
+        column[mine] = different_share(
+            directions[mine], directions[~mine], different[~mine], DEFAULT_K
+        )
+    return PairBank(directions, different, DEFAULT_K), column
 
 
 def near_duplicate_pairs(

@@ -125,3 +125,11 @@ def test_a_cross_model_needs_the_joint_pass_at_lookup(data: PooledData):
     assert 0.0 < with_joint < 1.0
     # Without the joint pass a cross model misses (the safe answer).
     assert guard.probability(float(data.similarity[i, j]), a, b, data.spans) == 0.0
+
+
+def test_knn_part_banks_the_broad_pairs_it_was_fitted_on(data: PooledData):
+    model, info = fit_candidate(list(range(len(PROMPTS))), data, Candidate.parse("pooled+knn"))
+    assert model.pair_bank is not None and model.needs_vectors
+    assert model.feature_names[-1] == "knn_different_share"
+    assert len(model.pair_bank.directions) == info["broad_pairs"] == len(model.pair_bank.different)
+    assert len(model.weights) == len(model.feature_names)
