@@ -6,6 +6,7 @@ h2=benchmarks/data/holdout2_prompts.jsonl,h3=benchmarks/data/holdout3_prompts.js
 h4=benchmarks/data/holdout4_prompts.jsonl \
         [--candidates pooled,pooled+chosen,pooled+idf,pooled+near,...] [--leave-out dev,h1,...]
         [--orders 5] [--inner-folds 3] [--memo /tmp/kvgate_pooled_memo.pkl] [--out FILE]
+        [--joint-memo /tmp/kvgate_joint_memo.pkl]
         [--write-weights FILE --final CANDIDATE] [--kfold dev --seeds 0,1]
 
 For each set in turn, every candidate (semantic_pooled_fit.py) is fitted on the other sets, and
@@ -20,7 +21,8 @@ the sets, written as a guard weights file (its setting is printed and put in the
 `--kfold dev`: instead, the dev set cross-validated as `quality` mode does it (5 folds by
 group, seeds' orders, the shipped setting), each candidate fitted on the other sets plus the
 dev training folds, next to the shipped recipe fitted on the dev training folds only.
-Embeddings of prompts and spans are memoised on disk (`--memo`) between runs.
+Embeddings of prompts and spans are memoised on disk (`--memo`) between runs, and so are the
+joint passes of the cross-feature candidates (`--joint-memo`, by wording pair).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Pooled:
             vectors=vectors,
             word_vectors=WordVectors(lambda texts: memo.encode(texts, **EMBED_KWARGS)),
             token_states=TokenStateCache(memo.token_states, 10**6),
+            joint=memo.joint_states,
             veto_guard=Guard(
                 "learned",
                 self.shipped,
@@ -249,6 +252,7 @@ def main() -> None:
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--checks", default=None, help="contrast checks (default: shipped)")
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
+    parser.add_argument("--joint-memo", default="/tmp/kvgate_joint_memo.pkl")
     parser.add_argument("--write-weights", default="")
     parser.add_argument("--final", default="pooled")
     parser.add_argument("--out", default="")
@@ -257,10 +261,18 @@ def main() -> None:
     memo_path = Path(args.memo)
     if memo_path.exists():
         memo.vectors.update(pickle.loads(memo_path.read_bytes()))
+    # Joint passes (cross features) by wording pair; written back only when some were made.
+    joint_path = Path(args.joint_memo)
+    joint: dict[tuple[str, str], object] = memo.__dict__.setdefault("_joint_memo", {})
+    if joint_path.exists():
+        joint.update(pickle.loads(joint_path.read_bytes()))
+    known = len(joint)
     try:
         report = asyncio.run(loso(args, memo))
     finally:
         memo_path.write_bytes(pickle.dumps(memo.vectors))
+        if len(joint) > known:
+            joint_path.write_bytes(pickle.dumps(joint))
     print_loso(report)
     final = report["final"]
     if args.write_weights and isinstance(final, dict):

@@ -15,7 +15,15 @@ A candidate is the shipped head's recipe with optional parts, named `pooled[+idf
   contextual token alignment, the pair head's |u - v| and u * v with its own shrinkage chosen
   by the inner cross-validation), now fitted on pooled data;
 - `chosen`: threshold and probability cut chosen on the training sets (semantic_pooled.py),
-  else the shipped 0.75 / 0.5.
+  else the shipped 0.75 / 0.5;
+- `cross`: + the cross-encoded pair scalars (policies/semantic/cross_pair.py: one joint pass of
+  (a, b) through the embedding model) last in the broad-rewrite model; `crossvec`: with the
+  vector blocks too (their shrinkage by the inner cross-validation); `cross2`: both orders,
+  (a, b) and (b, a), averaged (two joint passes). The near model never uses them;
+- `knn`: + the share of different-answer pairs among the 10 training pairs whose embedding
+  difference is most parallel (policies/semantic/pair_knn.py); on the training pairs each
+  set's rows read a bank of the other training sets' pairs only (as a lookup reads pairs of
+  other writers), the shipped bank holds all of them.
 Pairs are formed within one prompt set only: a lookup only ever weighs prompts of its own set.
 """
 
@@ -25,6 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from benchmarks.semantic_cross_fit import CrossSpec, cross_rows
 from benchmarks.semantic_guard_fit import (
     HEAD_L2_GRID,
     broad_pairs,
@@ -33,6 +42,7 @@ from benchmarks.semantic_guard_fit import (
     pair_rows,
     shrinkage_by_inner_cv,
 )
+from policies.semantic.cross_pair import JointEncoder
 from policies.semantic.guard import (
     MAX_SPAN_CHARS,
     MAX_SPAN_PAIRS,
@@ -44,6 +54,7 @@ from policies.semantic.guard import (
     one_word_swap,
 )
 from policies.semantic.pair_features import FEATURE_NAMES, PromptTerms, edit_of
+from policies.semantic.pair_knn import DEFAULT_K, PairBank, different_share, unit_directions
 from policies.semantic.polarity import polarity_features
 from policies.semantic.term_weights import (
     IDF_FEATURE_NAMES,
@@ -72,6 +83,10 @@ PARTS = (
     "polarity",
     "synonym",
     "filler",
+    "cross",
+    "crossvec",
+    "cross2",
+    "knn",
 )
 
 
@@ -88,6 +103,17 @@ class Candidate:
     polarity: bool = False
     synonym: bool = False
     filler: bool = False
+    cross: bool = False
+    crossvec: bool = False
+    cross2: bool = False
+    knn: bool = False
+
+    @property
+    def cross_spec(self) -> CrossSpec | None:
+        """The cross features of the broad-rewrite model, or None."""
+        if not (self.cross or self.crossvec or self.cross2):
+            return None
+        return CrossSpec(vectors=self.crossvec, orders=2 if self.cross2 else 1)
 
     @property
     def min_cosine(self) -> float:
@@ -118,6 +144,8 @@ class PooledData:
     vectors: np.ndarray  # unit prompt embeddings (the pair head's input)
     word_vectors: WordVectors
     token_states: TokenEncoder
+    # Joint passes over wording pairs (a candidate with cross features needs it).
+    joint: JointEncoder | None = None
 
     def by_set(self, indices: list[int]) -> list[list[int]]:
         out: dict[str, list[int]] = {}
@@ -189,18 +217,55 @@ def _fit_rows(
         at = len(FEATURE_NAMES) + (len(IDF_FEATURE_NAMES) if weights is not None else 0)
         extra = [polarity_features(data.terms[i].tokens, data.terms[j].tokens) for i, j in pairs]
         x = np.hstack([x[:, :at], np.array(extra), x[:, at:]])
+    bank = None
+    if cand.knn:
+        bank, column = _pair_bank(pairs, data)
+        x = np.hstack([x, column[:, None]])
+    spec = cand.cross_spec
+    cross: dict[str, object] = {}
+    if spec is not None:
+        if cand.head or data.joint is None:
+            raise ValueError("cross features need a joint encoder and no pair head")
+        x = np.hstack([x, cross_rows(pairs, data.terms, data.vectors, data.joint, spec)])
+        cross_dim = data.vectors.shape[1] if spec.vectors else 0
+        cross = {"uses_cross": True, "cross_dim": cross_dim, "cross_orders": spec.orders}
     y = np.array([data.clusters[i] == data.clusters[j] for i, j in pairs], dtype=float)
     dim = data.vectors.shape[1] if cand.head else 0
+    blocks = dim or int(cross.get("cross_dim", 0))  # type: ignore[call-overload]
 
     def fit(x: np.ndarray, y: np.ndarray, l2: float) -> GuardModel:
-        model = fit_logistic(x, y, l2=1.0 if dim else l2, head_dim=dim, head_l2=l2)
+        model = fit_logistic(
+            x,
+            y,
+            l2=1.0 if blocks else l2,
+            head_dim=dim,
+            head_l2=l2,
+            **cross,  # type: ignore[arg-type]
+        )
         return replace(
             model, uses_alignment=cand.align, uses_tokens=cand.tokens, uses_polarity=cand.polarity
         )
 
-    grid = HEAD_L2_GRID if dim else L2_GRID
+    grid = HEAD_L2_GRID if blocks else L2_GRID
     model, l2, losses = shrinkage_by_inner_cv(x, y, pairs, data.groups, indices, grid, fit)
-    return replace(model, idf=weights), l2, losses
+    return replace(model, idf=weights, pair_bank=bank), l2, losses
+
+
+def _pair_bank(pairs: list[tuple[int, int]], data: PooledData) -> tuple[PairBank, np.ndarray]:
+    """The bank of `pairs` and their own feature column, each pair's read from the pairs of
+    the other sets only (leave-set-out: a lookup's pair is never in the bank it reads)."""
+    first = np.array([i for i, _ in pairs], dtype=np.int64)
+    second = np.array([j for _, j in pairs], dtype=np.int64)
+    directions = unit_directions(data.vectors[first], data.vectors[second])
+    different = np.array([data.clusters[i] != data.clusters[j] for i, j in pairs])
+    sets = np.array([data.sets[i] for i, _ in pairs])
+    column = np.zeros(len(pairs))
+    for name in set(sets.tolist()):
+        mine = sets == name
+        column[mine] = different_share(
+            directions[mine], directions[~mine], different[~mine], DEFAULT_K
+        )
+    return PairBank(directions, different, DEFAULT_K), column
 
 
 def near_duplicate_pairs(

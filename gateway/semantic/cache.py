@@ -255,11 +255,12 @@ class SemanticCache:
         cached_slot: int,
         joint: JointEncoder | None = None,
     ) -> bool:
-        # The cached prompt's vector is read from the index only for a pair-head or cross model.
+        # The cached prompt's vector is read from the index only for a model that reads vectors
+        # (pair head, cross features, pair bank).
         model = self.guard.model
         vectors = (
             (query_vector, self.index.vector(cached_slot))
-            if model is not None and (model.head_dim or model.uses_cross)
+            if model is not None and model.needs_vectors
             else None
         )
         return self.guard.accepts(

@@ -38,6 +38,7 @@ from policies.semantic.pair_features import (
     pair_features,
 )
 from policies.semantic.pair_head import head_dim, head_feature_names, head_features
+from policies.semantic.pair_knn import KNN_FEATURE_NAMES, PairBank
 from policies.semantic.polarity import POLARITY_FEATURE_NAMES, polarity_features
 from policies.semantic.term_weights import IDF_FEATURE_NAMES, TermWeights, idf_features
 from policies.semantic.token_alignment import (
@@ -84,6 +85,14 @@ class GuardModel:
     # discourse adverbs ("actually", "briefly", "simply"; FILLER_WORDS) is served without
     # asking that model (session 6 experiment).
     serve_filler_edits: bool = False
+    # KNN_FEATURE_NAMES before any cross features: the difference direction of the two
+    # prompts' vectors matched against training pairs (pair_knn.py; session 6 experiment).
+    pair_bank: PairBank | None = None
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether the guard must be handed both prompts' sentence vectors."""
+        return bool(self.head_dim or self.uses_cross or self.pair_bank is not None)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -94,6 +103,8 @@ class GuardModel:
             self.idf is not None,
             self.uses_polarity,
         )
+        if self.pair_bank is not None:
+            names += KNN_FEATURE_NAMES
         if self.uses_cross:
             names += cross_feature_names(self.cross_dim, self.cross_dim > 0)
         return names
@@ -128,6 +139,8 @@ class GuardModel:
             data["serve_span_similarity"] = self.serve_span_similarity
         if self.serve_filler_edits:
             data["serve_filler_edits"] = True
+        if self.pair_bank is not None:
+            data["pair_bank"] = self.pair_bank.to_dict()
         return data
 
     @classmethod
@@ -139,6 +152,11 @@ class GuardModel:
         names = tuple(data["features"])  # type: ignore[arg-type]
         cross_dim, _, cross_count = parse_cross_names(names)
         names = names[: len(names) - cross_count]
+        bank = data.get("pair_bank")
+        if isinstance(bank, dict):
+            if names[-len(KNN_FEATURE_NAMES) :] != KNN_FEATURE_NAMES:
+                raise ValueError("a pair bank needs its feature before any cross features")
+            names = names[: len(names) - len(KNN_FEATURE_NAMES)]
         dim = head_dim(names)
         base = names[: len(names) - 2 * dim]
         two = (False, True)
@@ -168,6 +186,7 @@ class GuardModel:
             uses_cross=cross_count > 0,
             cross_dim=cross_dim,
             cross_orders=int(data.get("cross_orders", 1)),
+            pair_bank=PairBank.from_dict(bank) if isinstance(bank, dict) else None,
             weights=tuple(float(w) for w in data["weights"]),  # type: ignore[attr-defined]
             bias=float(data["bias"]),  # type: ignore[arg-type]
             mean=tuple(float(m) for m in data["mean"]),  # type: ignore[attr-defined]
@@ -379,6 +398,10 @@ class Guard:
             if vectors is None:
                 return 0.0
             row = np.concatenate([row, head_features(*vectors)])
+        if self.model.pair_bank is not None:
+            if vectors is None:
+                return 0.0
+            row = np.concatenate([row, [self.model.pair_bank.share(*vectors)]])
         if self.model.uses_cross:
             if vectors is None or joint is None:
                 return 0.0

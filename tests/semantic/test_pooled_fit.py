@@ -14,6 +14,8 @@ from benchmarks.semantic_pooled_fit import (
     near_duplicate_pairs,
 )
 from gateway.semantic.cache import shipped_guard_weights
+from gateway.semantic.cross_encoder import joint_states
+from policies.semantic.cross_pair import CROSS_SCALAR_NAMES
 from policies.semantic.guard import Guard, GuardModel, span_similarity_from
 from policies.semantic.pair_features import prompt_terms
 from policies.semantic.token_alignment import TokenStateCache
@@ -52,6 +54,7 @@ def data(st_model) -> PooledData:  # type: ignore[no-untyped-def]
         vectors=vectors,
         word_vectors=WordVectors(encode),
         token_states=TokenStateCache(st_model.token_states),
+        joint=lambda pairs: joint_states(st_model, pairs),
     )
 
 
@@ -89,4 +92,44 @@ def test_pairs_never_cross_sets(data: PooledData):
     assert info["near_pairs"] == len(per_set) < len(crossing)
     # Every near-duplicate pair here is two siblings (label 0): no model without both labels.
     assert info["near_positive"] == 0 and model.near_duplicate is None
+    assert len(model.weights) == len(model.feature_names)
+
+
+def test_cross_parts_put_the_joint_features_last_in_the_broad_model(data: PooledData):
+    everything = list(range(len(PROMPTS)))
+    plain, _ = fit_candidate(everything, data, Candidate.parse("pooled+near+idf"))
+    model, _ = fit_candidate(everything, data, Candidate.parse("pooled+near+idf+cross"))
+    assert model.uses_cross and model.cross_dim == 0 and model.cross_orders == 1
+    assert model.feature_names == plain.feature_names + CROSS_SCALAR_NAMES
+    assert len(model.weights) == len(model.feature_names)
+    # The near model never asks for a joint pass.
+    assert model.near_duplicate is None or not model.near_duplicate.uses_cross
+    # The weights file keeps the cross parts.
+    again = GuardModel.from_dict(model.to_dict())
+    assert (again.uses_cross, again.feature_names) == (True, model.feature_names)
+    both, _ = fit_candidate(everything, data, Candidate.parse("pooled+cross2+crossvec"))
+    assert both.cross_orders == 2 and both.cross_dim == data.vectors.shape[1]
+    with pytest.raises(ValueError):
+        fit_candidate(everything, data, Candidate.parse("pooled+head+cross"))
+
+
+def test_a_cross_model_needs_the_joint_pass_at_lookup(data: PooledData):
+    model, _ = fit_candidate(list(range(len(PROMPTS))), data, Candidate.parse("pooled+cross"))
+    guard = Guard("learned", model)
+    i, j = 0, 1  # one cluster, said in other words: a broad rewrite the model decides
+    a, b = data.terms[i], data.terms[j]
+    vectors = (data.vectors[i], data.vectors[j])
+    with_joint = guard.probability(
+        float(data.similarity[i, j]), a, b, data.spans, vectors=vectors, joint=data.joint
+    )
+    assert 0.0 < with_joint < 1.0
+    # Without the joint pass a cross model misses (the safe answer).
+    assert guard.probability(float(data.similarity[i, j]), a, b, data.spans) == 0.0
+
+
+def test_knn_part_banks_the_broad_pairs_it_was_fitted_on(data: PooledData):
+    model, info = fit_candidate(list(range(len(PROMPTS))), data, Candidate.parse("pooled+knn"))
+    assert model.pair_bank is not None and model.needs_vectors
+    assert model.feature_names[-1] == "knn_different_share"
+    assert len(model.pair_bank.directions) == info["broad_pairs"] == len(model.pair_bank.different)
     assert len(model.weights) == len(model.feature_names)
