@@ -156,16 +156,19 @@ async def _serve(
             resp = web.StreamResponse(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
             )
-            await resp.prepare(request)
-            # The role chunk goes out with the first output, not at once: a client (and the
-            # gateway's TTFT metric and deadline estimate) reads the first chunk as the first
-            # token, as with other OpenAI-compatible servers.
+            # The headers and the role chunk go out with the first output, not at once: a
+            # client (and the gateway's TTFT metric and deadline estimate) reads the first chunk
+            # as the first token, as with other OpenAI-compatible servers; the reader (the
+            # gateway, on its way to the client) wakes once for both, not twice; and a request
+            # the engine refuses before its first token gets an error status, not a 200.
             role = kind == "chat"
             while not finished:
                 item = _coalesce(await outputs.get(), outputs)
                 if isinstance(item, RequestError):
-                    finished = True  # the engine is gone: say so inside the stream
-                    await resp.write(b"data: " + item.body() + b"\n\n")
+                    finished = True
+                    if not resp.prepared:
+                        raise item
+                    await resp.write(b"data: " + item.body() + b"\n\n")  # say so in the stream
                     return resp
                 finished = item.finished
                 if item.text_delta or item.finished:
@@ -173,6 +176,8 @@ async def _serve(
                     if role:
                         chunk = reply.sse(reply.role_chunk()) + chunk
                         role = False
+                    if not resp.prepared:
+                        await resp.prepare(request)
                     await resp.write(chunk)
             if req.include_usage():
                 await resp.write(reply.sse(reply.usage_chunk()))

@@ -61,6 +61,12 @@ async def test_engine_refusing_one_request_fails_only_that_one() -> None:
             refused = await http.post(url, json={"model": MODEL, "prompt": "x" * 20})
             assert refused.status_code == 400
             assert refused.json()["error"]["code"] == "engine_refused"
+            # Streamed: nothing was sent before the refusal, so it is an error reply too, not a
+            # 200 whose stream carries the error.
+            body = {"model": MODEL, "prompt": "x" * 20, "stream": True}
+            refused = await http.post(url, json=body)
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "engine_refused"
             fine = await http.post(url, json={"model": MODEL, "prompt": "x", "max_tokens": 2})
             assert fine.status_code == 200
             assert (await http.get(handle.url + "/stats")).json()["pending_requests"] == 0
