@@ -19,7 +19,8 @@ run is only the top layer's forward and backward.
 `--loso`: for each set in turn (or `--leave-out`), trained on the OTHER sets only, then its
 probability (both orders averaged) of every pair of the left-out set at cosine >=
 `JUDGED_FLOOR` (every pair a lookup at the shipped 0.75 may weigh), written as a pickle
-{set: {(a, b): p}} for semantic_pooled.py's `+ft` parts.
+{set: {(a, b): p}} for semantic_pooled.py's `+ft` parts. Texts are the prompts' normalised
+wordings (`PromptTerms.wording`), which is what the guard hands the model at lookup time.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from gateway.semantic.pair_model import (  # noqa: E402
     save_pair_weights,
 )
 from gateway.semantic.text_encoder import default_model_path  # noqa: E402
+from policies.semantic.pair_features import prompt_terms  # noqa: E402
 
 NEIGHBOURS = 3
 TRAIN_FLOOR = 0.5
@@ -77,6 +79,8 @@ class Data:
         if Path(memo_path).exists():
             memo.vectors.update(pickle.loads(Path(memo_path).read_bytes()))
         self.vectors = memo.encode([r["prompt"] for r in self.rows], **EMBED_KWARGS)
+        # The model reads what a lookup hands the guard: the prompts' normalised wordings.
+        self.wordings = [prompt_terms(r["prompt"]).wording for r in self.rows]
         self.bert = self.model.bert  # type: ignore[attr-defined]
         self.tokenizer = pair_tokenizer(default_model_path(), SPEC)
         self.frozen_path = Path(frozen_path)
@@ -107,7 +111,7 @@ class Data:
         return [(own[r], own[c]) for r, c in zip(rr.tolist(), cc.tolist(), strict=True)]
 
     def texts(self, pairs: list[tuple[int, int]]) -> list[TextPair]:
-        return [(self.rows[i]["prompt"], self.rows[j]["prompt"]) for i, j in pairs]
+        return [(self.wordings[i], self.wordings[j]) for i, j in pairs]
 
     def ensure(self, pairs: list[TextPair]) -> None:
         """Frozen states of every ordered pair (memoised; sorted by length, batches of 64)."""
@@ -211,7 +215,7 @@ def training_set(data: Data, names: list[str]) -> tuple[list[TextPair], list[flo
     for name in names:
         for i, j in data.neighbour_pairs(name):
             same = float(data.rows[i]["cluster"] == data.rows[j]["cluster"])
-            a, b = data.rows[i]["prompt"], data.rows[j]["prompt"]
+            a, b = data.wordings[i], data.wordings[j]
             pairs += [(a, b), (b, a)]
             labels += [same, same]
     return pairs, labels

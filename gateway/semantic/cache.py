@@ -248,8 +248,11 @@ class SemanticCache:
             joint = LookupPairs(self._joint, expected)
         paired = None
         if self._pair_probability is not None:
-            expected = [(terms.wording, e.terms.wording) for e, _ in live]
-            paired = LookupPairs(self._pair_probability, expected)
+            # A model that reads the probability weighs every broad candidate: batch them all.
+            # The veto alone asks only for a pair about to be served: one at a time.
+            wants_all = self.guard.model is not None and self.guard.model.uses_pair_model
+            expected = [(terms.wording, e.terms.wording) for e, _ in live] if wants_all else []
+            paired = LookupPairs(self._pair_probability, expected)  # type: ignore[arg-type]
         for entry, similarity in live:
             if self._accepts(similarity, terms, entry.terms, vector, entry.slot, joint, paired):
                 if self._ambiguous(entry, similarity, live):

@@ -253,4 +253,10 @@ def pair_probability_for(model: Any, weights_path: str = "") -> Any:
     if bert is None or tokenizer is None:
         inner = getattr(model, "model", None)  # a memoising wrapper (the benchmarks' MemoModel)
         return pair_probability_for(inner, weights_path) if inner is not None else None
-    return PairScorer(bert, tokenizer, weights_path or str(shipped_pair_weights()))
+    path = weights_path or str(shipped_pair_weights())
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"the guard weights read the fine-tuned pair model, and {path} is missing "
+            "(set guard.pair_weights_path; benchmarks/semantic_pair_train.py --write makes one)"
+        )
+    return PairScorer(bert, tokenizer, path)
