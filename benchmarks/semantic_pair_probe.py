@@ -10,6 +10,11 @@ cosine's AUC over the same pairs), and at `--cut` the
 share of different-answer pairs it rejects ("caught") and of same-answer pairs it rejects
 ("lost"); different-answer pairs that are sibling pairs are also counted per sibling kind (the
 holdout sets label the kind; the dev set does not). No fitting, no replay: pairs, not lookups.
+
+`--served`: also, as benchmarks/semantic_pair_knn.py does, only the broad-rewrite pairs at the
+shipped threshold that the default recipe fitted on the other sets would serve (its false and
+its correct hits): the AUC of the cross-encoder for telling the false from the correct among
+them, next to the default model's own probability's.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ def main() -> None:
     parser.add_argument("--ft-loso", required=True)
     parser.add_argument("--cut", type=float, default=0.5)
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
+    parser.add_argument("--served", action="store_true")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     tables = pickle.loads(Path(args.ft_loso).read_bytes())
@@ -107,8 +113,55 @@ def main() -> None:
             f"({res['cosine_auc']}) | "
             f"{res['caught']} | {res['lost']} | {kinds}"
         )
+    if args.served:
+        report["served"] = served_probe(args.sets, memo, tables)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def served_probe(sets_arg: str, memo: MemoModel, tables: dict) -> dict[str, dict[str, float]]:
+    from benchmarks.semantic_contrast import contrast_checks
+    from benchmarks.semantic_guard_fit import broad_pairs
+    from benchmarks.semantic_pair_knn import auc as flag_auc
+    from benchmarks.semantic_pooled import Pooled
+    from benchmarks.semantic_pooled_fit import Candidate, fit_candidate
+    from policies.semantic.guard import Guard
+    from policies.semantic.pair_features import edit_of
+
+    checks = contrast_checks(argparse.Namespace(checks=None))
+    pooled = Pooled([tuple(s.split("=", 1)) for s in sets_arg.split(",")], memo, checks)  # type: ignore[misc]
+    data, out = pooled.data, {}
+    print("set | served broad pairs | false | AUC cross-encoder | default model (false vs correct)")
+    for name in [n for n in pooled.names if n in tables]:
+        train = [i for n in pooled.names if n != name for i in pooled.indices(n)]
+        model, _ = fit_candidate(
+            train, data, Candidate.parse("pooled+near+idf+reach+synonym+filler")
+        )
+        guard = Guard(
+            "learned", model, 0.5, data.veto_guard.min_span_similarity, data.known_words, checks
+        )
+        prob, ft, false = [], [], []
+        for i, j in broad_pairs(
+            pooled.indices(name), data.similarity, data.terms, data.known_words, REACH
+        ):
+            a, b = data.terms[i], data.terms[j]
+            if guard.veto(a, b, edit_of(a, b, data.known_words)):
+                continue
+            p = guard.probability(float(data.similarity[i, j]), a, b, data.spans)
+            if p >= 0.5:
+                prob.append(p)
+                ft.append(tables[name][(a.wording, b.wording)])
+                false.append(data.clusters[i] != data.clusters[j])
+        flags = np.array(false)
+        row = {
+            "served": len(flags),
+            "false": int(flags.sum()),
+            "ft_auc": round(flag_auc(-np.array(ft), flags), 3),
+            "model_auc": round(flag_auc(-np.array(prob), flags), 3),
+        }
+        out[name] = row
+        print(f"{name} | {row['served']} | {row['false']} | {row['ft_auc']} | {row['model_auc']}")
+    return out
 
 
 if __name__ == "__main__":
