@@ -35,7 +35,7 @@ from gateway.semantic.cache import (  # noqa: E402
     build_guard,
 )
 from gateway.semantic.embedder import Embedder, load_model  # noqa: E402
-from policies.semantic.categorizer import Categorizer  # noqa: E402
+from policies.semantic.categorizer import Categorizer, build_categorizer  # noqa: E402
 
 
 async def replay(
@@ -84,9 +84,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         variants[name] = config(path)
     model = load_model(SemanticCacheConfig().embedder)
     base = SemanticCacheConfig()
-    examples = base.categorizer.examples.items()
-    categorizer = Categorizer(
-        base.categorizer, {c: model.encode(list(t), **EMBED_KWARGS) for c, t in examples}
+    categorizer = build_categorizer(
+        base.categorizer,
+        lambda texts: model.encode(texts, **EMBED_KWARGS),
+        model.get_embedding_dimension(),  # type: ignore[attr-defined]
     )
     per: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     names = list(variants)

@@ -32,7 +32,7 @@ from config.semantic import (
 )
 from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
 from gateway.semantic.embedder import Embedder, load_model
-from policies.semantic.categorizer import Categorizer
+from policies.semantic.categorizer import Categorizer, build_categorizer
 from policies.semantic.cross_pair import JointStates
 from policies.semantic.guard import (
     Guard,
@@ -168,11 +168,12 @@ def value(t: Tally) -> tuple[bool, float]:
 
 
 def shipped_categorizer(memo: MemoModel, base: SemanticCacheConfig) -> Categorizer:
-    """The categorizer the cache builds from `base`, its example prompts embedded by `memo`."""
-    vectors = {
-        c: memo.encode(list(t), **EMBED_KWARGS) for c, t in base.categorizer.examples.items()
-    }
-    return Categorizer(base.categorizer, vectors)
+    """The categorizer the cache builds from `base`, embedding with `memo`."""
+    return build_categorizer(
+        base.categorizer,
+        lambda texts: memo.encode(texts, **EMBED_KWARGS),
+        memo.get_embedding_dimension(),
+    )
 
 
 class Evaluator:

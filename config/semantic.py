@@ -93,10 +93,18 @@ def _default_examples() -> dict[str, tuple[str, ...]]:
 
 
 class CategorizerConfig(Frozen):
-    """A request's category: the `x-kvgate-category` header wins, then rules, then examples."""
+    """A request's category: the `x-kvgate-category` header wins, then rules, then the query's
+    embedding: a learned model (`method: learned`, the default) or the nearest example."""
 
     default: str = "chat"
     rules: tuple[CategoryRule, ...] = msgspec.field(default_factory=_default_rules)
+    # learned: softmax regression on the query's embedding, fitted on labelled prompt sets
+    # (benchmarks/semantic_categorizer_fit.py; it filed 83-97 % of each unseen set right
+    # where the examples filed 44-72 %, docs/benchmarks.md). examples: the nearest of
+    # `examples` (below `example_min_similarity` to all of them, `default`).
+    method: Literal["learned", "examples"] = "learned"
+    # The learned model's JSON; empty = the shipped policies/semantic/category_weights.json.
+    weights_path: str = ""
     examples: dict[str, tuple[str, ...]] = msgspec.field(default_factory=_default_examples)
     # Below this similarity to every example the default category is used.
     example_min_similarity: float = 0.35

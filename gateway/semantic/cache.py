@@ -28,7 +28,7 @@ from gateway.semantic.entries import Entry, EntryTable
 from gateway.semantic.index import HnswIndex
 from gateway.semantic.pair_model import pair_probability_for
 from gateway.semantic.stats import CacheStats
-from policies.semantic.categorizer import Categorizer
+from policies.semantic.categorizer import Categorizer, build_categorizer
 from policies.semantic.cross_pair import JointEncoder
 from policies.semantic.guard import Guard, GuardModel, PairProbability, span_similarity_from
 from policies.semantic.pair_features import PromptTerms, prompt_terms
@@ -185,7 +185,7 @@ class SemanticCache:
         except EmbedderOverloaded:
             return CacheResult("bypass", category or self.categorizer.cfg.default, "overloaded")
         if category is None:
-            category = self.categorizer.by_example(vector)
+            category = self.categorizer.by_embedding(vector)
             reason = bypass_reason(self.cfg.policy(category), q.temperature, self.cfg.enabled)
             if reason is not None:
                 return CacheResult("bypass", category, reason=reason)
@@ -418,11 +418,7 @@ def build_semantic_cache(
 ) -> SemanticCache:
     """Load the model (or reuse `model`), embed the categorizer's examples, build the cache."""
     embedder = Embedder(cfg.embedder, model if model is not None else load_model(cfg.embedder))
-    examples = {
-        name: embedder.encode_now(list(texts))
-        for name, texts in cfg.categorizer.examples.items()
-        if texts
-    }
+    categorizer = build_categorizer(cfg.categorizer, embedder.encode_now, embedder.dim)
     whole_words = getattr(embedder.model, "whole_words", None)
     known = whole_words() if cfg.guard.typo_vocabulary and whole_words is not None else frozenset()
     guard = build_guard(cfg, known)
@@ -441,7 +437,7 @@ def build_semantic_cache(
                 f"guard weights {cfg.guard.weights_path!r} are for {guard.model.cross_dim}-"
                 f"dimensional cross features, the embedder gives {embedder.dim}"
             )
-    return SemanticCache(cfg, embedder, Categorizer(cfg.categorizer, examples), guard, clock)
+    return SemanticCache(cfg, embedder, categorizer, guard, clock)
 
 
 def _common_bypass(cfg: SemanticCacheConfig, temperature: float) -> str | None:

@@ -19,6 +19,7 @@ SETS = [
     ("holdout4_prompts.jsonl", r"q\d{4}"),
     ("holdout5_prompts.jsonl", r"r\d{4}"),
     ("holdout6_prompts.jsonl", r"s\d{4}"),
+    ("holdout7_prompts.jsonl", r"t\d{4}"),
 ]
 KINDS = {
     "number",
