@@ -1,7 +1,8 @@
 """Lookup latency of the real cache with two guard weights files, as a ratio (same run).
 
     python benchmarks/semantic_cross_cost.py --data benchmarks/data/holdout5_prompts.jsonl \
-        --weights cross=/tmp/cross_weights.json [--rounds 4] [--limit 200] [--out FILE]
+        --weights cross=/tmp/cross_weights.json [--rounds 4] [--limit 200] [--out FILE] \
+        [--pair-weights PAIR.safetensors]
 
 Each variant replays the same prompts (seeded order 0, a miss inserts its reply) through a fresh
 real `SemanticCache` with the shipped config and the unmemoised embedding model, so a lookup
@@ -62,9 +63,10 @@ async def replay(
     return seconds, hits
 
 
-def config(weights_path: str) -> SemanticCacheConfig:
+def config(weights_path: str, pair_weights_path: str = "") -> SemanticCacheConfig:
     base = SemanticCacheConfig()
-    guard = GuardConfig(**{**_fields(base.guard), "weights_path": weights_path})
+    fields = {"weights_path": weights_path, "pair_weights_path": pair_weights_path}
+    guard = GuardConfig(**{**_fields(base.guard), **fields})
     # Sequential lookups have nothing to batch: no micro-batch wait.
     embedder = EmbedderConfig(**{**_fields(base.embedder), "max_wait_ms": 0.0})
     return SemanticCacheConfig(**{**_fields(base), "guard": guard, "embedder": embedder})
@@ -81,7 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     variants = {"default": config("")}
     for spec in args.weights.split(","):
         name, path = spec.split("=", 1)
-        variants[name] = config(path)
+        variants[name] = config(path, args.pair_weights)
     model = load_model(SemanticCacheConfig().embedder)
     base = SemanticCacheConfig()
     categorizer = build_categorizer(
@@ -120,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", required=True, help="name=path,... against the shipped")
+    parser.add_argument("--pair-weights", default="", help="fine-tuned pair model a variant reads")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--out", default="")

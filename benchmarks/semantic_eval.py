@@ -7,7 +7,7 @@
     python benchmarks/semantic_eval.py holdout [--data ../shared/semantic/dev_prompts.jsonl]
         [--holdout benchmarks/data/holdout_prompts.jsonl] [--orders 5] [--[no-]typo-vocab]
         [--pair-head] [--cross scalars|vectors] [--cross-orders 1|2] [--out FILE]
-        [--weights FILE [--threshold T] [--cut C]]
+        [--weights FILE [--threshold T] [--cut C] [--pair-weights PAIR.safetensors]]
     python benchmarks/semantic_eval.py contrast [--data ...] [--holdout ...] [--min-cosine 0.7]
     python benchmarks/semantic_eval.py latency [--entries 100000] [--out FILE]
 
@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--weights", default="", help="holdout: also score this guard weights file")
     parser.add_argument("--threshold", type=float, default=None, help="holdout: for --weights")
     parser.add_argument("--cut", type=float, default=None, help="holdout: for --weights")
+    parser.add_argument(
+        "--pair-weights", default="", help="holdout: the fine-tuned pair model a --weights reads"
+    )
     parser.add_argument("--min-cosine", type=float, default=0.7, help="contrast: pairs from")
     parser.add_argument("--out", default="")
     args = parser.parse_args()

@@ -40,6 +40,7 @@ from benchmarks.semantic_quality import (
 from config.semantic import SemanticCacheConfig
 from gateway.semantic.cache import shipped_guard_weights
 from gateway.semantic.embedder import load_model
+from gateway.semantic.pair_model import pair_probability_for
 from policies.semantic.guard import NEAR_DUPLICATE_RATIO, GuardModel, span_similarity_from
 from policies.semantic.pair_features import edit_of, prompt_terms
 
@@ -53,6 +54,10 @@ async def holdout(args: argparse.Namespace) -> dict[str, object]:
     base = SemanticCacheConfig()
     raw_model = load_model(base.embedder)
     memo = MemoModel(raw_model)
+    if getattr(args, "pair_weights", ""):
+        # A `--weights` guard that reads the fine-tuned pair model (pair_model.py) gets this file.
+        scorer = pair_probability_for(raw_model, args.pair_weights)
+        memo.pair_probability = scorer  # type: ignore[attr-defined]
     categorizer = shipped_categorizer(memo, base)
     # The shipped guard as shipped: with `guard.typo_vocabulary` when the run says so (default:
     # the config's default).

@@ -6,7 +6,7 @@ h2=benchmarks/data/holdout2_prompts.jsonl,h3=benchmarks/data/holdout3_prompts.js
 h4=benchmarks/data/holdout4_prompts.jsonl \
         [--candidates pooled,pooled+chosen,pooled+idf,pooled+near,...] [--leave-out dev,h1,...]
         [--orders 5] [--inner-folds 3] [--memo /tmp/kvgate_pooled_memo.pkl] [--out FILE]
-        [--joint-memo /tmp/kvgate_joint_memo.pkl]
+        [--joint-memo /tmp/kvgate_joint_memo.pkl] [--ft-loso /tmp/kvgate_ft_loso.pkl]
         [--write-weights FILE --final CANDIDATE] [--kfold dev --seeds 0,1]
 
 For each set in turn, every candidate (semantic_pooled_fit.py) is fitted on the other sets, and
@@ -22,7 +22,10 @@ the sets, written as a guard weights file (its setting is printed and put in the
 group, seeds' orders, the shipped setting), each candidate fitted on the other sets plus the
 dev training folds, next to the shipped recipe fitted on the dev training folds only.
 Embeddings of prompts and spans are memoised on disk (`--memo`) between runs, and so are the
-joint passes of the cross-feature candidates (`--joint-memo`, by wording pair).
+joint passes of the cross-feature candidates (`--joint-memo`, by wording pair). `+ftveto`
+candidates read the fine-tuned cross-encoder's probabilities of the left-out set's pairs from
+`--ft-loso` (semantic_pair_train.py --loso: that model trained on the other sets only); the
+replay asks the table, and a pair missing from it is an error, never a silent default.
 """
 
 from __future__ import annotations
@@ -191,8 +194,11 @@ async def loso(args: argparse.Namespace, memo: MemoModel) -> dict[str, object]:
             print(f"{args.kfold} seed {seed}: {row}", flush=True)
             results[f"{args.kfold} 5-fold seed {seed}"] = row
         left_out = []
+    tables: dict[str, dict[tuple[str, str], float]] = args.ft_tables
     for name in left_out:
         train = [n for n in pooled.names if n != name]
+        if name in tables:
+            memo.pair_probability = _table_lookup(tables[name])  # type: ignore[attr-defined]
         shipped = await pooled.score(name, args.orders, pooled.shipped, pooled.setting)
         row: dict[str, object] = {"shipped": _cell(shipped, pooled.setting, {})}
         for cand in cands:
@@ -214,6 +220,13 @@ async def loso(args: argparse.Namespace, memo: MemoModel) -> dict[str, object]:
         final["weights"] = model.to_dict()
         print(f"final {cand.name}: setting {setting}, {info}", flush=True)
     return {"sets": dict(sets), "orders": args.orders, "results": results, "final": final}
+
+
+def _table_lookup(table: dict[tuple[str, str], float]) -> object:
+    def pair_probability(pairs: list[tuple[str, str]]) -> list[float]:
+        return [table[p] for p in pairs]
+
+    return pair_probability
 
 
 def _cell(tallies: Tallies, setting: Setting, info: dict[str, object]) -> dict[str, object]:
@@ -253,6 +266,7 @@ def main() -> None:
     parser.add_argument("--checks", default=None, help="contrast checks (default: shipped)")
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
     parser.add_argument("--joint-memo", default="/tmp/kvgate_joint_memo.pkl")
+    parser.add_argument("--ft-loso", default="", help="fine-tuned probabilities per left-out set")
     parser.add_argument("--write-weights", default="")
     parser.add_argument("--final", default="pooled")
     parser.add_argument("--out", default="")
@@ -267,6 +281,7 @@ def main() -> None:
     if joint_path.exists():
         joint.update(pickle.loads(joint_path.read_bytes()))
     known = len(joint)
+    args.ft_tables = pickle.loads(Path(args.ft_loso).read_bytes()) if args.ft_loso else {}
     try:
         report = asyncio.run(loso(args, memo))
     finally:

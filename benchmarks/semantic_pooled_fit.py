@@ -23,7 +23,11 @@ A candidate is the shipped head's recipe with optional parts, named `pooled[+idf
 - `knn`: + the share of different-answer pairs among the 10 training pairs whose embedding
   difference is most parallel (policies/semantic/pair_knn.py); on the training pairs each
   set's rows read a bank of the other training sets' pairs only (as a lookup reads pairs of
-  other writers), the shipped bank holds all of them.
+  other writers), the shipped bank holds all of them;
+- `ftveto`: a pair the fitted model would serve (near-duplicate or broad) needs the fine-tuned
+  cross-encoder's p(same answer) (gateway/semantic/pair_model.py, both orders averaged) of at
+  least FT_VETO_CUT; the cut was fixed before any left-out result (no fit). The probabilities
+  come from semantic_pair_train.py `--loso` (the model trained on the other sets only).
 Pairs are formed within one prompt set only: a lookup only ever weighs prompts of its own set.
 """
 
@@ -72,6 +76,8 @@ REACH_COSINE = 0.75
 # `+synonym`: a one-word swap embedding at least this close is served without the near
 # model (GuardModel.serve_span_similarity; session 6).
 SYNONYM_SPAN = 0.9
+# `+ftveto`: the fine-tuned cross-encoder's cut, fixed in advance (its own decision boundary).
+FT_VETO_CUT = 0.5
 PARTS = (
     "idf",
     "near",
@@ -87,6 +93,7 @@ PARTS = (
     "crossvec",
     "cross2",
     "knn",
+    "ftveto",
 )
 
 
@@ -107,6 +114,7 @@ class Candidate:
     crossvec: bool = False
     cross2: bool = False
     knn: bool = False
+    ftveto: bool = False
 
     @property
     def cross_spec(self) -> CrossSpec | None:
@@ -181,6 +189,8 @@ def fit_candidate(
             if cand.synonym:
                 model = replace(model, serve_span_similarity=SYNONYM_SPAN)
             model = replace(model, serve_filler_edits=cand.filler)
+    if cand.ftveto:
+        model = replace(model, min_pair_probability=FT_VETO_CUT)
     return model, info
 
 

@@ -188,6 +188,9 @@ class GuardConfig(Frozen):
     mode: Literal["learned", "rules", "off"] = "learned"
     min_probability: float = 0.5
     weights_path: str = ""
+    # The fine-tuned cross-encoder's layers (gateway/semantic/pair_model.py), read only when the
+    # guard weights use it; empty: the shipped gateway/semantic/pair_model.safetensors.
+    pair_weights_path: str = ""
     # Near-duplicate edits (most words kept) hit only when every replaced span embeds at least
     # this close to its replacement: synonyms ("biggest"/"largest" ~0.9) pass, another entity
     # ("Python"/"Ruby", "rows"/"columns" ~0.5-0.7) does not.

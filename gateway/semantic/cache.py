@@ -26,10 +26,11 @@ from gateway.semantic.cross_encoder import LookupPairs, joint_encoder
 from gateway.semantic.embedder import Embedder, EmbedderOverloaded, load_model
 from gateway.semantic.entries import Entry, EntryTable
 from gateway.semantic.index import HnswIndex
+from gateway.semantic.pair_model import pair_probability_for
 from gateway.semantic.stats import CacheStats
 from policies.semantic.categorizer import Categorizer, build_categorizer
 from policies.semantic.cross_pair import JointEncoder
-from policies.semantic.guard import Guard, GuardModel, span_similarity_from
+from policies.semantic.guard import Guard, GuardModel, PairProbability, span_similarity_from
 from policies.semantic.pair_features import PromptTerms, prompt_terms
 from policies.semantic.request_rules import (
     bypass_reason,
@@ -135,6 +136,13 @@ class SemanticCache:
             if guard.model is not None and guard.model.uses_cross
             else None
         )
+        # The fine-tuned cross-encoder for a guard model that reads it (session 7); batched per
+        # lookup like the joint passes, on this thread.
+        self._pair_probability = (
+            pair_probability_for(embedder.model, cfg.guard.pair_weights_path)
+            if guard.model is not None and guard.model.needs_pair_model
+            else None
+        )
         self.clock = clock
         self.index = HnswIndex(cfg.index, embedder.dim)
         self.table = EntryTable(sample_size=cfg.index.eviction_sample)
@@ -238,8 +246,15 @@ class SemanticCache:
             if self.guard.model is not None and self.guard.model.cross_orders == 2:
                 expected += [(b, a) for a, b in expected]
             joint = LookupPairs(self._joint, expected)
+        paired = None
+        if self._pair_probability is not None:
+            # A model that reads the probability weighs every broad candidate: batch them all.
+            # The veto alone asks only for a pair about to be served: one at a time.
+            wants_all = self.guard.model is not None and self.guard.model.uses_pair_model
+            expected = [(terms.wording, e.terms.wording) for e, _ in live] if wants_all else []
+            paired = LookupPairs(self._pair_probability, expected)  # type: ignore[arg-type]
         for entry, similarity in live:
-            if self._accepts(similarity, terms, entry.terms, vector, entry.slot, joint):
+            if self._accepts(similarity, terms, entry.terms, vector, entry.slot, joint, paired):
                 if self._ambiguous(entry, similarity, live):
                     return None
                 entry.hits += 1
@@ -254,6 +269,7 @@ class SemanticCache:
         query_vector: np.ndarray,
         cached_slot: int,
         joint: JointEncoder | None = None,
+        paired: PairProbability | None = None,
     ) -> bool:
         # The cached prompt's vector is read from the index only for a model that reads vectors
         # (pair head, cross features, pair bank).
@@ -272,6 +288,7 @@ class SemanticCache:
             self._token_states,
             vectors,
             joint if joint is not None else self._joint,
+            paired if paired is not None else self._pair_probability,
         )
 
     def _ambiguous(self, chosen: Entry, similarity: float, live: list[tuple[Entry, float]]) -> bool:

@@ -88,6 +88,16 @@ class GuardModel:
     # KNN_FEATURE_NAMES before any cross features: the difference direction of the two
     # prompts' vectors matched against training pairs (pair_knn.py; session 6 experiment).
     pair_bank: PairBank | None = None
+    # A fine-tuned cross-encoder's p(same answer) (gateway/semantic/pair_model.py; session 7):
+    # `uses_pair_model`: PAIR_MODEL_FEATURE_NAMES last in the broad-rewrite model; `min_pair_
+    # probability`: a pair the guard would serve by a model (near-duplicate or broad) is
+    # rejected when that probability is below it. The guard then needs a `PairProbability`.
+    uses_pair_model: bool = False
+    min_pair_probability: float | None = None
+
+    @property
+    def needs_pair_model(self) -> bool:
+        return self.uses_pair_model or self.min_pair_probability is not None
 
     @property
     def needs_vectors(self) -> bool:
@@ -107,6 +117,8 @@ class GuardModel:
             names += KNN_FEATURE_NAMES
         if self.uses_cross:
             names += cross_feature_names(self.cross_dim, self.cross_dim > 0)
+        if self.uses_pair_model:
+            names += PAIR_MODEL_FEATURE_NAMES
         return names
 
     def probability(self, features: Sequence[float] | np.ndarray) -> float:
@@ -141,6 +153,8 @@ class GuardModel:
             data["serve_filler_edits"] = True
         if self.pair_bank is not None:
             data["pair_bank"] = self.pair_bank.to_dict()
+        if self.min_pair_probability is not None:
+            data["min_pair_probability"] = self.min_pair_probability
         return data
 
     @classmethod
@@ -150,6 +164,9 @@ class GuardModel:
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> GuardModel:
         names = tuple(data["features"])  # type: ignore[arg-type]
+        uses_pair_model = names[-len(PAIR_MODEL_FEATURE_NAMES) :] == PAIR_MODEL_FEATURE_NAMES
+        if uses_pair_model:
+            names = names[: len(names) - len(PAIR_MODEL_FEATURE_NAMES)]
         cross_dim, _, cross_count = parse_cross_names(names)
         names = names[: len(names) - cross_count]
         bank = data.get("pair_bank")
@@ -187,6 +204,12 @@ class GuardModel:
             cross_dim=cross_dim,
             cross_orders=int(data.get("cross_orders", 1)),
             pair_bank=PairBank.from_dict(bank) if isinstance(bank, dict) else None,
+            uses_pair_model=uses_pair_model,
+            min_pair_probability=(
+                float(data["min_pair_probability"])  # type: ignore[arg-type]
+                if data.get("min_pair_probability") is not None
+                else None
+            ),
             weights=tuple(float(w) for w in data["weights"]),  # type: ignore[attr-defined]
             bias=float(data["bias"]),  # type: ignore[arg-type]
             mean=tuple(float(m) for m in data["mean"]),  # type: ignore[attr-defined]
@@ -224,6 +247,9 @@ def feature_names(
 
 
 SpanSimilarity = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
+# p(same answer) of (query, cached) wording pairs from the fine-tuned cross-encoder.
+PairProbability = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
+PAIR_MODEL_FEATURE_NAMES = ("pair_model_probability",)
 
 # An edit keeping at least this share of the tokens (difflib ratio) is a near-duplicate: there a
 # changed number, negation or direction word alone decides. In broader rewrites such words
@@ -331,12 +357,15 @@ class Guard:
         token_states: TokenEncoder | None = None,
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
         joint: JointEncoder | None = None,
+        pair_probability: PairProbability | None = None,
     ) -> float:
         """Estimated probability that both prompts want the same answer. `vectors`: the
         query's and the cached prompt's unit sentence embeddings, needed by a pair-head model
         (without them such a model rejects every broad rewrite: a miss is the safe answer).
         `joint`: joint passes over (query, cached) wordings, needed (with `vectors`) by a model
-        with cross features; without either such a model rejects every broad rewrite too."""
+        with cross features; without either such a model rejects every broad rewrite too.
+        `pair_probability`: the fine-tuned cross-encoder, needed by a model that reads it
+        (without it such a model rejects every pair a model would decide)."""
         if self.mode == "off":
             return 1.0
         edit = edit_of(query, cached, self.known_words)
@@ -377,7 +406,8 @@ class Guard:
                 return 1.0
             if self.model.serve_filler_edits and filler_edit(query, cached, edit):
                 return 1.0
-            return near.probability(near.cheap_row(cosine, query, cached, edit, lowest))
+            p = near.probability(near.cheap_row(cosine, query, cached, edit, lowest))
+            return self._pair_veto(p, None, query, cached, pair_probability)
         features = self.model.cheap_row(cosine, query, cached, edit, lowest)
         if self.model.uses_alignment:
             # Without word vectors the alignment reads as complete (neutral).
@@ -410,7 +440,34 @@ class Guard:
                 pairs.append((cached.wording, query.wording))
             extra = cross_features(joint(pairs), *vectors, self.model.cross_dim > 0)
             row = np.concatenate([row, extra])
-        return self.model.probability(row)
+        fine_tuned = None
+        if self.model.uses_pair_model:
+            if pair_probability is None:
+                return 0.0
+            fine_tuned = float(pair_probability([(query.wording, cached.wording)])[0])
+            row = np.concatenate([row, [fine_tuned]])
+        p = self.model.probability(row)
+        return self._pair_veto(p, fine_tuned, query, cached, pair_probability)
+
+    def _pair_veto(
+        self,
+        p: float,
+        fine_tuned: float | None,
+        query: PromptTerms,
+        cached: PromptTerms,
+        pair_probability: PairProbability | None,
+    ) -> float:
+        """`p`, or 0.0 when the model's `min_pair_probability` vetoes a pair `p` would serve
+        (the cross-encoder runs only for such a pair)."""
+        assert self.model is not None
+        cut = self.model.min_pair_probability
+        if cut is None or p < self.min_probability:
+            return p
+        if fine_tuned is None:
+            if pair_probability is None:
+                return 0.0
+            fine_tuned = float(pair_probability([(query.wording, cached.wording)])[0])
+        return p if fine_tuned >= cut else 0.0
 
     def accepts(
         self,
@@ -422,8 +479,17 @@ class Guard:
         token_states: TokenEncoder | None = None,
         vectors: tuple[np.ndarray, np.ndarray] | None = None,
         joint: JointEncoder | None = None,
+        pair_probability: PairProbability | None = None,
     ) -> bool:
         p = self.probability(
-            cosine, query, cached, span_similarity, word_vectors, token_states, vectors, joint
+            cosine,
+            query,
+            cached,
+            span_similarity,
+            word_vectors,
+            token_states,
+            vectors,
+            joint,
+            pair_probability,
         )
         return p >= self.min_probability
