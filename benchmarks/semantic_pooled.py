@@ -58,7 +58,7 @@ from benchmarks.semantic_quality import (  # noqa: E402
     shipped_categorizer,
     total,
 )
-from config.semantic import SemanticCacheConfig  # noqa: E402
+from config.semantic import IndexConfig, SemanticCacheConfig  # noqa: E402
 from gateway.semantic.cache import shipped_guard_weights  # noqa: E402
 from gateway.semantic.embedder import load_model  # noqa: E402
 from policies.semantic.guard import Guard, GuardModel, span_similarity_from  # noqa: E402
@@ -180,6 +180,8 @@ class Pooled:
 async def loso(args: argparse.Namespace, memo: MemoModel) -> dict[str, object]:
     sets = [tuple(s.split("=", 1)) for s in args.sets.split(",")]
     pooled = Pooled(sets, memo, contrast_checks(args))  # type: ignore[arg-type]
+    if args.index_candidates:
+        pooled.ev.index = IndexConfig(candidates=args.index_candidates)
     cands = [Candidate.parse(c) for c in args.candidates.split(",") if c]
     left_out = args.leave_out.split(",") if args.leave_out else pooled.names
     results: dict[str, dict[str, object]] = {}
@@ -263,6 +265,9 @@ def main() -> None:
     parser.add_argument("--kfold", default="", help="instead: this set 5-fold, pooled fit")
     parser.add_argument("--seeds", default="0,1", help="with --kfold: replay-order seeds")
     parser.add_argument("--inner-folds", type=int, default=3)
+    parser.add_argument(
+        "--index-candidates", type=int, default=0, help="nearest entries a lookup weighs (0: 4)"
+    )
     parser.add_argument("--checks", default=None, help="contrast checks (default: shipped)")
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
     parser.add_argument("--joint-memo", default="/tmp/kvgate_joint_memo.pkl")

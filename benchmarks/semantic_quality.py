@@ -28,6 +28,7 @@ from config.semantic import (
     CategoryPolicy,
     EmbedderConfig,
     GuardConfig,
+    IndexConfig,
     SemanticCacheConfig,
 )
 from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
@@ -188,6 +189,7 @@ class Evaluator:
         contrast_checks: tuple[str, ...] = (),
     ):
         self.known_words, self.contrast_checks = known_words, contrast_checks
+        self.index = IndexConfig()  # the cache's index settings in every replay
         self.rows = rows
         self.memo = memo
         self.categorizer = categorizer
@@ -201,6 +203,7 @@ class Evaluator:
         }
         return SemanticCacheConfig(
             categories=categories,
+            index=self.index,
             guard=GuardConfig(mode=mode, min_probability=cut, runner_up_margin=margin),  # type: ignore[arg-type]
             # A sequential replay has nothing to batch: no micro-batch wait.
             embedder=EmbedderConfig(max_wait_ms=0.0),
