@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--ef-search", type=int, default=0, help="latency: HNSW ef (0: config)")
     parser.add_argument("--write-weights", default="")
     parser.add_argument(
         "--alignment",

@@ -342,8 +342,11 @@ async def latency(args: argparse.Namespace) -> dict[str, Any]:
     report["agreement_vs_st_fp32"] = agreement(encoders, texts[:600])
     report["bare_encode"] = bare_encodes(encoders, texts)
     report["flop_bound"] = flop_bound(encoders["bf16"], texts, report["bare_encode"])
+    ef = getattr(args, "ef_search", 0) or IndexConfig().ef_search
     cfg = SemanticCacheConfig(
-        index=IndexConfig(max_entries=args.entries + 1_000, initial_capacity=args.entries + 1_000)
+        index=IndexConfig(
+            max_entries=args.entries + 1_000, initial_capacity=args.entries + 1_000, ef_search=ef
+        )
     )
     cache = build_semantic_cache(cfg, model=encoders["bf16"])
     graph_dir = getattr(args, "graph_dir", tempfile.gettempdir())
@@ -395,6 +398,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ef-search", type=int, default=0, help="HNSW ef (0: the config's)")
     parser.add_argument("--graph-dir", default=tempfile.gettempdir(), help="'' = never cache")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
