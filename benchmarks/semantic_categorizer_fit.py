@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from collections import Counter
 from pathlib import Path
@@ -161,14 +160,11 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     base = SemanticCacheConfig()
-    memo = MemoModel(load_model(base.embedder))
-    memo_path = Path(args.memo)
-    if memo_path.exists():
-        memo.vectors.update(pickle.loads(memo_path.read_bytes()))
+    memo = MemoModel(load_model(base.embedder)).load(args.memo)
     named = [tuple(s.split("=", 1)) for s in args.sets.split(",")]
     extra = [tuple(s.split("=", 1)) for s in args.score.split(",") if s]
     sets = Sets(named + extra, memo)  # type: ignore[arg-type]
-    memo_path.write_bytes(pickle.dumps(memo.vectors))
+    memo.save(args.memo)
     # The categorizer before session 7: rules, then the nearest example prompt.
     shipped = build_categorizer(
         msgspec.structs.replace(base.categorizer, method="examples"),

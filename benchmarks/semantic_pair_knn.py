@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -118,9 +117,7 @@ def main() -> None:
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    memo = MemoModel(load_model(SemanticCacheConfig().embedder))
-    if Path(args.memo).exists():
-        memo.vectors.update(pickle.loads(Path(args.memo).read_bytes()))
+    memo = MemoModel(load_model(SemanticCacheConfig().embedder)).load(args.memo)
     sets = [tuple(s.split("=", 1)) for s in args.sets.split(",")]
     checks = contrast_checks(args)
     pooled = Pooled(sets, memo, checks)  # type: ignore[arg-type]

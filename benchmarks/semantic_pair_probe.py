@@ -95,9 +95,7 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     tables = pickle.loads(Path(args.ft_loso).read_bytes())
-    memo = MemoModel(load_model(SemanticCacheConfig().embedder))
-    if Path(args.memo).exists():
-        memo.vectors.update(pickle.loads(Path(args.memo).read_bytes()))
+    memo = MemoModel(load_model(SemanticCacheConfig().embedder)).load(args.memo)
     report = {}
     print("set | same, different pairs | AUC (cosine's) | caught | lost | caught by sibling kind")
     for name, path in (s.split("=", 1) for s in args.sets.split(",")):

@@ -75,9 +75,7 @@ class Data:
             self.set_of += [name] * len(found)
         self.names = [n for n, _ in sets]
         self.model = load_model(SemanticCacheConfig().embedder)
-        memo = MemoModel(self.model)
-        if Path(memo_path).exists():
-            memo.vectors.update(pickle.loads(Path(memo_path).read_bytes()))
+        memo = MemoModel(self.model).load(memo_path)
         self.vectors = memo.encode([r["prompt"] for r in self.rows], **EMBED_KWARGS)
         # The model reads what a lookup hands the guard: the prompts' normalised wordings.
         self.wordings = [prompt_terms(r["prompt"]).wording for r in self.rows]

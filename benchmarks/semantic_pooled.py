@@ -276,10 +276,7 @@ def main() -> None:
     parser.add_argument("--final", default="pooled")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    memo = MemoModel(load_model(SemanticCacheConfig().embedder))
-    memo_path = Path(args.memo)
-    if memo_path.exists():
-        memo.vectors.update(pickle.loads(memo_path.read_bytes()))
+    memo = MemoModel(load_model(SemanticCacheConfig().embedder)).load(args.memo)
     # Joint passes (cross features) by wording pair; written back only when some were made.
     joint_path = Path(args.joint_memo)
     joint: dict[tuple[str, str], object] = memo.__dict__.setdefault("_joint_memo", {})
@@ -290,7 +287,7 @@ def main() -> None:
     try:
         report = asyncio.run(loso(args, memo))
     finally:
-        memo_path.write_bytes(pickle.dumps(memo.vectors))
+        memo.save(args.memo)
         if len(joint) > known:
             joint_path.write_bytes(pickle.dumps(joint))
     print_loso(report)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import pickle
 import random
 import sys
 import time
@@ -168,14 +167,11 @@ def main() -> None:
     parser.add_argument("--memo", default="/tmp/kvgate_pooled_memo.pkl")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    memo = MemoModel(load_model(SemanticCacheConfig().embedder))
-    memo_path = Path(args.memo)
-    if memo_path.exists():
-        memo.vectors.update(pickle.loads(memo_path.read_bytes()))
+    memo = MemoModel(load_model(SemanticCacheConfig().embedder)).load(args.memo)
     try:
         report = asyncio.run(loso(args, memo))
     finally:
-        memo_path.write_bytes(pickle.dumps(memo.vectors))
+        memo.save(args.memo)
     print_report(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -63,6 +64,15 @@ class MemoModel:
     def __init__(self, model: object):
         self.model = model
         self.vectors: dict[str, np.ndarray] = {}
+
+    def load(self, path: str | Path) -> MemoModel:
+        """Add the prompt embeddings an earlier run saved at `path`, if there is one."""
+        if Path(path).exists():
+            self.vectors.update(pickle.loads(Path(path).read_bytes()))
+        return self
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(pickle.dumps(self.vectors))
 
     def get_embedding_dimension(self) -> int:
         return self.model.get_embedding_dimension()  # type: ignore[attr-defined]
