@@ -20,6 +20,7 @@ SETS = [
     ("holdout5_prompts.jsonl", r"r\d{4}"),
     ("holdout6_prompts.jsonl", r"s\d{4}"),
     ("holdout7_prompts.jsonl", r"t\d{4}"),
+    ("holdout8_prompts.jsonl", r"u\d{4}"),
 ]
 KINDS = {
     "number",
