@@ -103,7 +103,10 @@ class CategorizerConfig(Frozen):
     # where the examples filed 44-72 %, docs/benchmarks.md). examples: the nearest of
     # `examples` (below `example_min_similarity` to all of them, `default`).
     method: Literal["learned", "examples"] = "learned"
-    # The learned model's JSON; empty = the shipped policies/semantic/category_weights.json.
+    # The learned model's JSON; empty = the shipped policies/semantic/category_weights.json,
+    # whose classes are the five default categories: a config with other category names fits
+    # its own (`semantic_categorizer_fit.py --write-weights`) or uses `examples`. A category
+    # that `categories` does not list gets `fallback`.
     weights_path: str = ""
     examples: dict[str, tuple[str, ...]] = msgspec.field(default_factory=_default_examples)
     # Below this similarity to every example the default category is used.
