@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.semantic_contrast import contrast_checks
-from benchmarks.semantic_cross_fit import cross_spec, fit_cross_pair, logged, memo_joint_states
+from benchmarks.semantic_cross_fit import cross_spec, fit_cross_pair, logged
 from benchmarks.semantic_guard_cost import guard_cost
 from benchmarks.semantic_guard_fit import fit_guard, fit_pair_head
+from benchmarks.semantic_memo import MemoModel
 from config.semantic import (
     CATEGORIES,
     CategoryPolicy,
@@ -35,14 +33,13 @@ from config.semantic import (
 from gateway.semantic.cache import CachedReply, CacheQuery, SemanticCache
 from gateway.semantic.embedder import Embedder, load_model
 from policies.semantic.categorizer import Categorizer, build_categorizer
-from policies.semantic.cross_pair import JointStates
 from policies.semantic.guard import (
     Guard,
     GuardModel,
     span_similarity_from,
 )
 from policies.semantic.pair_features import prompt_terms
-from policies.semantic.token_alignment import TokenStateCache, TokenStates
+from policies.semantic.token_alignment import TokenStateCache
 from policies.semantic.word_alignment import WordVectors
 
 THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
@@ -56,46 +53,6 @@ MARGINS = [0.0, 0.02, 0.05]
 # pseudo possible hits of the global tally at the same threshold (a prior fixed in advance).
 PRIOR_POSSIBLE = 60.0
 EMBED_KWARGS = {"normalize_embeddings": True, "batch_size": 64, "show_progress_bar": False}
-
-
-class MemoModel:
-    """Wraps the real model; each distinct text is encoded once for the whole run."""
-
-    def __init__(self, model: object):
-        self.model = model
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def load(self, path: str | Path) -> MemoModel:
-        """Add the prompt embeddings an earlier run saved at `path`, if there is one."""
-        if Path(path).exists():
-            self.vectors.update(pickle.loads(Path(path).read_bytes()))
-        return self
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(pickle.dumps(self.vectors))
-
-    def get_embedding_dimension(self) -> int:
-        return self.model.get_embedding_dimension()  # type: ignore[attr-defined]
-
-    def encode(self, texts: list[str], **kwargs: object) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
-        if missing:
-            out = self.model.encode(missing, **kwargs)  # type: ignore[attr-defined]
-            self.vectors.update(zip(missing, np.asarray(out), strict=True))
-        return np.stack([self.vectors[t] for t in texts])
-
-    def token_states(self, texts: list[str]) -> list[TokenStates]:
-        """Contextual token states (the guard's token alignment), memoised like `encode`."""
-        memo: dict[str, TokenStates] = self.__dict__.setdefault("_token_memo", {})
-        missing = list(dict.fromkeys(t for t in texts if t not in memo))
-        if missing:
-            found = self.model.token_states(missing)  # type: ignore[attr-defined]
-            memo.update(zip(missing, found, strict=True))
-        return [memo[t] for t in texts]
-
-    def joint_states(self, pairs: list[tuple[str, str]]) -> list[JointStates]:
-        """Joint passes over text pairs (the guard's cross features), memoised by pair."""
-        return memo_joint_states(self.__dict__.setdefault("_joint_memo", {}), self.model, pairs)
 
 
 @dataclass
