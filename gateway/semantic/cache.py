@@ -169,7 +169,12 @@ class SemanticCache:
 
     async def _lookup(self, q: CacheQuery) -> CacheResult:
         control = parse_cache_control(q.cache_control)
-        category = self.categorizer.by_rules(q.text, q.category_header)
+        # A header naming no configured category is ignored (the HTTP stage refuses it first):
+        # categories stay the configured ones, so per-category stats stay bounded.
+        header = q.category_header
+        if header and header.strip().lower() not in self.cfg.categories:
+            header = None
+        category = self.categorizer.by_rules(q.text, header)
         if category is not None:
             reason = bypass_reason(self.cfg.policy(category), q.temperature, self.cfg.enabled)
             if reason is not None:

@@ -96,3 +96,23 @@ def test_model_json_round_trip_and_shape_checks(st_model, tmp_path):
             lambda texts: np.zeros((len(texts), 384)),
             384,
         )
+
+
+async def test_the_cache_ignores_a_header_naming_no_category(make_cache):
+    """Library use, below the HTTP stage's 400: an unknown header never becomes a category."""
+    cache = await make_cache()
+    try:
+        seen = set()
+        for n in range(5):
+            query = CacheQuery(
+                tenant="t",
+                model="m",
+                text="who wrote the novel Middlemarch",
+                temperature=0.0,
+                category_header=f"made-up-{n}",
+            )
+            seen.add((await cache.lookup(query)).category)
+        assert seen == {"factual"}
+        assert set(cache.stats()["categories"]) == {"factual"}
+    finally:
+        await cache.close()

@@ -278,3 +278,20 @@ async def test_sampled_request_skips_the_model_unless_a_category_serves_it(make_
     # Every category does: embedded and looked up.
     some = categories(serve_sampled=True)
     assert await sampled(await make_gateway({"categories": some})) == ("miss", 1)
+
+
+async def test_unknown_category_header_is_refused_and_adds_no_category(make_gateway, client):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    before = upstream_requests(gw)
+    for value in ("codee", "x" * 500):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await ask(c, PY, headers={"x-kvgate-category": value})
+        error = caught.value.body
+        assert error["code"] == "invalid_category", error  # type: ignore[index]
+        assert error["param"] == "x-kvgate-category", error  # type: ignore[index]
+        assert "code, factual" in error["message"], error  # type: ignore[index]
+    assert upstream_requests(gw) == before  # refused before any worker saw it
+    assert (await ask(c, PY, headers={"x-kvgate-category": "Code"}))[0] == "miss"
+    stats = gw.app[SEMANTIC].cache.stats()["categories"]  # type: ignore[index]
+    assert set(stats) <= {"code", "chat", "factual", "time_sensitive", "math"}, stats
