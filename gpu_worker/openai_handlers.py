@@ -79,19 +79,28 @@ def check_model(state: WorkerState, model: str) -> None:
 def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
     """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
 
-    def number(name: str) -> int | None:
+    def number(name: str, minimum: int | None = None) -> int | None:
         raw = headers.get(name)
         if raw is None or raw == "":
             return None
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise RequestError(400, f"header {name} must be an integer, got {raw!r}") from None
+            value = None
+        if value is None or (minimum is not None and value < minimum):
+            least = "" if minimum is None else f" >= {minimum}"
+            raise RequestError(
+                400,
+                f"header {name} must be an integer{least}, got {raw!r}",
+                param=name,
+                code="invalid_header",
+            )
+        return value
 
     deadline_ms = number(p.HEADER_DEADLINE_MS)
     return RequestMeta(
         category=headers.get(p.HEADER_CATEGORY, ""),
-        turn=number(p.HEADER_TURN) or 0,
+        turn=number(p.HEADER_TURN, minimum=0) or 0,
         conversation=number(p.HEADER_CONVERSATION),
         cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
         deadline_s=None if deadline_ms is None else now_s + deadline_ms / 1000.0,

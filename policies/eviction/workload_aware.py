@@ -118,7 +118,8 @@ class WorkloadAwarePolicy(EvictionPolicy):
 
     def block_class(self, info: BlockInfo, state: tuple[int, int] = (-1, -1)) -> Hashable:
         c = self.cfg
-        turn = min(info.turn, c.max_turn_bucket) if c.use_turn else 0
+        # Clamped both ways: a turn is a client's hint, and every distinct class is a table.
+        turn = min(max(info.turn, 0), c.max_turn_bucket) if c.use_turn else 0
         category = info.category if c.use_category else ""
         pos = 0
         if c.use_position and info.position > 0:

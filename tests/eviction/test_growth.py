@@ -95,3 +95,15 @@ def test_growth_counts_tokens_whatever_the_block_size() -> None:
     assert growth(512) == 3  # 8+ units of 512 tokens
     assert growth(16) == 0  # under one unit
     assert growth(128) == 1  # 1536 tokens: 3 units
+
+
+def test_turn_hints_out_of_range_share_the_end_classes() -> None:
+    """The turn is a client's hint: a negative or huge one must not open a class of its own
+    (every class is a table the policy keeps)."""
+    p = WorkloadAwarePolicy(WorkloadAwareEviction())
+    info = BlockInfo(position=3, prompt_blocks=8)
+    first = p.block_class(info._replace(turn=0))
+    last = p.block_class(info._replace(turn=10**6))
+    assert p.block_class(info._replace(turn=-5)) == first
+    assert p.block_class(info._replace(turn=-(10**9))) == first
+    assert p.block_class(info._replace(turn=4)) == last != first

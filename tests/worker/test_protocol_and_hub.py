@@ -105,9 +105,11 @@ def test_hint_headers_become_request_meta() -> None:
         category="code", turn=3, conversation=77, cache_salt="tenant-1", deadline_s=101.5
     )
     assert request_meta({}, now_s=5.0) == RequestMeta()
-    with pytest.raises(RequestError) as err:
-        request_meta({"x-kvgate-deadline-ms": "soon"}, now_s=0.0)
-    assert err.value.status == 400
+    for bad in ({"x-kvgate-deadline-ms": "soon"}, {"x-kvgate-turn": "-1"}):
+        with pytest.raises(RequestError) as err:
+            request_meta(bad, now_s=0.0)
+        assert err.value.status == 400
+        assert err.value.param == next(iter(bad)), err.value.param
 
 
 async def test_stream_coalesces_outputs_already_queued() -> None:
