@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import msgspec
@@ -44,6 +44,10 @@ _CLIENT_HINTS = (
 
 def _upstream_headers(request: web.Request, hints: dict[str, str]) -> dict[str, str]:
     given = {name: v for name in _CLIENT_HINTS if (v := request.headers.get(name))}
+    if HEADER_CATEGORY in given:  # checked by `_check_category`: pass on its one spelling
+        category = given.pop(HEADER_CATEGORY).strip().lower()
+        if category:
+            given[HEADER_CATEGORY] = category
     if not hints and not given:
         return _JSON
     return _JSON | hints | given
@@ -81,6 +85,23 @@ def _deadline_s(request: web.Request, arrival_s: float, max_ms: float) -> float 
     return arrival_s + ms / 1000.0
 
 
+def _check_category(named: str | None, categories: Mapping[str, object]) -> None:
+    """A `x-kvgate-category` header must name one of the configured categories, whether the
+    semantic cache is on or not: anything else is a client's mistake, said at once, and never
+    becomes a category of its own (in the cache's stats and metric labels, or in a worker's
+    eviction classes, which take the hint too)."""
+    if not named or not named.strip() or named.strip().lower() in categories:
+        return
+    shown = named if len(named) <= 64 else named[:64] + "…"
+    raise ApiError(
+        400,
+        f"{HEADER_CATEGORY} {shown!r} is not a category of this gateway; "
+        f"use one of: {', '.join(sorted(categories))}",
+        param=HEADER_CATEGORY,
+        code="invalid_category",
+    )
+
+
 async def _proxy(
     request: web.Request, endpoint: str, path: str, parse: Parser
 ) -> web.StreamResponse:
@@ -89,6 +110,7 @@ async def _proxy(
     cfg = app[keys.CONFIG]
     tenant = app[keys.AUTH].tenant(request.headers.get("Authorization"))
     deadline_s = _deadline_s(request, arrival_s, cfg.dispatch.max_deadline_ms)
+    _check_category(request.headers.get(HEADER_CATEGORY), cfg.semantic_cache.categories)
     body = await _read_body(request, cfg.max_body_bytes)
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):

@@ -25,7 +25,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from config.protocol import AnswerOptions, ChatCompletionRequest, CompletionRequest
-from gateway.errors import ApiError
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
 from policies.semantic.categorizer import CATEGORY_HEADER
@@ -37,22 +36,6 @@ MAX_KEPT_REPLY_BYTES = 1_048_576  # a longer reply is relayed but not stored
 # choice) and requests that ask for more than a plain text answer (`AnswerOptions`).
 # They are relayed with `x-kvgate-cache: bypass` and never stored.
 _UNCACHEABLE = CacheResult("bypass", "none", reason="uncacheable_request")
-
-
-def check_category_header(named: str | None, categories: Mapping[str, object]) -> None:
-    """A `x-kvgate-category` header must name one of the cache's categories: anything else is a
-    client's mistake, said at once, and never becomes a category of its own (its stats and
-    metric labels would grow with every new value)."""
-    if not named or not named.strip() or named.strip().lower() in categories:
-        return
-    shown = named if len(named) <= 64 else named[:64] + "…"
-    raise ApiError(
-        400,
-        f"{CATEGORY_HEADER} {shown!r} is not a category of this gateway's cache; "
-        f"use one of: {', '.join(sorted(categories))}",
-        param=CATEGORY_HEADER,
-        code="invalid_category",
-    )
 
 
 def _plain_answer(body: bytes) -> bool:
@@ -203,7 +186,6 @@ class SemanticStage:
     async def lookup(
         self, kind: Kind, body: bytes, tenant: str, headers: Mapping[str, str]
     ) -> CacheResult:
-        check_category_header(headers.get(CATEGORY_HEADER), self.cache.cfg.categories)
         query = (
             chat_query(body, tenant, headers)
             if kind == "chat"

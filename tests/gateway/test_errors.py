@@ -140,3 +140,15 @@ async def test_upstream_timeout_is_504(make_worker, make_gateway):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
     async with httpx.AsyncClient(timeout=10) as http:
         _assert_error(await http.post(gw.url + CHAT, json=body), 504, "upstream_timeout")
+
+
+async def test_unknown_category_header_is_400_with_the_cache_off(gateway):
+    """The category is also a hint to the workers' eviction: an unknown one is refused even
+    when no semantic cache runs (this gateway's is off)."""
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    async with httpx.AsyncClient() as http:
+        bad = await http.post(gateway.url + CHAT, json=chat, headers={"x-kvgate-category": "cod"})
+        error = _assert_error(bad, 400, "invalid_category")
+        assert error["param"] == "x-kvgate-category" and "code" in error["message"]
+        good = await http.post(gateway.url + CHAT, json=chat, headers={"x-kvgate-category": "Code"})
+        assert good.status_code == 200, good.text
