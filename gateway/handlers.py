@@ -28,6 +28,7 @@ from gateway.errors import ApiError
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
 from gateway.semantic.replay import Kind
+from policies.semantic.categorizer import named_category
 
 Parser = Callable[[bytes, str], RouteInfo]
 # The parser's hints for the worker (config.protocol's x-kvgate-* headers) join these.
@@ -45,7 +46,7 @@ _CLIENT_HINTS = (
 def _upstream_headers(request: web.Request, hints: dict[str, str]) -> dict[str, str]:
     given = {name: v for name in _CLIENT_HINTS if (v := request.headers.get(name))}
     if HEADER_CATEGORY in given:  # checked by `_check_category`: pass on its one spelling
-        category = given.pop(HEADER_CATEGORY).strip().lower()
+        category = named_category(given.pop(HEADER_CATEGORY))
         if category:
             given[HEADER_CATEGORY] = category
     if not hints and not given:
@@ -90,7 +91,8 @@ def _check_category(named: str | None, categories: Mapping[str, object]) -> None
     semantic cache is on or not: anything else is a client's mistake, said at once, and never
     becomes a category of its own (in the cache's stats and metric labels, or in a worker's
     eviction classes, which take the hint too)."""
-    if not named or not named.strip() or named.strip().lower() in categories:
+    name = named_category(named)
+    if name is None or name in categories:
         return
     shown = named if len(named) <= 64 else named[:64] + "…"
     raise ApiError(

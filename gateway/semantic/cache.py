@@ -28,7 +28,7 @@ from gateway.semantic.entries import Entry, EntryTable
 from gateway.semantic.index import HnswIndex
 from gateway.semantic.pair_model import pair_probability_for
 from gateway.semantic.stats import CacheStats
-from policies.semantic.categorizer import Categorizer, build_categorizer
+from policies.semantic.categorizer import Categorizer, build_categorizer, named_category
 from policies.semantic.cross_pair import JointEncoder
 from policies.semantic.guard import Guard, GuardModel, PairProbability, span_similarity_from
 from policies.semantic.pair_features import PromptTerms, prompt_terms
@@ -171,8 +171,8 @@ class SemanticCache:
         control = parse_cache_control(q.cache_control)
         # A header naming no configured category is ignored (the HTTP stage refuses it first):
         # categories stay the configured ones, so per-category stats stay bounded.
-        header = q.category_header
-        if header and header.strip().lower() not in self.cfg.categories:
+        header = named_category(q.category_header)
+        if header not in self.cfg.categories:
             header = None
         category = self.categorizer.by_rules(q.text, header)
         if category is not None:

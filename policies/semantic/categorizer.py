@@ -21,6 +21,13 @@ from config.semantic import CategorizerConfig
 CATEGORY_HEADER = "x-kvgate-category"
 
 
+def named_category(header: str | None) -> str | None:
+    """The category a `x-kvgate-category` value names, in its one spelling (trimmed, lower
+    case); None for no value or a blank one."""
+    name = (header or "").strip().lower()
+    return name or None
+
+
 class CategoryModel:
     """Softmax regression on a unit sentence embedding: `weights` (classes × dim), `bias`.
     Fitted offline by benchmarks/semantic_categorizer_fit.py; shipped as JSON."""
@@ -78,8 +85,8 @@ class Categorizer:
 
     def by_rules(self, text: str, header: str | None = None) -> str | None:
         """The category from the header or a rule, or None when the embedding must decide."""
-        if header:
-            return header.strip().lower()
+        if named := named_category(header):
+            return named
         for pattern, category in self._rules:
             if pattern.search(text):
                 return category

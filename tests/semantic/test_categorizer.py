@@ -116,3 +116,12 @@ async def test_the_cache_ignores_a_header_naming_no_category(make_cache):
         assert set(cache.stats()["categories"]) == {"factual"}
     finally:
         await cache.close()
+
+
+def test_a_blank_header_names_no_category_and_the_rules_decide():
+    categorizer = build_categorizer(
+        CategorizerConfig(method="examples", examples={}), lambda texts: np.zeros((0, 4)), 4
+    )
+    text = "what is the weather today"  # a time-sensitive rule matches
+    assert categorizer.by_rules(text, "  ") == "time_sensitive"
+    assert categorizer.by_rules(text, " Code ") == "code"
