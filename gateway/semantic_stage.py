@@ -24,10 +24,14 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from config.protocol import AnswerOptions, ChatCompletionRequest, CompletionRequest
+from config.protocol import (
+    HEADER_CATEGORY,
+    AnswerOptions,
+    ChatCompletionRequest,
+    CompletionRequest,
+)
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
-from policies.semantic.categorizer import CATEGORY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def chat_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> CacheQue
         temperature=req.temperature,
         top_p=req.top_p,
         seed=req.seed,
-        category_header=headers.get(CATEGORY_HEADER),
+        category_header=headers.get(HEADER_CATEGORY),
         cache_control=headers.get("Cache-Control"),
         max_tokens=req.requested_max_tokens(),
         stop=req.stop_list(),
@@ -90,7 +94,7 @@ def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> Ca
         temperature=req.temperature,
         top_p=req.top_p,
         seed=req.seed,
-        category_header=headers.get(CATEGORY_HEADER),
+        category_header=headers.get(HEADER_CATEGORY),
         cache_control=headers.get("Cache-Control"),
         max_tokens=req.requested_max_tokens(),
         stop=req.stop_list(),

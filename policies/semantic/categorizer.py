@@ -18,8 +18,6 @@ import numpy as np
 
 from config.semantic import CategorizerConfig
 
-CATEGORY_HEADER = "x-kvgate-category"
-
 
 def named_category(header: str | None) -> str | None:
     """The category a `x-kvgate-category` value names, in its one spelling (trimmed, lower
