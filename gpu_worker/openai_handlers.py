@@ -20,6 +20,7 @@ from config import protocol as p
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
 from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
+from policies.semantic.categorizer import named_category
 
 Kind = Literal["chat", "completion"]
 
@@ -99,7 +100,7 @@ def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
 
     deadline_ms = number(p.HEADER_DEADLINE_MS)
     return RequestMeta(
-        category=headers.get(p.HEADER_CATEGORY, ""),
+        category=named_category(headers.get(p.HEADER_CATEGORY)) or "",
         turn=number(p.HEADER_TURN, minimum=0) or 0,
         conversation=number(p.HEADER_CONVERSATION),
         cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
