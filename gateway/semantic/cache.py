@@ -233,11 +233,20 @@ class SemanticCache:
         members = self.table.by_partition.get(partition)
         if not members:
             return None
-        k = self.cfg.index.candidates
+        # No more candidates than the partition has: hnswlib fails a filtered search that
+        # cannot find k allowed points (a partition smaller than k under `exact_search_below:
+        # 0` always missed).
+        k = min(self.cfg.index.candidates, len(members))
         if len(members) <= self.cfg.index.exact_search_below:
             candidates = self.index.search_exact(vector, list(members), k)
         else:
-            candidates = self.index.search(vector, k, members.__contains__)
+            # One partition holding every live entry (one tenant, model and system prompt: the
+            # common case) needs no filter; the membership check after it keeps a hit inside
+            # its partition whatever the counts say.
+            whole = len(members) == self.index.live
+            candidates = self.index.search(vector, k, None if whole else members.__contains__)
+            if whole:
+                candidates = [(slot, sim) for slot, sim in candidates if slot in members]
         live = [
             (self.table.by_slot[slot], similarity)
             for slot, similarity in candidates

@@ -127,9 +127,11 @@ class HnswIndex:
         return [(int(ids[i]), float(similarities[i])) for i in top]
 
     def search(
-        self, vector: np.ndarray, k: int, allowed: Callable[[int], bool]
+        self, vector: np.ndarray, k: int, allowed: Callable[[int], bool] | None
     ) -> list[tuple[int, float]]:
-        """Approximate nearest live slots that pass `allowed`; best first."""
+        """Approximate nearest live slots that pass `allowed` (None: every live slot); best
+        first. The filter is a Python call per node the search visits (~0.3 ms of a 0.9 ms
+        search over 100k entries): pass None when every live slot would pass it."""
         if self.live == 0:
             return []
         k = min(k, self.live)

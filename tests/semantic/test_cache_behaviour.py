@@ -56,6 +56,32 @@ async def test_partitions_tenant_model_system_and_earlier_turns(make_cache):
         await cache.close()
 
 
+async def test_graph_search_keeps_partitions_with_and_without_its_filter(make_cache, small_cfg):
+    """Through the HNSW graph (no exact scan): while one partition holds every entry the search
+    runs without its membership filter; once another tenant's entries are in, with it. Each
+    tenant gets its own answer either way."""
+    cfg = small_cfg()
+    cfg = SemanticCacheConfig(
+        categories=cfg.categories,
+        index=IndexConfig(initial_capacity=4, max_entries=64, exact_search_below=0),
+    )
+    cache = await make_cache(cfg)
+    try:
+        await store(cache, q("How do I reverse a string in Python?"), "acme: s[::-1]")
+        hit = await cache.lookup(q("python: how can I reverse a string?"))  # one partition
+        assert hit.status == "hit" and hit.reply is not None and hit.reply.text == "acme: s[::-1]"
+        assert (await cache.lookup(q(hit.reply.text, tenant="beta"))).status == "miss"
+        await store(cache, q("How do I reverse a string in Python?", tenant="beta"), "beta: rev")
+        for tenant in ("acme", "beta"):  # two partitions: the filtered search
+            found = await cache.lookup(q("python: how can I reverse a string?", tenant=tenant))
+            assert found.status == "hit" and found.reply is not None
+            assert found.reply.text.startswith(tenant), (tenant, found.reply.text)
+        other = await cache.lookup(q("reverse a string in python", tenant="gamma"))
+        assert other.status == "miss"
+    finally:
+        await cache.close()
+
+
 async def test_ttl_expiry_uses_the_injected_clock(make_cache, clock):
     cache = await make_cache()
     try:
