@@ -153,18 +153,22 @@ def value_cases(t: Target) -> Iterator[Case]:
     m = t.model
     huge = 10**30
     for name in ("max_tokens", "max_completion_tokens"):
-        for v in (0, -1, -(2**63), 1, huge, 2**31, 10**6):
+        for v in (0, -1, -(2**63), 1, huge, 10**400, 2**31, 10**6):
             yield Case(f"chat {name}={v}", CHAT, dumps(chat_body(m, **{name: v})))
     for v in (0, -5, huge, 10**6):
-        yield Case(f"completion max_tokens={v}", COMPLETIONS, dumps(completion_body(m, max_tokens=v)))
+        yield Case(
+            f"completion max_tokens={v}", COMPLETIONS, dumps(completion_body(m, max_tokens=v))
+        )
     yield Case("both max names", CHAT, dumps(chat_body(m, max_tokens=-1, max_completion_tokens=2)))
     for n in (0, 2, 5, -1, huge):
         yield Case(f"n={n}", CHAT, dumps(chat_body(m, n=n)))
         yield Case(f"completion n={n}", COMPLETIONS, dumps(completion_body(m, n=n)))
-    for seed in (-1, 0, 2**63 - 1, 2**63, 2**64 - 1, huge, -huge):
+    for seed in (-1, 0, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, huge, -huge):
         for temp in (0.0, 0.7):
-            yield Case(f"seed={seed} t={temp}", CHAT, dumps(chat_body(m, seed=seed, temperature=temp)))
-    for k in (-2, -1, 0, 1, 10**9, huge):
+            yield Case(
+                f"seed={seed} t={temp}", CHAT, dumps(chat_body(m, seed=seed, temperature=temp))
+            )
+    for k in (-2, -1, 0, 1, 10**9, huge, 10**400):
         yield Case(f"top_k={k}", CHAT, dumps(chat_body(m, top_k=k, temperature=0.5)))
     for v in (-0.1, 0.0, 2.0, 2.01, 1e-300, 5e-324):
         yield Case(f"temperature={v}", CHAT, dumps(chat_body(m, temperature=v)))
@@ -186,10 +190,26 @@ def value_cases(t: Target) -> Iterator[Case]:
     for what, stop in stops.items():
         yield Case(f"stop {what}", CHAT, dumps(chat_body(m, stop=stop)))
         yield Case(f"completion stop {what}", COMPLETIONS, dumps(completion_body(m, stop=stop)))
-    yield Case("stream_options without stream", CHAT, dumps(chat_body(m, stream_options={"include_usage": True})))
-    yield Case("stream with usage", CHAT, dumps(chat_body(m, stream=True, stream_options={"include_usage": True})))
-    yield Case("stream_options unknown key", CHAT, dumps(chat_body(m, stream=True, stream_options={"x": 1})))
-    yield Case("stream_options null", COMPLETIONS, dumps(completion_body(m, stream=True, stream_options=None)))
+    yield Case(
+        "stream_options without stream",
+        CHAT,
+        dumps(chat_body(m, stream_options={"include_usage": True})),
+    )
+    yield Case(
+        "stream with usage",
+        CHAT,
+        dumps(chat_body(m, stream=True, stream_options={"include_usage": True})),
+    )
+    yield Case(
+        "stream_options unknown key",
+        CHAT,
+        dumps(chat_body(m, stream=True, stream_options={"x": 1})),
+    )
+    yield Case(
+        "stream_options null",
+        COMPLETIONS,
+        dumps(completion_body(m, stream=True, stream_options=None)),
+    )
 
 
 def message_cases(t: Target) -> Iterator[Case]:

@@ -74,7 +74,9 @@ async def _read_response(reader: asyncio.StreamReader) -> Outcome:
         return Outcome(0, "", b"", 0.0)
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    fields = {
+        k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
+    }
     if "content-length" in fields:
         body = await reader.readexactly(int(fields["content-length"]))
     elif fields.get("transfer-encoding", "").lower() == "chunked":
