@@ -1,0 +1,52 @@
+"""Focused regressions for what the fuzz found (tests/fuzz/test_http_fuzz.py), one per defect,
+each against real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from config.protocol import HEADER_CACHE_SALT, HEADER_DEADLINE_MS
+from gateway.server import RunningGateway
+from gpu_worker.server import WorkerHandle
+from policies.block_hash import extra_key
+
+from .conftest import API_KEY, SIM_MODEL
+
+CHAT = "/v1/chat/completions"
+
+
+def _chat(model: str, **fields: object) -> dict[str, object]:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+    } | fields
+
+
+async def _raw_post(url: str, body: bytes, header: bytes) -> tuple[int, bytes]:
+    """POST `body` with one extra header line written as given (bytes that are not UTF-8)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+    ).encode()
+    try:
+        writer.write(head + header + b"\r\n\r\n" + body)
+        reply = await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+    status = int(reply.split(b" ", 2)[1])
+    return status, reply.partition(b"\r\n\r\n")[2]
+
+
+async def test_cache_salt_that_is_not_utf8_is_served(sim_gateway: RunningGateway) -> None:
+    """Was a 500: the gateway's block hashing encoded the salt header strictly as UTF-8."""
+    body = httpx.Request("POST", "http://x", json=_chat(SIM_MODEL)).content
+    status, reply = await _raw_post(sim_gateway.url, body, b"x-kvgate-cache-salt: t\xff\xfe")
+    assert status == 200, reply
+    # Both sides read the header alike (UTF-8, surrogateescape) and fold in its very bytes.
+    salt = b"t\xff\xfe".decode("utf-8", "surrogateescape")
+    assert extra_key("m", salt) == b"m\x00salt\x00t\xff\xfe"
