@@ -28,6 +28,11 @@ HEADER_TURN = "x-kvgate-turn"
 HEADER_CONVERSATION = "x-kvgate-conversation"
 HEADER_CACHE_SALT = "x-kvgate-cache-salt"
 HEADER_DEADLINE_MS = "x-kvgate-deadline-ms"
+# The longest header line either server reads (aiohttp's default is 8 KiB; single sign-on bearer
+# tokens and cookies from a proxy in front can be longer). One figure for both sides: a worker
+# must read every hint header the gateway accepted and passes on, or it answers aiohttp's
+# plain-text 400, which the gateway would relay as it is.
+MAX_HEADER_BYTES = 32_768
 
 
 # ---------------------------------------------------------------- requests

@@ -50,3 +50,12 @@ async def test_cache_salt_that_is_not_utf8_is_served(sim_gateway: RunningGateway
     # Both sides read the header alike (UTF-8, surrogateescape) and fold in its very bytes.
     salt = b"t\xff\xfe".decode("utf-8", "surrogateescape")
     assert extra_key("m", salt) == b"m\x00salt\x00t\xff\xfe"
+
+
+async def test_long_hint_header_reaches_the_worker(sim_gateway: RunningGateway) -> None:
+    """Was aiohttp's plain-text 400 relayed from the worker: the gateway read and passed on a
+    20 KB salt header that the worker (8 KiB header limit) could not read."""
+    headers = {"Authorization": f"Bearer {API_KEY}", HEADER_CACHE_SALT: "s" * 20_000}
+    async with httpx.AsyncClient(timeout=15) as http:
+        reply = await http.post(sim_gateway.url + CHAT, json=_chat(SIM_MODEL), headers=headers)
+    assert reply.status_code == 200, reply.text
