@@ -23,6 +23,9 @@ from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
 from policies.semantic.categorizer import named_category
 
 Kind = Literal["chat", "completion"]
+# A deadline hint further out than this (ms, ~285,000 years) is a client's mistake: it no longer
+# adds to a float clock (and 10**400 does not convert to one at all).
+MAX_DEADLINE_MS = 2**53
 
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
@@ -80,7 +83,7 @@ def check_model(state: WorkerState, model: str) -> None:
 def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
     """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
 
-    def number(name: str, minimum: int | None = None) -> int | None:
+    def number(name: str, minimum: int | None = None, maximum: int | None = None) -> int | None:
         raw = headers.get(name)
         if raw is None or raw == "":
             return None
@@ -88,17 +91,23 @@ def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
             value = int(raw)
         except ValueError:
             value = None
-        if value is None or (minimum is not None and value < minimum):
+        if (
+            value is None
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
+        ):
             least = "" if minimum is None else f" >= {minimum}"
+            most = "" if maximum is None else f" <= {maximum}"
+            shown = raw if len(raw) <= 40 else raw[:40] + "…"
             raise RequestError(
                 400,
-                f"header {name} must be an integer{least}, got {raw!r}",
+                f"header {name} must be an integer{least}{most}, got {shown!r}",
                 param=name,
                 code="invalid_header",
             )
         return value
 
-    deadline_ms = number(p.HEADER_DEADLINE_MS)
+    deadline_ms = number(p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
     return RequestMeta(
         category=named_category(headers.get(p.HEADER_CATEGORY)) or "",
         turn=number(p.HEADER_TURN, minimum=0) or 0,

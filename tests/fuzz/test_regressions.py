@@ -59,3 +59,22 @@ async def test_long_hint_header_reaches_the_worker(sim_gateway: RunningGateway) 
     async with httpx.AsyncClient(timeout=15) as http:
         reply = await http.post(sim_gateway.url + CHAT, json=_chat(SIM_MODEL), headers=headers)
     assert reply.status_code == 200, reply.text
+
+
+async def test_worker_refuses_a_deadline_no_clock_can_hold(sim_workers: list[WorkerHandle]) -> None:
+    """Was a 500 (OverflowError turning 10**400 ms into seconds)."""
+    async with httpx.AsyncClient(timeout=15) as http:
+        for value in ("9" * 400, str(2**53 + 1)):
+            reply = await http.post(
+                sim_workers[0].url + CHAT,
+                json=_chat(SIM_MODEL),
+                headers={HEADER_DEADLINE_MS: value},
+            )
+            assert reply.status_code == 400, reply.text
+            error = reply.json()["error"]
+            assert error["param"] == HEADER_DEADLINE_MS and error["code"] == "invalid_header"
+            assert len(error["message"]) < 200  # the value is cut, not echoed in full
+        ok = await http.post(
+            sim_workers[0].url + CHAT, json=_chat(SIM_MODEL), headers={HEADER_DEADLINE_MS: "5000"}
+        )
+        assert ok.status_code == 200, ok.text
