@@ -367,6 +367,10 @@ def validate_sampling(req: _SamplingFields) -> None:
         raise RequestError(400, "top_p must be in (0, 1]", param="top_p")
     if req.top_k is not None and req.top_k < -1:
         raise RequestError(400, "top_k must be -1, 0 (off) or positive", param="top_k")
+    # The samplers seed a 64-bit generator (torch takes [-2**63, 2**64)); a larger seed was an
+    # engine refusal with a traceback in the worker's log.
+    if req.seed is not None and not -(2**63) <= req.seed < 2**64:
+        raise RequestError(400, "seed must fit in 64 bits", param="seed")
     if req.n is not None and req.n != 1:
         raise RequestError(400, "only n=1 is supported", param="n")
     if isinstance(req.stop, list) and len(req.stop) > 16:

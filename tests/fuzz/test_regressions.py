@@ -78,3 +78,22 @@ async def test_worker_refuses_a_deadline_no_clock_can_hold(sim_workers: list[Wor
             sim_workers[0].url + CHAT, json=_chat(SIM_MODEL), headers={HEADER_DEADLINE_MS: "5000"}
         )
         assert ok.status_code == 200, ok.text
+
+
+async def test_seed_beyond_64_bits_is_a_400_naming_seed(
+    tiny_worker: WorkerHandle, sim_gateway: RunningGateway
+) -> None:
+    """Was an engine refusal (400 `engine_refused`, no param, a traceback in the worker's log):
+    torch seeds a generator from [-2**63, 2**64) only. The gateway refuses it the same way."""
+    async with httpx.AsyncClient(timeout=15) as http:
+        for seed in (2**64, -(2**63) - 1):
+            body = _chat("tiny", seed=seed, temperature=0.7)
+            reply = await http.post(tiny_worker.url + CHAT, json=body)
+            assert reply.status_code == 400 and reply.json()["error"]["param"] == "seed", reply.text
+            body = _chat(SIM_MODEL, seed=seed, temperature=0.7)
+            reply = await http.post(
+                sim_gateway.url + CHAT, json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+            )
+            assert reply.status_code == 400 and reply.json()["error"]["param"] == "seed", reply.text
+        edge = _chat("tiny", seed=2**64 - 1, temperature=0.7)
+        assert (await http.post(tiny_worker.url + CHAT, json=edge)).status_code == 200
