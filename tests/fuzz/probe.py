@@ -25,6 +25,7 @@ class Outcome:
     body: bytes
     elapsed_s: float
     failure: str = ""  # the client's own failure (timeout, reset), if any
+    cache: str = ""  # the gateway's `x-kvgate-cache` header: hit, miss, bypass ("" = none)
 
 
 async def send(http: httpx.AsyncClient, url: str, case: Case, target: Target) -> Outcome:
@@ -49,7 +50,8 @@ async def _send_http(http: httpx.AsyncClient, url: str, case: Case, target: Targ
         headers.append(("Authorization", target.auth))
     response = await http.request(case.method, url + case.path, content=case.body, headers=headers)
     content_type = response.headers.get("Content-Type", "")
-    return Outcome(response.status_code, content_type, response.content, 0.0)
+    cache = response.headers.get("x-kvgate-cache", "")
+    return Outcome(response.status_code, content_type, response.content, 0.0, cache=cache)
 
 
 async def _send_raw(url: str, case: Case) -> Outcome:
@@ -86,7 +88,8 @@ async def _read_response(reader: asyncio.StreamReader) -> Outcome:
             await reader.readline()
     else:
         body = await reader.read()
-    return Outcome(status, fields.get("content-type", ""), body, 0.0)
+    cache = fields.get("x-kvgate-cache", "")
+    return Outcome(status, fields.get("content-type", ""), body, 0.0, cache=cache)
 
 
 def judge(case: Case, out: Outcome) -> str | None:

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 import httpx
 import openai
 
+from gateway.keys import SEMANTIC
 from gateway.server import RunningGateway
 from gpu_worker.server import WorkerHandle
 
 from .conftest import ADMIN_KEY, API_KEY, SIM_MODEL
+from .hit_cases import hit_cases, stored_bodies
 from .http_cases import (
     Case,
     Target,
@@ -53,8 +55,7 @@ def all_cases(target: Target) -> list[Case]:
     return [case for cases in makers for case in cases]
 
 
-async def run_cases(url: str, target: Target) -> list[tuple[Case, Outcome]]:
-    cases = all_cases(target)
+async def run_cases(url: str, target: Target, cases: list[Case]) -> list[tuple[Case, Outcome]]:
     gate = asyncio.Semaphore(CONCURRENCY)
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=None, limits=limits) as http:
@@ -87,7 +88,8 @@ def report(results: list[tuple[Case, Outcome]], bad: list[str]) -> str:
 
 async def test_gateway_fuzz(sim_gateway: RunningGateway, sim_workers: list[WorkerHandle]) -> None:
     target = Target(model=SIM_MODEL, auth=f"Bearer {API_KEY}", admin_key=ADMIN_KEY)
-    results = await run_cases(sim_gateway.url, target)
+    results = await run_cases(sim_gateway.url, target, all_cases(target))
+    results += await _hit_phase(sim_gateway, target)
     assert len(results) >= 300
     bad = failures(results)
     assert not bad, report(results, bad)
@@ -116,7 +118,7 @@ async def test_gateway_fuzz(sim_gateway: RunningGateway, sim_workers: list[Worke
 
 async def test_worker_fuzz(tiny_worker: WorkerHandle) -> None:
     target = Target(model="tiny", vocab_size=tiny_worker.state.engine.tokenizer.vocab_size)
-    results = await run_cases(tiny_worker.url, target)
+    results = await run_cases(tiny_worker.url, target, all_cases(target))
     assert len(results) >= 300
     bad = failures(results)
     assert not bad, report(results, bad)
@@ -126,6 +128,21 @@ async def test_worker_fuzz(tiny_worker: WorkerHandle) -> None:
         assert stats["free_blocks"] + stats["cached_blocks"] == stats["total_blocks"], stats
         body = {"model": "tiny", "prompt": "still alive", "max_tokens": 2}
         assert (await http.post(tiny_worker.url + "/v1/completions", json=body)).status_code == 200
+
+
+async def _hit_phase(gw: RunningGateway, target: Target) -> list[tuple[Case, Outcome]]:
+    """The cache stores a reply per endpoint; then every hit case runs against those entries."""
+    async with httpx.AsyncClient(timeout=20) as http:
+        for path, body in stored_bodies(target).items():
+            reply = await http.post(
+                gw.url + path, json=body, headers={"Authorization": target.auth}
+            )
+            assert reply.status_code == 200, reply.text
+    await gw.app[SEMANTIC].drain()  # the inserts run after the replies, in the background
+    results = await run_cases(gw.url, target, list(hit_cases(target)))
+    repeats = [out.cache for case, out in results if case.name.endswith("plain repeat")]
+    assert repeats == ["hit", "hit"], repeats  # else the hit path was never fuzzed
+    return results
 
 
 async def _idle_stats(http: httpx.AsyncClient, url: str, timeout_s: float = 5.0) -> dict:
