@@ -8,11 +8,14 @@ import asyncio
 import httpx
 
 from config.protocol import HEADER_CACHE_SALT, HEADER_DEADLINE_MS
+from gateway.keys import SEMANTIC
 from gateway.server import RunningGateway
 from gpu_worker.server import WorkerHandle
 from policies.block_hash import extra_key
 
 from .conftest import API_KEY, SIM_MODEL
+from .hit_cases import stored_bodies
+from .http_cases import Target, dumps
 
 CHAT = "/v1/chat/completions"
 
@@ -97,3 +100,21 @@ async def test_seed_beyond_64_bits_is_a_400_naming_seed(
             assert reply.status_code == 400 and reply.json()["error"]["param"] == "seed", reply.text
         edge = _chat("tiny", seed=2**64 - 1, temperature=0.7)
         assert (await http.post(tiny_worker.url + CHAT, json=edge)).status_code == 200
+
+
+async def test_streamed_hit_of_a_body_with_a_number_beyond_a_double(
+    sim_gateway: RunningGateway,
+) -> None:
+    """Was a 500 written after the 200 head of a streamed cache hit (a broken HTTP stream): the
+    hit path re-read the body with orjson, which refuses `1e999999` in a field the validator
+    skips."""
+    stored = stored_bodies(Target(model=SIM_MODEL))[CHAT]
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(timeout=15) as http:
+        assert (await http.post(sim_gateway.url + CHAT, json=stored, headers=auth)).is_success
+        await sim_gateway.app[SEMANTIC].drain()
+        body = dumps(stored)[:-1] + b', "stream": true, "x_extra": 1e999999}'
+        reply = await http.post(sim_gateway.url + CHAT, content=body, headers=auth)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-kvgate-cache"] == "hit"
+    assert reply.text.rstrip().endswith("data: [DONE]")
