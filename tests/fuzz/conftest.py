@@ -48,11 +48,24 @@ async def sim_workers() -> AsyncIterator[list[WorkerHandle]]:
             await handle.close()
 
 
-@pytest.fixture
+# The default config's cache and dispatch; then the other request path: the worker is asked
+# while the cache looks (`lookup: parallel`, a hit abandons the worker's request) and requests
+# wait in the gateway for one of two slots per worker.
+GATEWAY_VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "parallel-dispatch": {
+        "semantic_cache": {"lookup": "parallel"},
+        "dispatch": {"max_in_flight_per_worker": 2},
+    },
+}
+
+
+@pytest.fixture(params=list(GATEWAY_VARIANTS))
 async def sim_gateway(
-    sim_workers: list[WorkerHandle], st_model: object
+    request: pytest.FixtureRequest, sim_workers: list[WorkerHandle], st_model: object
 ) -> AsyncIterator[RunningGateway]:
-    cfg = gateway_config(api_keys={API_KEY: "fuzz-tenant"}, admin_keys=[ADMIN_KEY])
+    variant = GATEWAY_VARIANTS[request.param]
+    cfg = gateway_config(api_keys={API_KEY: "fuzz-tenant"}, admin_keys=[ADMIN_KEY], **variant)
     gw = await start_gateway(cfg, [w.url for w in sim_workers], semantic_model=st_model)
     await gw.app[PROBER].probe_all()
     try:

@@ -107,8 +107,8 @@ class Case:
     tags: tuple[str, ...] = field(default=())
 
     def show(self) -> str:
-        shown = self.raw if self.raw is not None else self.body
-        text = repr(shown[:300]) + ("…" if shown is not None and len(shown) > 300 else "")
+        shown = (self.raw if self.raw is not None else self.body) or b""
+        text = repr(shown[:300]) + ("…" if len(shown) > 300 else "")
         return f"[{self.name}] {self.method} {self.path} headers={list(self.headers)} body={text}"
 
 
@@ -141,6 +141,8 @@ def field_cases(rng: random.Random, t: Target, per_endpoint: int) -> Iterator[Ca
     picked = rng.sample(chat, per_endpoint) + rng.sample(completion, per_endpoint)
     for path, name, value in picked:
         body = chat_body(t.model) if path == CHAT else completion_body(t.model)
+        if rng.random() < 0.4:  # the streamed path refuses (or serves) alike
+            body["stream"] = True
         if name.startswith("messages[0]."):
             body["messages"] = [{"role": "user", "content": "hi", name.split(".")[1]: value}]
         else:
@@ -155,6 +157,8 @@ def value_cases(t: Target) -> Iterator[Case]:
     for name in ("max_tokens", "max_completion_tokens"):
         for v in (0, -1, -(2**63), 1, huge, 10**400, 2**31, 10**6):
             yield Case(f"chat {name}={v}", CHAT, dumps(chat_body(m, **{name: v})))
+            body = chat_body(m, stream=True, **{name: v})
+            yield Case(f"chat {name}={v} (stream)", CHAT, dumps(body))
     for v in (0, -5, huge, 10**6):
         yield Case(
             f"completion max_tokens={v}", COMPLETIONS, dumps(completion_body(m, max_tokens=v))

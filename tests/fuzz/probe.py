@@ -130,10 +130,11 @@ def _success_shape(out: Outcome) -> str | None:
             if "error" in chunk:
                 return f"stream ended in an error event: {event[:300]!r}"
         return None
-    try:
-        json.loads(out.body)
-    except ValueError:
-        return f"200 whose body is not JSON: {out.body[:300]!r}"
+    if out.content_type.startswith("application/json"):
+        try:
+            json.loads(out.body)
+        except ValueError:
+            return f"200 whose body is not JSON: {out.body[:300]!r}"
     return None
 
 

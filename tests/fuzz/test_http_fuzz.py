@@ -130,6 +130,32 @@ async def test_worker_fuzz(tiny_worker: WorkerHandle) -> None:
         assert (await http.post(tiny_worker.url + "/v1/completions", json=body)).status_code == 200
 
 
+async def test_gateway_over_the_tiny_worker_fuzz(
+    tiny_gateway: RunningGateway, tiny_worker: WorkerHandle
+) -> None:
+    """The body cases through a gateway to the real engine: what the gateway lets through and
+    the worker refuses (ids out of the vocabulary, prompts past the context) comes back in the
+    same shape, and nothing is left held."""
+    vocab = tiny_worker.state.engine.tokenizer.vocab_size
+    target = Target(model="tiny", vocab_size=vocab)
+    rng = random.Random(SEED)
+    makers: Iterable[Iterable[Case]] = (
+        field_cases(rng, target, FIELD_CASES_PER_ENDPOINT // 2),
+        value_cases(target),
+        message_cases(target),
+        prompt_cases(target),
+    )
+    results = await run_cases(tiny_gateway.url, target, [c for cases in makers for c in cases])
+    bad = failures(results)
+    assert not bad, report(results, bad)
+    async with httpx.AsyncClient(timeout=10) as http:
+        stats = await _idle_stats(http, tiny_worker.url)
+        metrics = (await http.get(tiny_gateway.url + "/metrics")).text
+    assert stats["pending_requests"] == 0 and stats["running"] == 0, stats
+    assert stats["free_blocks"] + stats["cached_blocks"] == stats["total_blocks"], stats
+    assert count_5xx(metrics) == {}, metrics
+
+
 async def _hit_phase(gw: RunningGateway, target: Target) -> list[tuple[Case, Outcome]]:
     """The cache stores a reply per endpoint; then every hit case runs against those entries."""
     async with httpx.AsyncClient(timeout=20) as http:

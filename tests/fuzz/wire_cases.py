@@ -288,6 +288,24 @@ def route_cases(t: Target) -> Iterator[Case]:
         "/v1/chat/completions/x",
     ):
         yield Case(f"GET {path[:40]}", path, None, method="GET", allowed=frozenset({200, 404, 405}))
+    for path in (
+        "/stats",
+        "/metrics",
+        "/v1/chat%2Fcompletions",
+        "/v1/models/%C3%A9",
+        "/v1/chat/completions?stream=true&x=%00",
+        "/" + "p" * 9000,
+    ):
+        yield Case(
+            f"GET {path[:40]}",
+            path,
+            None,
+            method="GET",
+            allowed=FRAMING_STATUSES | {200, 404, 405, 414},
+            json_error=len(path) < 8000,
+        )
+    yield Case("POST stats", "/stats", b"{}", allowed=frozenset({404, 405}))
+    yield Case("OPTIONS chat", CHAT, None, method="OPTIONS", allowed=frozenset({200, 404, 405}))
     yield Case("POST models", "/v1/models", good, allowed=frozenset({404, 405}))
     yield Case(
         "HEAD models",
