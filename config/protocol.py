@@ -316,13 +316,20 @@ class RequestError(Exception):
     """A request the server answers with an OpenAI error (never a 500)."""
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.close = close  # `Connection: close`: the connection's byte stream is not usable
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, param=self.param, code=self.code)

@@ -66,7 +66,11 @@ async def _read_body(request: web.Request) -> bytes:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
     except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
-        raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body") from exc
+        # As the gateway does: the rest of the body is not ours to read, so it ends here (else
+        # aiohttp drains it after the reply, fails again and logs a traceback at ERROR), and the
+        # connection closes after the reply.
+        request.content.feed_eof()
+        raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body", close=True) from exc
 
 
 def check_model(state: WorkerState, model: str) -> None:

@@ -33,9 +33,12 @@ def json_response(body: msgspec.Struct, status: int = 200) -> web.Response:
 
 def error_response(err: RequestError) -> web.Response:
     headers = {"Retry-After": "1"} if err.status in (429, 503) else None
-    return web.Response(
+    response = web.Response(
         body=err.body(), status=err.status, content_type="application/json", headers=headers
     )
+    if err.close:
+        response.force_close()
+    return response
 
 
 @web.middleware

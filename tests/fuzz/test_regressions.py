@@ -4,8 +4,10 @@ each against real servers on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 
 from config.protocol import HEADER_CACHE_SALT, HEADER_DEADLINE_MS
 from gateway.keys import SEMANTIC
@@ -118,3 +120,20 @@ async def test_streamed_hit_of_a_body_with_a_number_beyond_a_double(
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-kvgate-cache"] == "hit"
     assert reply.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_worker_body_not_in_its_encoding_closes_without_a_traceback(
+    sim_workers: list[WorkerHandle], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was a 400 followed by aiohttp draining the rest of the undecodable body after the reply,
+    failing again and logging a traceback at ERROR (one per such request) on a kept-alive
+    connection. The gateway already ended such a body and closed; the worker now does too."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    url = sim_workers[0].url
+    with caplog.at_level(logging.ERROR, logger="aiohttp"):
+        async with httpx.AsyncClient(timeout=15) as http:
+            reply = await http.post(url + CHAT, content=b"{}" * 5000, headers=headers)
+            assert reply.status_code == 400 and reply.headers["Connection"] == "close"
+            assert reply.json()["error"]["code"] == "unreadable_body"
+            assert (await http.post(url + CHAT, json=_chat(SIM_MODEL))).status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
