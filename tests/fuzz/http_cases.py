@@ -249,6 +249,11 @@ def message_cases(t: Target) -> Iterator[Case]:
         "name odd": [{"role": "user", "content": "hi", "name": "\x00" * 3}],
         "many messages": [{"role": "user", "content": "m"}] * 2000,
         "long text": [{"role": "user", "content": "long " * 20_000}],
+        "developer role": [{"role": "developer", "content": "d"}, {"role": "user", "content": "u"}],
+        "long turns": [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 900}
+            for i in range(7)
+        ],
         "system then user turns": [
             {"role": "system", "content": "s"},
             {"role": "user", "content": "a"},

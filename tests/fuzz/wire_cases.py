@@ -305,6 +305,7 @@ def route_cases(t: Target) -> Iterator[Case]:
             json_error=len(path) < 8000,
         )
     yield Case("POST stats", "/stats", b"{}", allowed=frozenset({404, 405}))
+    yield Case("POST kv_events", "/kv_events", b"{}", allowed=frozenset({404, 405}))
     yield Case("OPTIONS chat", CHAT, None, method="OPTIONS", allowed=frozenset({200, 404, 405}))
     yield Case("POST models", "/v1/models", good, allowed=frozenset({404, 405}))
     yield Case(
