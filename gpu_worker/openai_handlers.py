@@ -7,6 +7,7 @@ aborts the request in the engine, so its blocks are freed at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
 from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
 from policies.semantic.categorizer import named_category
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["chat", "completion"]
 # A deadline hint further out than this (ms, ~285,000 years) is a client's mistake: it no longer
@@ -174,6 +177,7 @@ async def _serve(
     outputs = state.submit(engine_request)
     reply = _Reply(kind, request_id, req.model, int(time.time()))
     finished = False
+    resp: web.StreamResponse | None = None
     try:
         if req.stream:
             resp = web.StreamResponse(
@@ -219,6 +223,14 @@ async def _serve(
         return web.Response(
             body=msgspec.json.encode(reply.full("".join(parts))), content_type="application/json"
         )
+    except ConnectionResetError:
+        if resp is None:
+            raise
+        # The client left mid-stream (often the gateway, dropping a request its cache answered
+        # in parallel) before its handler was cancelled: no one is left to answer, the request
+        # is aborted below. Raised on, aiohttp logged a traceback at ERROR for each one.
+        log.debug("client of %s went away mid-stream", request_id)
+        return resp
     finally:
         if not finished:
             state.abort(request_id)
