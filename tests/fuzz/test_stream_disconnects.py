@@ -1,5 +1,6 @@
 """Clients that leave streams early, through the gateway (semantic cache on) to the real
 tiny-model worker: afterwards the gateway holds no in-flight slot and the worker no KV block.
+Then clients that reset their connections at any point, through both gateway variants.
 
 tests/worker/test_streams.py covers disconnects at a worker hit directly (simulated engine) and
 tests/gateway/test_failover.py one disconnect through a gateway; this is many of them at once,
@@ -9,16 +10,25 @@ seeded, on the torch engine's block manager (shared prefix blocks, ref counts, a
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
+import socket
+import struct
 import time
 
 import httpx
 import openai
+import pytest
 
-from gateway.keys import FLEET
+from gateway.keys import FLEET, METRICS, SEMANTIC
 from gateway.server import RunningGateway
 from gpu_worker.server import WorkerHandle
+
+from .conftest import API_KEY, SIM_MODEL
+from .hit_cases import stored_bodies
+from .http_cases import CHAT, Target, dumps
+from .probe import count_5xx
 
 SEED = 7
 NUM_STREAMS = 36
@@ -100,3 +110,53 @@ async def test_streams_left_after_a_few_chunks_free_everything(
     ) as client:
         reply = await client.completions.create(model="tiny", prompt="after", max_tokens=2)
     assert reply.usage.completion_tokens >= 1
+
+
+async def test_connections_reset_at_any_point_leave_no_error_and_no_slot(
+    sim_gateway: RunningGateway, sim_workers: list[WorkerHandle], caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 clients that reset their connection after 1..400 bytes of the reply, half of them on
+    a streamed cache hit, 30 at a time (so requests wait for dispatch slots and are cancelled
+    there too): no error is logged, no 5xx counted, and no slot or request stays held."""
+    stored = stored_bodies(Target(model=SIM_MODEL))[CHAT]
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(timeout=15) as http:
+        assert (await http.post(sim_gateway.url + CHAT, json=stored, headers=auth)).is_success
+    await sim_gateway.app[SEMANTIC].drain()
+    host, port = sim_gateway.url.removeprefix("http://").rsplit(":", 1)
+
+    def request(body: bytes) -> bytes:
+        head = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    hit = request(dumps(stored | {"stream": True}))
+
+    async def reset(i: int) -> None:
+        miss = {"model": SIM_MODEL, "messages": [{"role": "user", "content": f"q {i}"}]}
+        data = hit if i % 2 else request(dumps(miss | {"max_tokens": 100, "stream": True}))
+        reader, writer = await asyncio.open_connection(host, int(port))
+        linger = struct.pack("ii", 1, 0)  # close with a reset
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.write(data)
+        await reader.read(1 + (i * 7) % 400)
+        writer.transport.abort()
+
+    with caplog.at_level(logging.ERROR):
+        for k in range(10):
+            await asyncio.gather(*(reset(30 * k + i) for i in range(30)))
+        async with httpx.AsyncClient(timeout=15) as http:
+            deadline = time.monotonic() + SETTLE_S
+            while True:
+                metrics = (await http.get(sim_gateway.url + "/metrics")).text
+                pending = [(await http.get(w.url + "/stats")).json() for w in sim_workers]
+                idle = all(s["pending_requests"] == 0 for s in pending)
+                if (idle and not any(_in_flight(metrics))) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+    assert not any(_in_flight(metrics)) and idle, (metrics, pending)
+    assert sim_gateway.app[METRICS].dispatch_waiting._value.get() == 0
+    assert count_5xx(metrics) == {}, metrics
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:3000]
