@@ -90,35 +90,11 @@ def check_model(state: WorkerState, model: str) -> None:
 def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
     """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
 
-    def number(name: str, minimum: int | None = None, maximum: int | None = None) -> int | None:
-        raw = headers.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if (
-            value is None
-            or (minimum is not None and value < minimum)
-            or (maximum is not None and value > maximum)
-        ):
-            least = "" if minimum is None else f" >= {minimum}"
-            most = "" if maximum is None else f" <= {maximum}"
-            shown = raw if len(raw) <= 40 else raw[:40] + "…"
-            raise RequestError(
-                400,
-                f"header {name} must be an integer{least}{most}, got {shown!r}",
-                param=name,
-                code="invalid_header",
-            )
-        return value
-
-    deadline_ms = number(p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
+    deadline_ms = p.header_int(headers, p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
     return RequestMeta(
         category=named_category(headers.get(p.HEADER_CATEGORY)) or "",
-        turn=number(p.HEADER_TURN, minimum=0) or 0,
-        conversation=number(p.HEADER_CONVERSATION),
+        turn=p.header_int(headers, p.HEADER_TURN, minimum=0) or 0,
+        conversation=p.header_int(headers, p.HEADER_CONVERSATION),
         cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
         deadline_s=None if deadline_ms is None else now_s + deadline_ms / 1000.0,
     )

@@ -78,6 +78,20 @@ def hit_cases(t: Target) -> Iterator[Case]:
                 dumps(stored | {"stream": True}),
                 headers=(("Content-Type", "application/json"), (header, value)),
             )
+        # A malformed hint is refused whether the cache answers or a worker would (it was a 400
+        # from the worker on a miss and ignored on a hit).
+        for header, value in (
+            ("x-kvgate-turn", "abc"),
+            ("x-kvgate-turn", "-1"),
+            ("x-kvgate-conversation", "1.5"),
+            ("x-kvgate-conversation", "x"),
+        ):
+            yield case(
+                f"{header} {value!r}",
+                dumps(stored),
+                allowed=frozenset({400}),
+                headers=(("Content-Type", "application/json"), (header, value)),
+            )
         yield case(
             "deadline 1 ms",
             dumps(stored),

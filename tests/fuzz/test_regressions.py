@@ -176,3 +176,24 @@ async def test_streams_cut_by_their_client_leave_no_traceback_and_no_request(
     assert stats["pending_requests"] == 0 and stats["running"] == 0, stats
     assert stats["free_blocks"] + stats["cached_blocks"] == stats["total_blocks"], stats
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[:2000]
+
+
+async def test_malformed_turn_hint_is_refused_on_a_cache_hit_too(
+    sim_gateway: RunningGateway,
+) -> None:
+    """Was a 200 from the cache for a turn/conversation header that a worker refuses with 400 on
+    a miss: the same request was accepted or refused depending on the cache's content."""
+    stored = stored_bodies(Target(model=SIM_MODEL))[CHAT]
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(timeout=15) as http:
+        assert (await http.post(sim_gateway.url + CHAT, json=stored, headers=auth)).is_success
+        await sim_gateway.app[SEMANTIC].drain()
+        again = await http.post(sim_gateway.url + CHAT, json=stored, headers=auth)
+        assert again.headers["x-kvgate-cache"] == "hit"
+        for header, value in (("x-kvgate-turn", "-2"), ("x-kvgate-conversation", "c1")):
+            bad = await http.post(
+                sim_gateway.url + CHAT, json=stored, headers=auth | {header: value}
+            )
+            assert bad.status_code == 400, bad.text
+            error = bad.json()["error"]
+            assert error["param"] == header and error["code"] == "invalid_header"
