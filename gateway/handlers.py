@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from config.hint_headers import header_int
 from config.protocol import (
     HEADER_CACHE_SALT,
     HEADER_CATEGORY,
@@ -22,7 +23,6 @@ from config.protocol import (
     HEADER_DEADLINE_MS,
     HEADER_TURN,
     UNREADABLE_BODY,
-    header_int,
 )
 from gateway import keys
 from gateway.errors import ApiError

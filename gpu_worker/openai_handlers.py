@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
+from config.hint_headers import header_int
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
 from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
@@ -90,11 +91,11 @@ def check_model(state: WorkerState, model: str) -> None:
 def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
     """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
 
-    deadline_ms = p.header_int(headers, p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
+    deadline_ms = header_int(headers, p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
     return RequestMeta(
         category=named_category(headers.get(p.HEADER_CATEGORY)) or "",
-        turn=p.header_int(headers, p.HEADER_TURN, minimum=0) or 0,
-        conversation=p.header_int(headers, p.HEADER_CONVERSATION),
+        turn=header_int(headers, p.HEADER_TURN, minimum=0) or 0,
+        conversation=header_int(headers, p.HEADER_CONVERSATION),
         cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
         deadline_s=None if deadline_ms is None else now_s + deadline_ms / 1000.0,
     )
