@@ -28,6 +28,11 @@ HEADER_TURN = "x-kvgate-turn"
 HEADER_CONVERSATION = "x-kvgate-conversation"
 HEADER_CACHE_SALT = "x-kvgate-cache-salt"
 HEADER_DEADLINE_MS = "x-kvgate-deadline-ms"
+# The longest header line either server reads (aiohttp's default is 8 KiB; single sign-on bearer
+# tokens and cookies from a proxy in front can be longer). One figure for both sides: a worker
+# must read every hint header the gateway accepted and passes on, or it answers aiohttp's
+# plain-text 400, which the gateway would relay as it is.
+MAX_HEADER_BYTES = 32_768
 
 
 # ---------------------------------------------------------------- requests
@@ -311,13 +316,20 @@ class RequestError(Exception):
     """A request the server answers with an OpenAI error (never a 500)."""
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.close = close  # `Connection: close`: the connection's byte stream is not usable
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, param=self.param, code=self.code)
@@ -362,6 +374,10 @@ def validate_sampling(req: _SamplingFields) -> None:
         raise RequestError(400, "top_p must be in (0, 1]", param="top_p")
     if req.top_k is not None and req.top_k < -1:
         raise RequestError(400, "top_k must be -1, 0 (off) or positive", param="top_k")
+    # The samplers seed a 64-bit generator (torch takes [-2**63, 2**64)); a larger seed was an
+    # engine refusal with a traceback in the worker's log.
+    if req.seed is not None and not -(2**63) <= req.seed < 2**64:
+        raise RequestError(400, "seed must fit in 64 bits", param="seed")
     if req.n is not None and req.n != 1:
         raise RequestError(400, "only n=1 is supported", param="n")
     if isinstance(req.stop, list) and len(req.stop) > 16:

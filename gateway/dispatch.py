@@ -218,12 +218,18 @@ class Dispatcher:
         self._handed[model] -= 1
 
     def _pop(self, model: str) -> _Waiter | None:
-        """The most urgent live waiter of `model`, out of the queue (None when there is none)."""
+        """The most urgent live waiter of `model`, out of the queue (None when there is none).
+
+        A waiter whose task was cancelled has its future cancelled at once but leaves the queue
+        only when that task runs again; a slot freed in between (another cancelled request's
+        cleanup, in the same turn of the loop) must skip it: it can take no slot and no error."""
         queue = self._queues.get(model)
         while queue:
             waiter = heapq.heappop(queue)[2]
             if waiter.live:
                 self._leave(waiter)
+                if waiter.future.done():
+                    continue
                 return waiter
         return None
 
@@ -239,7 +245,7 @@ class Dispatcher:
             heapq.heapify(queue)
 
     def _expire(self, waiter: _Waiter) -> None:
-        if not waiter.live:
+        if not waiter.live or waiter.future.done():  # done: cancelled, its task will leave
             return
         self._leave(waiter)
         assert waiter.deadline_s is not None

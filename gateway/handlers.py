@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from config.hint_headers import header_int
 from config.protocol import (
     HEADER_CACHE_SALT,
     HEADER_CATEGORY,
@@ -113,6 +114,10 @@ async def _proxy(
     tenant = app[keys.AUTH].tenant(request.headers.get("Authorization"))
     deadline_s = _deadline_s(request, arrival_s, cfg.dispatch.max_deadline_ms)
     _check_category(request.headers.get(HEADER_CATEGORY), cfg.semantic_cache.categories)
+    # The client's own turn / conversation hints go to the worker, which refuses malformed ones:
+    # refused here too, so a cache hit does not take what a miss would refuse.
+    header_int(request.headers, HEADER_TURN, minimum=0)
+    header_int(request.headers, HEADER_CONVERSATION)
     body = await _read_body(request, cfg.max_body_bytes)
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):

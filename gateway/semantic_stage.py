@@ -29,6 +29,7 @@ from config.protocol import (
     AnswerOptions,
     ChatCompletionRequest,
     CompletionRequest,
+    StreamOptions,
 )
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
@@ -101,9 +102,16 @@ def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> Ca
     )
 
 
+class _StreamOptionsOf(msgspec.Struct):
+    stream_options: StreamOptions | None = None
+
+
 def _wants_usage(body: bytes) -> bool:
-    opts = orjson.loads(body).get("stream_options") or {}
-    return bool(opts.get("include_usage"))
+    # Read with msgspec, as the parser read it: orjson refuses a number beyond a double
+    # (`1e999`), which msgspec accepts in a field it skips, so a body the parser let through
+    # failed here, after a streamed hit's 200 head had gone out.
+    opts = msgspec.json.decode(body, type=_StreamOptionsOf).stream_options
+    return opts is not None and opts.include_usage
 
 
 class ReplyTap:
@@ -226,12 +234,13 @@ class SemanticStage:
         if not stream:
             payload = orjson.dumps(response_body(reply, **common))  # type: ignore[arg-type]
             return web.Response(body=payload, content_type="application/json", headers=headers)
+        # Everything that reads the request is done before the 200 head goes out.
+        chunks = sse_chunks(reply, include_usage=_wants_usage(body), **common)  # type: ignore[arg-type]
         response = web.StreamResponse(
             status=200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"} | headers,
         )
         await response.prepare(request)
-        chunks = sse_chunks(reply, include_usage=_wants_usage(body), **common)  # type: ignore[arg-type]
         for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()

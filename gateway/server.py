@@ -8,9 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from config.gateway import GatewayConfig
+from config.protocol import MAX_HEADER_BYTES
 from gateway.app import create_app
-
-MAX_HEADER_BYTES = 32_768
 
 
 class RunningGateway:
@@ -36,10 +35,9 @@ async def start_gateway(
     """Serve on `host:port` (the config's when None; port 0 = a free one) and return its URL."""
     # handler_cancellation: a client that hangs up cancels its handler, which closes the upstream
     # connection, which makes the worker drop the request (no generating for nobody).
-    # max_field_size: header values up to 32 KiB (aiohttp's default is 8 KiB; single sign-on
-    # bearer tokens and cookies from a proxy in front can be longer). Beyond it aiohttp's HTTP
-    # parser answers 400 in plain text before any handler runs: framing errors never reach the
-    # API layer, so they cannot be in OpenAI's error shape.
+    # max_field_size: header lines up to 32 KiB (config.protocol.MAX_HEADER_BYTES). Beyond it
+    # aiohttp's HTTP parser answers 400 in plain text before any handler runs: framing errors
+    # never reach the API layer, so they cannot be in OpenAI's error shape.
     runner = web.AppRunner(
         create_app(cfg, worker_urls, **app_options),
         access_log=None,

@@ -7,6 +7,7 @@ aborts the request in the engine, so its blocks are freed at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,12 +18,18 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
+from config.hint_headers import header_int
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
 from gpu_worker.worker_state import STATE_KEY, Item, WorkerState
 from policies.semantic.categorizer import named_category
 
+log = logging.getLogger(__name__)
+
 Kind = Literal["chat", "completion"]
+# A deadline hint further out than this (ms, ~285,000 years) is a client's mistake: it no longer
+# adds to a float clock (and 10**400 does not convert to one at all).
+MAX_DEADLINE_MS = 2**53
 
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
@@ -63,7 +70,11 @@ async def _read_body(request: web.Request) -> bytes:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
     except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
-        raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body") from exc
+        # As the gateway does: the rest of the body is not ours to read, so it ends here (else
+        # aiohttp drains it after the reply, fails again and logs a traceback at ERROR), and the
+        # connection closes after the reply.
+        request.content.feed_eof()
+        raise RequestError(400, p.UNREADABLE_BODY, code="unreadable_body", close=True) from exc
 
 
 def check_model(state: WorkerState, model: str) -> None:
@@ -80,29 +91,11 @@ def check_model(state: WorkerState, model: str) -> None:
 def request_meta(headers: Mapping[str, str], now_s: float) -> RequestMeta:
     """The gateway's hints (config/protocol.py HEADER_*); a malformed one is a 400."""
 
-    def number(name: str, minimum: int | None = None) -> int | None:
-        raw = headers.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if value is None or (minimum is not None and value < minimum):
-            least = "" if minimum is None else f" >= {minimum}"
-            raise RequestError(
-                400,
-                f"header {name} must be an integer{least}, got {raw!r}",
-                param=name,
-                code="invalid_header",
-            )
-        return value
-
-    deadline_ms = number(p.HEADER_DEADLINE_MS)
+    deadline_ms = header_int(headers, p.HEADER_DEADLINE_MS, maximum=MAX_DEADLINE_MS)
     return RequestMeta(
         category=named_category(headers.get(p.HEADER_CATEGORY)) or "",
-        turn=number(p.HEADER_TURN, minimum=0) or 0,
-        conversation=number(p.HEADER_CONVERSATION),
+        turn=header_int(headers, p.HEADER_TURN, minimum=0) or 0,
+        conversation=header_int(headers, p.HEADER_CONVERSATION),
         cache_salt=headers.get(p.HEADER_CACHE_SALT) or None,
         deadline_s=None if deadline_ms is None else now_s + deadline_ms / 1000.0,
     )
@@ -161,6 +154,7 @@ async def _serve(
     outputs = state.submit(engine_request)
     reply = _Reply(kind, request_id, req.model, int(time.time()))
     finished = False
+    resp: web.StreamResponse | None = None
     try:
         if req.stream:
             resp = web.StreamResponse(
@@ -206,6 +200,14 @@ async def _serve(
         return web.Response(
             body=msgspec.json.encode(reply.full("".join(parts))), content_type="application/json"
         )
+    except ConnectionResetError:
+        if resp is None:
+            raise
+        # The client left mid-stream (often the gateway, dropping a request its cache answered
+        # in parallel) before its handler was cancelled: no one is left to answer, the request
+        # is aborted below. Raised on, aiohttp logged a traceback at ERROR for each one.
+        log.debug("client of %s went away mid-stream", request_id)
+        return resp
     finally:
         if not finished:
             state.abort(request_id)

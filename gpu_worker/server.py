@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from config.protocol import ModelCard, ModelList, RequestError, error_body
+from config.protocol import MAX_HEADER_BYTES, ModelCard, ModelList, RequestError, error_body
 from config.worker import WorkerConfig
 from gpu_worker.engine_api import Engine
 from gpu_worker.openai_handlers import check_model, handle_chat, handle_completion
@@ -33,9 +33,12 @@ def json_response(body: msgspec.Struct, status: int = 200) -> web.Response:
 
 def error_response(err: RequestError) -> web.Response:
     headers = {"Retry-After": "1"} if err.status in (429, 503) else None
-    return web.Response(
+    response = web.Response(
         body=err.body(), status=err.status, content_type="application/json", headers=headers
     )
+    if err.close:
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -167,11 +170,13 @@ async def start_worker(
     state.engine_thread.start()
     # handler_cancellation: a client that goes away cancels its handler at once, whose cleanup
     # aborts the request in the engine (frees its blocks) instead of decoding for nobody.
+    # max_field_size: the gateway's own limit, so every hint header it passes on is read here.
     runner = web.AppRunner(
         build_app(state),
         handler_cancellation=True,
         shutdown_timeout=cfg.shutdown_timeout_s,
         access_log=None,
+        max_field_size=MAX_HEADER_BYTES,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -35,10 +35,14 @@ def _token_bytes(tokens: Sequence[int]) -> bytes:
 
 
 def extra_key(model_id: str, cache_salt: str | None = None) -> bytes:
-    """The `extra` of a request: model id, plus the tenant's cache salt when isolation is on."""
+    """The `extra` of a request: model id, plus the tenant's cache salt when isolation is on.
+
+    The salt arrives in a header, which aiohttp decodes as UTF-8 with `surrogateescape`: bytes
+    that are not UTF-8 come back as the same bytes here (never an error), so the gateway and the
+    worker, both reading the header that way, fold in the same key."""
     key = model_id.encode()
     if cache_salt:
-        key += b"\x00salt\x00" + cache_salt.encode()
+        key += b"\x00salt\x00" + cache_salt.encode("utf-8", "surrogateescape")
     return key
 
 

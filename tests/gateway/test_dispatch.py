@@ -183,3 +183,27 @@ async def test_a_slot_handed_to_a_request_that_leaves_goes_to_the_next():
     for _ in range(3):
         await asyncio.sleep(0)
     assert third.done() and dispatch.waiting == 0
+
+
+async def test_a_request_cancelled_before_a_slot_frees_is_skipped():
+    """Cancelling a waiting task cancels its future at once, but the task leaves the queue only
+    when it runs again. A slot freed in between (another cancelled request's cleanup in the same
+    turn of the loop, as when clients leave a busy gateway) was handed to it: `set_result` on a
+    cancelled future raised InvalidStateError out of `release`, and the slot went to nobody."""
+    metrics = GatewayMetrics()
+    fleet = FleetView(["http://127.0.0.1:9"], metrics)
+    (worker,) = fleet.workers
+    fleet.probe_ok(worker, [MODEL])
+    dispatch = Dispatcher(DispatchConfig(max_in_flight_per_worker=1), fleet, metrics)
+    fleet.acquire(worker)
+    gone = asyncio.create_task(dispatch.wait_turn(MODEL, 0.0, None))
+    after = asyncio.create_task(dispatch.wait_turn(MODEL, 1.0, 1e12))
+    await asyncio.sleep(0)
+    assert dispatch.waiting == 2
+    gone.cancel()  # its future is cancelled now; the task has not run since
+    fleet.release(worker)  # the freed slot skips it and goes to the next waiter
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert gone.cancelled()
+    assert after.done() and after.exception() is None
+    assert dispatch.waiting == 0
