@@ -102,6 +102,10 @@ class GatewayConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 8000
     max_body_bytes: PositiveInt = 1_048_576
+    # A client that has not sent its whole request body this long after its headers is answered
+    # 408 and its connection closed: a stalled or trickling upload (or a Content-Length longer
+    # than what is sent) must not hold a handler and its buffer for ever.
+    body_read_timeout_s: PositiveS = 30.0
     api_keys: dict[str, str] = msgspec.field(default_factory=dict)
     routing: RoutingConfig = DEFAULT_ROUTING
     upstream: UpstreamConfig = UpstreamConfig()

@@ -31,6 +31,8 @@ class WorkerConfig(Frozen):
     # max_tokens when a request names none (capped by what the context leaves).
     default_max_tokens: Positive = 256
     max_body_bytes: Positive = 16 * 1024 * 1024
+    # A request body not all in this long after its headers: 408 and the connection closed.
+    body_read_timeout_s: PositiveFloat = 30.0
     # KV event stream: a subscriber more than this many batches behind is disconnected (it
     # reconnects and resyncs from a snapshot) so a slow gateway never makes the worker buffer
     # without bound.

@@ -55,11 +55,16 @@ def _upstream_headers(request: web.Request, hints: dict[str, str]) -> dict[str, 
     return _JSON | hints | given
 
 
-async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+async def _read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"request body over {max_bytes} bytes", code="request_too_large")
     try:
-        return await request.read()  # aiohttp enforces client_max_size on chunked bodies (413)
+        async with asyncio.timeout(timeout_s):
+            return await request.read()  # aiohttp enforces client_max_size on chunked bodies
+    except TimeoutError as exc:  # the rest may never come: end it and close after the reply
+        request.content.feed_eof()
+        message = f"the request body did not arrive within {timeout_s:g} s"
+        raise ApiError(408, message, code="body_timeout", close=True) from exc
     except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
         # The rest of the body is not ours to read: end it here (so aiohttp does not try to
         # drain it after the reply) and close the connection after the reply.
@@ -118,7 +123,7 @@ async def _proxy(
     # refused here too, so a cache hit does not take what a miss would refuse.
     header_int(request.headers, HEADER_TURN, minimum=0)
     header_int(request.headers, HEADER_CONVERSATION)
-    body = await _read_body(request, cfg.max_body_bytes)
+    body = await _read_body(request, cfg.max_body_bytes, cfg.body_read_timeout_s)
     info = parse(body, tenant)
     if not app[keys.FLEET].serves(info.model):
         raise unknown_model(info.model)

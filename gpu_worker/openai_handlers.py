@@ -64,8 +64,14 @@ async def handle_completion(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_body(request: web.Request) -> bytes:
+    timeout_s = request.app[STATE_KEY].cfg.body_read_timeout_s
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError as exc:  # as the gateway does: end the body, close after the reply
+        request.content.feed_eof()
+        message = f"the request body did not arrive within {timeout_s:g} s"
+        raise RequestError(408, message, code="body_timeout", close=True) from exc
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc

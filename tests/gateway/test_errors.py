@@ -1,5 +1,7 @@
 """Every refusal a client can cause gets OpenAI's error JSON and the right status; never a 500."""
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -152,3 +154,20 @@ async def test_unknown_category_header_is_400_with_the_cache_off(gateway):
         assert error["param"] == "x-kvgate-category" and "code" in error["message"]
         good = await http.post(gateway.url + CHAT, json=chat, headers={"x-kvgate-category": "Code"})
         assert good.status_code == 200, good.text
+
+
+async def test_a_body_that_stops_coming_is_408_and_closes(
+    two_workers, make_gateway, stalled_upload
+):
+    gw = await make_gateway([w.url for w in two_workers], body_read_timeout_s=0.3)
+    started = time.monotonic()
+    status, error, after = await stalled_upload(gw.url, CHAT)
+    assert status == 408 and error["code"] == "body_timeout" and error["type"] == "timeout_error"
+    assert after == b""  # the connection is closed: the rest of that body is never read
+    assert time.monotonic() - started < 5
+    async with httpx.AsyncClient() as http:  # and the gateway serves on
+        ok = await http.post(
+            gw.url + CHAT,
+            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        )
+    assert ok.status_code == 200

@@ -138,3 +138,16 @@ async def test_full_worker_answers_503_at_once() -> None:
                 assert third.headers["Retry-After"] == "1"
     finally:
         await handle.close()
+
+
+async def test_a_body_that_stops_coming_is_408_and_closes(stalled_upload) -> None:
+    handle = await start(make_engine(), body_read_timeout_s=0.3)
+    try:
+        status, error, after = await stalled_upload(handle.url, "/v1/completions")
+        assert status == 408 and error["code"] == "body_timeout"
+        assert after == b""  # closed: the rest of that body is never read
+        async with httpx.AsyncClient(timeout=10) as http:  # and the worker serves on
+            ok = await http.post(handle.url + "/v1/completions", json=COMPLETION)
+        assert ok.status_code == 200
+    finally:
+        await handle.close()
