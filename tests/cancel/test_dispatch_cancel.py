@@ -1,0 +1,129 @@
+"""Clients that hang up while their request waits for a dispatch slot, while its stream is
+relayed, or all at once; and a worker killed while requests wait for its slots."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.keys import FLEET
+
+from .conftest import (
+    RawClient,
+    Stack,
+    chat_body,
+    gauge,
+    scrape,
+    served,
+    settled,
+    until,
+)
+
+ONE_SLOT = {"max_in_flight_per_worker": 1, "max_waiting": 64}
+
+
+async def waiting(gw, count: int) -> None:
+    async def check() -> bool:
+        return gauge(await scrape(gw), "kvgate_dispatch_waiting") == count
+
+    await until(check, f"{count} requests waiting for a slot")
+
+
+async def streaming(client: RawClient) -> None:
+    await asyncio.wait_for(client.first_bytes.wait(), 10)
+
+
+async def test_hang_up_while_waiting_for_a_slot(stack: Stack):
+    worker = await stack.worker()
+    gw = await stack.gateway([worker.url], dispatch=ONE_SLOT)
+    holder = RawClient(gw.url, chat_body("hold", 400, stream=True))
+    await streaming(holder)
+    gone = RawClient(gw.url, chat_body("gone", 2))
+    await waiting(gw, 1)
+    kept = RawClient(gw.url, chat_body("kept", 2))
+    await waiting(gw, 2)
+    gone.hang_up()
+    await waiting(gw, 1)  # the gone one left the queue at once, not when a slot came free
+    holder.hang_up()  # its slot goes to the one still waiting
+    status, body = await kept.result()
+    assert status == 200, body
+    await settled(gw, [worker])
+    await served(gw)
+
+
+async def test_hang_up_mid_stream_closes_the_workers_connection(stack: Stack):
+    worker = await stack.worker()
+    gw = await stack.gateway([worker.url], dispatch=ONE_SLOT)
+    client = RawClient(gw.url, chat_body("stream", 2000, stream=True))
+    await streaming(client)
+    assert worker.state.num_pending == 1
+    client.hang_up()
+    # The worker stops generating for nobody: its request is aborted long before its ~10 s end.
+    await until(lambda: worker.state.num_pending == 0, "worker aborted the request", 3.0)
+    await settled(gw, [worker])
+    await served(gw)
+
+
+async def test_hang_up_while_waiting_for_the_first_token(stack: Stack):
+    worker = await stack.worker(time_scale=5.0)  # ~0.4 s to the first token of a long prompt
+    gw = await stack.gateway([worker.url], dispatch=ONE_SLOT)
+    client = RawClient(gw.url, chat_body("x " * 2000, 4))
+    await until(lambda: worker.state.num_pending == 1, "worker has the request")
+    assert not client.first_bytes.is_set()
+    client.hang_up()
+    await settled(gw, [worker])
+    await served(gw)
+
+
+async def test_many_hang_ups_at_once(stack: Stack):
+    workers = [await stack.worker(), await stack.worker()]
+    gw = await stack.gateway([w.url for w in workers], dispatch=ONE_SLOT)
+    holders = [RawClient(gw.url, chat_body(f"hold {i}", 400, stream=True)) for i in range(2)]
+    for h in holders:
+        await streaming(h)
+    waiters = [RawClient(gw.url, chat_body(f"wait {i}", 2)) for i in range(30)]
+    await waiting(gw, 30)
+    for c in [*holders, *waiters]:
+        c.hang_up()
+    await settled(gw, workers)
+    assert [w.in_flight for w in gw.app[FLEET].workers] == [0, 0]
+    await served(gw, 4)
+
+
+async def test_hang_ups_racing_slot_hand_offs(stack: Stack):
+    """Waiters hang up in the same moment their slot is handed to them: every slot handed to a
+    gone request is passed on, so the ones that stay are all served."""
+    workers = [await stack.worker(time_scale=0.05), await stack.worker(time_scale=0.05)]
+    gw = await stack.gateway([w.url for w in workers], dispatch=ONE_SLOT)
+    clients = [RawClient(gw.url, chat_body(f"r {i}", 6)) for i in range(24)]
+    await until(
+        lambda: sum(c.first_bytes.is_set() for c in clients) >= 2, "the first replies are in"
+    )
+    kept, gone = clients[::2], clients[1::2]
+    for c in gone:
+        if not c.task.done():
+            c.hang_up()
+    results = await asyncio.gather(*(c.result(20) for c in kept))
+    assert [status for status, _ in results] == [200] * len(kept)
+    await settled(gw, workers)
+    await served(gw, 2)
+
+
+async def test_worker_killed_while_requests_wait_for_its_slot(stack: Stack):
+    dying, staying = stack.process(), stack.process()
+    gw = await stack.gateway([dying.url, staying.url], dispatch=ONE_SLOT)
+    holders = [RawClient(gw.url, chat_body(f"hold {i}", 400, stream=True)) for i in range(2)]
+    for h in holders:
+        await streaming(h)
+    waiters = [RawClient(gw.url, chat_body(f"wait {i}", 2)) for i in range(6)]
+    await waiting(gw, 6)
+    dying.kill()
+    # Round robin put the first holder on the dying worker: its stream ends with an error
+    # event (no hang), and the dead worker's slot is out of the count.
+    status, body = await holders[0].result()
+    assert status == 200 and b'"error"' in body and body.rstrip().endswith(b"0")
+    holders[1].hang_up()  # the other worker's slot frees: the waiters go there, one by one
+    results = await asyncio.gather(*(c.result(30) for c in waiters))
+    assert [s for s, _ in results] == [200] * 6
+    await settled(gw)
+    assert [w.healthy for w in gw.app[FLEET].workers] == [False, True]
+    await served(gw, 2)
