@@ -7,7 +7,7 @@ import asyncio
 
 from gateway.keys import FLEET
 
-from .conftest import (
+from .harness import (
     RawClient,
     Stack,
     chat_body,

