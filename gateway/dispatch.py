@@ -16,6 +16,9 @@ Rules (everything runs on the event loop; the relay is the only caller):
 - At most `max_waiting` requests wait: beyond, 503 `gateway_queue_full` with Retry-After.
 - A health change re-runs the hand-off (a worker back in rotation brings slots); a model left
   with no healthy worker fails its waiters with 503 at once.
+- `close()` (the gateway is shutting down): every waiter, and every request that would wait
+  from then on, is answered 503 `gateway_shutting_down` at once; a slot that comes free on
+  shutdown goes to nobody, so no waiter is kept waiting for the replies in progress to end.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable, Collection
 
 from config.gateway import DispatchConfig
-from gateway.errors import ApiError, no_healthy_worker
+from gateway.errors import ApiError, gateway_shutting_down, no_healthy_worker
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 
@@ -95,6 +98,7 @@ class Dispatcher:
         self._waiting: dict[str, int] = {}  # live waiters per model
         self._handed: dict[str, int] = {}  # slots handed to waiters that have not taken them yet
         self._seq = itertools.count()
+        self._closed = False
         fleet.add_listener(self)
 
     @property
@@ -134,7 +138,9 @@ class Dispatcher:
 
     async def wait_turn(self, model: str, arrival_s: float, deadline_s: float | None) -> None:
         """Wait until a slot is handed to this request; raises `ApiError` (504 deadline, 503 no
-        worker left) instead when that happens first."""
+        worker left or shutting down) instead when that happens first."""
+        if self._closed:
+            raise gateway_shutting_down()
         if self.waiting >= self.cfg.max_waiting:
             raise ApiError(
                 503,
@@ -166,6 +172,13 @@ class Dispatcher:
         finally:
             self._metrics.dispatch_wait.observe(self._clock() - started)
         self._taken(model)
+
+    def close(self) -> None:
+        """The gateway is shutting down: answer every waiter now (see the module's rules)."""
+        self._closed = True
+        for model in list(self._queues):
+            while (waiter := self._pop(model)) is not None:
+                waiter.future.set_exception(gateway_shutting_down())
 
     def wake(self, model: str) -> None:
         """Hand free slots of `model` to its waiters: a request that was handed one and then

@@ -156,6 +156,10 @@ class Relay:
             self._metrics.error("client_disconnected")
             raise
 
+    def shutting_down(self) -> None:
+        """The gateway is stopping: requests waiting for a worker slot are answered 503 now."""
+        self._dispatch.close()
+
     def abandon(self, opening: asyncio.Future[Opened]) -> None:
         """Drop an `open` that is no longer wanted (the cache answered): a worker that has the
         request sees its connection closed and stops; its in-flight slot is given back."""
