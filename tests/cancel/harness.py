@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ class Stack:
         self.workers: list[WorkerHandle] = []
         self.procs: list[SimProcess] = []
         self.gateways: list[RunningGateway] = []
+        self.baseline: set[asyncio.Task[Any]] = set()  # the tasks running once all had started
 
     async def worker(
         self, time_scale: float = 0.5, tokenizer: Tokenizer | None = None
@@ -171,6 +172,7 @@ class Stack:
         opts = overrides.pop("app_options", {})
         cfg = build(base | overrides, GatewayConfig)
         self.gateways.append(await start_gateway(cfg, urls, **opts))
+        self.baseline = set(asyncio.all_tasks())
         return self.gateways[-1]
 
     async def close(self) -> None:
@@ -219,10 +221,15 @@ class SimProcess:
                 self.proc.wait()
 
 
-async def settled(gw: RunningGateway, workers: list[WorkerHandle] = ()) -> None:
+async def settled(
+    gw: RunningGateway,
+    workers: Sequence[WorkerHandle] = (),
+    baseline: set[asyncio.Task[Any]] | None = None,
+) -> None:
     """The invariant after any cancellation: nothing in flight to any worker (the gauge and the
     fleet), no dispatch waiter and no slot handed to nobody, no tokenize ticket outstanding,
-    no embedding job queued, and every in-process worker has dropped its requests."""
+    no embedding job queued, every in-process worker has dropped its requests, and no task
+    started since `baseline` (`Stack.baseline`) is still pending."""
 
     async def clean() -> bool:
         m = await scrape(gw)
@@ -245,6 +252,25 @@ async def settled(gw: RunningGateway, workers: list[WorkerHandle] = ()) -> None:
         await until(lambda: embedder.queued == 0, "embedding queue empty")
     for w in workers:
         await until(lambda w=w: w.state.num_pending == 0, "worker dropped every request")
+    if baseline is not None:
+        await until(lambda: not leftover_tasks(baseline), "no task left behind")
+
+
+# A server's idle keep-alive connection (its task waits for the next request) and a stats poll
+# in progress are not left behind; anything else started since the baseline and still pending is.
+_TRANSIENT = frozenset(("RequestHandler.start", "StatsPoller._poll"))
+
+
+def leftover_tasks(baseline: set[asyncio.Task[Any]]) -> list[str]:
+    me = asyncio.current_task()
+    return [
+        f"{t.get_name()}: {t.get_coro().__qualname__}"
+        for t in asyncio.all_tasks()
+        if t is not me
+        and t not in baseline
+        and not t.done()
+        and t.get_coro().__qualname__ not in _TRANSIENT
+    ]
 
 
 async def served(gw: RunningGateway, count: int = 1, timeout_s: float = WAIT_S) -> None:

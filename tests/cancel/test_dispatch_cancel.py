@@ -46,7 +46,7 @@ async def test_hang_up_while_waiting_for_a_slot(stack: Stack):
     holder.hang_up()  # its slot goes to the one still waiting
     status, body = await kept.result()
     assert status == 200, body
-    await settled(gw, [worker])
+    await settled(gw, [worker], stack.baseline)
     await served(gw)
 
 
@@ -59,7 +59,7 @@ async def test_hang_up_mid_stream_closes_the_workers_connection(stack: Stack):
     client.hang_up()
     # The worker stops generating for nobody: its request is aborted long before its ~10 s end.
     await until(lambda: worker.state.num_pending == 0, "worker aborted the request", 3.0)
-    await settled(gw, [worker])
+    await settled(gw, [worker], stack.baseline)
     await served(gw)
 
 
@@ -70,7 +70,7 @@ async def test_hang_up_while_waiting_for_the_first_token(stack: Stack):
     await until(lambda: worker.state.num_pending == 1, "worker has the request")
     assert not client.first_bytes.is_set()
     client.hang_up()
-    await settled(gw, [worker])
+    await settled(gw, [worker], stack.baseline)
     await served(gw)
 
 
@@ -84,7 +84,7 @@ async def test_many_hang_ups_at_once(stack: Stack):
     await waiting(gw, 30)
     for c in [*holders, *waiters]:
         c.hang_up()
-    await settled(gw, workers)
+    await settled(gw, workers, stack.baseline)
     assert [w.in_flight for w in gw.app[FLEET].workers] == [0, 0]
     await served(gw, 4)
 
@@ -104,7 +104,7 @@ async def test_hang_ups_racing_slot_hand_offs(stack: Stack):
             c.hang_up()
     results = await asyncio.gather(*(c.result(20) for c in kept))
     assert [status for status, _ in results] == [200] * len(kept)
-    await settled(gw, workers)
+    await settled(gw, workers, stack.baseline)
     await served(gw, 2)
 
 
@@ -124,6 +124,6 @@ async def test_worker_killed_while_requests_wait_for_its_slot(stack: Stack):
     holders[1].hang_up()  # the other worker's slot frees: the waiters go there, one by one
     results = await asyncio.gather(*(c.result(30) for c in waiters))
     assert [s for s, _ in results] == [200] * 6
-    await settled(gw)
+    await settled(gw, (), stack.baseline)
     assert [w.healthy for w in gw.app[FLEET].workers] == [False, True]
     await served(gw, 2)

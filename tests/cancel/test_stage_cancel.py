@@ -37,7 +37,7 @@ async def test_hang_up_while_tokenizing_lets_the_queue_behind_go(
     assert [s for s, _ in results] == [200] * 3
     assert not blocked.gate.is_set()
     blocked.release()
-    await settled(gw, workers)
+    await settled(gw, workers, stack.baseline)
     await served(gw)
 
 
@@ -56,7 +56,7 @@ async def test_hang_up_while_queued_behind_a_tokenizing_request(
     blocked.release()
     assert (await long_one.result())[0] == 200
     assert (await last.result())[0] == 200
-    await settled(gw, workers)
+    await settled(gw, workers, stack.baseline)
     await served(gw)
 
 
@@ -72,7 +72,7 @@ async def test_hang_up_after_a_slot_while_tokenizing(stack: Stack, bpe, blocked:
     first.hang_up()
     second.hang_up()
     blocked.release()
-    await settled(gw, workers)
+    await settled(gw, workers, stack.baseline)
     await served(gw, 3)
 
 
@@ -98,7 +98,7 @@ async def test_hang_up_during_the_cache_lookup(stack: Stack, st_model, blocked, 
     await until(lambda: embedder.queued == 0, "embedding queue empty while the thread is held")
     await until(lambda: worker.state.num_pending == 0, "worker dropped the requests")
     blocked.release()
-    await settled(gw, [worker])
+    await settled(gw, [worker], stack.baseline)
     await served(gw, 2)
 
 
@@ -119,4 +119,4 @@ async def test_a_full_embedding_queue_of_gone_requests_does_not_turn_away_live_o
     blocked.release()
     status, _ = await live.result()
     assert status == 200 and "x-kvgate-cache: miss" in live.head  # looked up, not overloaded
-    await settled(gw, [worker])
+    await settled(gw, [worker], stack.baseline)
