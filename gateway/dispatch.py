@@ -13,6 +13,9 @@ Rules (everything runs on the event loop; the relay is the only caller):
   starving it.
 - A freed slot is handed straight to the most urgent waiter of a model the freed worker serves;
   requests that arrive while anyone waits join the queue, so none can take a slot ahead of it.
+- A waiter that was turned away by some workers (503 busy: they are full with other work) waits
+  for a slot on the others only: a free slot on a worker it excludes goes to the next waiter,
+  and a request joining the queue is handed such a slot at once.
 - At most `max_waiting` requests wait: beyond, 503 `gateway_queue_full` with Retry-After.
 - A health change re-runs the hand-off (a worker back in rotation brings slots); a model left
   with no healthy worker fails its waiters with 503 at once.
@@ -65,12 +68,15 @@ class TtftHistory:
 
 
 class _Waiter:
-    __slots__ = ("model", "arrival_s", "deadline_s", "future", "timer", "live")
+    __slots__ = ("model", "arrival_s", "deadline_s", "exclude", "future", "timer", "live")
 
-    def __init__(self, model: str, arrival_s: float, deadline_s: float | None) -> None:
+    def __init__(
+        self, model: str, arrival_s: float, deadline_s: float | None, exclude: frozenset[str]
+    ) -> None:
         self.model = model
         self.arrival_s = arrival_s
         self.deadline_s = deadline_s
+        self.exclude = exclude  # workers that turned it away: their slots are of no use to it
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
         self.live = True  # False once handed a slot, refused or gone (lazy heap deletion)
@@ -136,9 +142,16 @@ class Dispatcher:
             return True
         return self._free_slots(candidates) <= self._handed.get(model, 0)
 
-    async def wait_turn(self, model: str, arrival_s: float, deadline_s: float | None) -> None:
-        """Wait until a slot is handed to this request; raises `ApiError` (504 deadline, 503 no
-        worker left or shutting down) instead when that happens first."""
+    async def wait_turn(
+        self,
+        model: str,
+        arrival_s: float,
+        deadline_s: float | None,
+        exclude: Collection[str] = (),
+    ) -> None:
+        """Wait until a slot on a worker not in `exclude` is handed to this request; raises
+        `ApiError` (504 deadline, 503 no worker left or shutting down) instead when that happens
+        first."""
         if self._closed:
             raise gateway_shutting_down()
         if self.waiting >= self.cfg.max_waiting:
@@ -149,7 +162,7 @@ class Dispatcher:
                 code="gateway_queue_full",
                 retry_after_s=1,
             )
-        waiter = _Waiter(model, arrival_s, deadline_s)
+        waiter = _Waiter(model, arrival_s, deadline_s, frozenset(exclude))
         entry = (self._key(waiter), next(self._seq), waiter)
         heapq.heappush(self._queues.setdefault(model, []), entry)
         self._waiting[model] = self._waiting.get(model, 0) + 1
@@ -159,6 +172,7 @@ class Dispatcher:
             waiter.timer = asyncio.get_running_loop().call_later(
                 max(0.0, delay), self._expire, waiter
             )
+        self._hand_off(model)  # a free slot the waiters ahead cannot use (see the rules)
         started = self._clock()
         try:
             await waiter.future
@@ -221,11 +235,30 @@ class Dispatcher:
         return sum(max(0, self._cap - w.in_flight) for w in candidates)
 
     def _hand_off(self, model: str) -> None:
-        free = self._free_slots(self._fleet.candidates(model)) - self._handed.get(model, 0)
-        while free > 0 and (waiter := self._pop(model)) is not None:
+        """Hand the free, unpromised slots of `model` to its most urgent waiters that can use
+        them; a waiter that can use none (it excludes their workers) keeps its place."""
+        queue = self._queues.get(model)
+        if not queue:
+            return
+        candidates = self._fleet.candidates(model)
+        free = self._free_slots(candidates) - self._handed.get(model, 0)
+        passed: list[tuple[float, int, _Waiter]] = []
+        while free > 0 and queue:
+            entry = heapq.heappop(queue)
+            waiter = entry[2]
+            if not waiter.live:
+                continue
+            if waiter.exclude and not any(
+                w.in_flight < self._cap and w.worker_id not in waiter.exclude for w in candidates
+            ):
+                passed.append(entry)
+                continue
+            self._leave(waiter)
             waiter.future.set_result(None)
             self._handed[model] = self._handed.get(model, 0) + 1
             free -= 1
+        for entry in passed:
+            heapq.heappush(queue, entry)
 
     def _taken(self, model: str) -> None:
         self._handed[model] -= 1

@@ -205,7 +205,7 @@ class Relay:
             if worker is None:
                 if dispatch.must_wait(call.model, tried):  # healthy workers, all of them full
                     waited_s -= time.monotonic()
-                    await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+                    await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s, tried)
                     waited_s += time.monotonic()
                     continue
                 break

@@ -147,10 +147,19 @@ class Stack:
         self.baseline: set[asyncio.Task[Any]] = set()  # the tasks running once all had started
 
     async def worker(
-        self, time_scale: float = 0.5, tokenizer: Tokenizer | None = None
+        self,
+        time_scale: float = 0.5,
+        tokenizer: Tokenizer | None = None,
+        max_pending_requests: int = 256,
     ) -> WorkerHandle:
         """An in-process sim worker (time_scale 0.5: ~5 ms a decoded token)."""
-        cfg = WorkerConfig(host="127.0.0.1", port=0, model=MODEL, kv_heartbeat_s=0.5)
+        cfg = WorkerConfig(
+            host="127.0.0.1",
+            port=0,
+            model=MODEL,
+            kv_heartbeat_s=0.5,
+            max_pending_requests=max_pending_requests,
+        )
         engine_cfg = SimEngineConfig(cost_model=CostModelConfig(time_scale=time_scale))
         tokenizer = tokenizer or ByteTokenizer(cfg.default_system_prompt)
         engine = SimEngine(engine_cfg, model_id=MODEL, tokenizer=tokenizer)
@@ -168,6 +177,7 @@ class Stack:
             "routing": {"type": "round_robin"},
             "semantic_cache": {"enabled": False},
             "fleet_view": {"stats_interval_s": 0.05},
+            "shutdown_timeout_s": 2.0,  # a test's teardown does not wait for long streams
         }
         opts = overrides.pop("app_options", {})
         cfg = build(base | overrides, GatewayConfig)

@@ -127,3 +127,27 @@ async def test_worker_killed_while_requests_wait_for_its_slot(stack: Stack):
     await settled(gw, (), stack.baseline)
     assert [w.healthy for w in gw.app[FLEET].workers] == [False, True]
     await served(gw, 2)
+
+
+async def test_a_slot_the_first_waiter_cannot_use_goes_to_the_next(stack: Stack):
+    """A worker that turned a request away (503: full with another gateway's work) is not tried
+    again by that request, which waits for another worker's slot. When the busy worker frees
+    up, the gateway's slot there must go to a request that can use it, not wait behind the
+    first one for a slot elsewhere."""
+    shared = await stack.worker(max_pending_requests=1)  # also serves someone else
+    other = await stack.worker()
+    gw = await stack.gateway([shared.url, other.url], dispatch=ONE_SLOT)
+    outside = RawClient(shared.url, chat_body("another gateway's request", 4000, stream=True))
+    await streaming(outside)
+    holder = RawClient(gw.url, chat_body("hold", 4000, stream=True))  # shared: 503, to other
+    await streaming(holder)
+    first = RawClient(gw.url, chat_body("first", 2))  # shared: 503; other: full -> waits
+    await waiting(gw, 1)
+    outside.hang_up()  # the shared worker is free again
+    await until(lambda: shared.state.num_pending == 0, "shared worker free")
+    second = RawClient(gw.url, chat_body("second", 2))
+    status, body = await second.result(5)  # not after the holder's ~20 s stream
+    assert status == 200, body
+    holder.hang_up()
+    assert (await first.result())[0] == 200
+    await settled(gw, [shared, other], stack.baseline)
