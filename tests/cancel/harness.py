@@ -51,8 +51,11 @@ def chat_body(text: str = "hi", max_tokens: int = 4, stream: bool = False, **mor
     return orjson.dumps(body | more)
 
 
-async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> None:
-    """Poll `condition` (sync, or returning an awaitable) until it is true."""
+async def until(
+    condition: Callable[[], Any], what: str | Callable[[], str], timeout_s: float = WAIT_S
+) -> None:
+    """Poll `condition` (sync, or returning an awaitable) until it is true; `what` (or what it
+    returns, at the time of failing) says what was awaited."""
     deadline = time.monotonic() + timeout_s
     while True:
         got = condition()
@@ -61,7 +64,8 @@ async def until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT
         if got:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s:g} s: {what}")
+            said = what if isinstance(what, str) else what()
+            raise AssertionError(f"not reached in {timeout_s:g} s: {said}")
         await asyncio.sleep(0.005)
 
 
@@ -69,8 +73,11 @@ class RawClient:
     """One request on its own TCP connection, written by hand, so the test decides the moment the
     client hangs up (`hang_up`: the socket is reset, as a killed client's would be)."""
 
-    def __init__(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, body: bytes, headers: dict[str, str] | None = None, path: str = CHAT
+    ) -> None:
         self._url = url
+        self._path = path
         self._body = body
         self._headers = headers or {}
         self._writer: asyncio.StreamWriter | None = None
@@ -83,7 +90,7 @@ class RawClient:
         reader, writer = await asyncio.open_connection(host, int(port))
         self._writer = writer
         lines = [
-            f"POST {CHAT} HTTP/1.1",
+            f"POST {self._path} HTTP/1.1",
             f"Host: {host}:{port}",
             "Content-Type: application/json",
             f"Content-Length: {len(self._body)}",
@@ -131,6 +138,21 @@ async def scrape(gw: RunningGateway) -> dict[str, float]:
 
 def gauge(metrics: dict[str, float], name: str) -> float:
     return metrics.get(name, 0.0)
+
+
+async def dispatch_waiting(gw: RunningGateway, count: int) -> None:
+    async def check() -> bool:
+        return gauge(await scrape(gw), "kvgate_dispatch_waiting") == count
+
+    await until(check, f"{count} requests waiting for a slot")
+
+
+def _gauges(metrics: dict[str, float]) -> dict[str, float]:
+    return {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith(("kvgate_worker_in_flight", "kvgate_dispatch_waiting", "kvgate_tokenize_w"))
+    }
 
 
 def in_flight(metrics: dict[str, float]) -> float:
@@ -241,15 +263,17 @@ async def settled(
     no embedding job queued, every in-process worker has dropped its requests, and no task
     started since `baseline` (`Stack.baseline`) is still pending."""
 
+    last: dict[str, float] = {}
+
     async def clean() -> bool:
-        m = await scrape(gw)
+        last.update(await scrape(gw))
         return (
-            in_flight(m) == 0
-            and gauge(m, "kvgate_dispatch_waiting") == 0
-            and gauge(m, "kvgate_tokenize_waiting") == 0
+            in_flight(last) == 0
+            and gauge(last, "kvgate_dispatch_waiting") == 0
+            and gauge(last, "kvgate_tokenize_waiting") == 0
         )
 
-    await until(clean, "gauges back to 0")
+    await until(clean, lambda: f"gauges back to 0: {_gauges(last)}")
     assert [w.in_flight for w in gw.app[FLEET].workers] == [0] * len(gw.app[FLEET].workers)
     dispatch = gw.app[RELAY]._dispatch  # noqa: SLF001 - the slots promised to waiters
     assert all(n == 0 for n in dispatch._handed.values()), dispatch._handed  # noqa: SLF001
@@ -263,7 +287,10 @@ async def settled(
     for w in workers:
         await until(lambda w=w: w.state.num_pending == 0, "worker dropped every request")
     if baseline is not None:
-        await until(lambda: not leftover_tasks(baseline), "no task left behind")
+        await until(
+            lambda: not leftover_tasks(baseline),
+            lambda: f"no task left behind: {leftover_tasks(baseline)}",
+        )
 
 
 # A server's idle keep-alive connection (its task waits for the next request) and a stats poll

@@ -11,21 +11,13 @@ from .harness import (
     RawClient,
     Stack,
     chat_body,
-    gauge,
-    scrape,
+    dispatch_waiting,
     served,
     settled,
     until,
 )
 
 ONE_SLOT = {"max_in_flight_per_worker": 1, "max_waiting": 64}
-
-
-async def waiting(gw, count: int) -> None:
-    async def check() -> bool:
-        return gauge(await scrape(gw), "kvgate_dispatch_waiting") == count
-
-    await until(check, f"{count} requests waiting for a slot")
 
 
 async def streaming(client: RawClient) -> None:
@@ -38,11 +30,11 @@ async def test_hang_up_while_waiting_for_a_slot(stack: Stack):
     holder = RawClient(gw.url, chat_body("hold", 400, stream=True))
     await streaming(holder)
     gone = RawClient(gw.url, chat_body("gone", 2))
-    await waiting(gw, 1)
+    await dispatch_waiting(gw, 1)
     kept = RawClient(gw.url, chat_body("kept", 2))
-    await waiting(gw, 2)
+    await dispatch_waiting(gw, 2)
     gone.hang_up()
-    await waiting(gw, 1)  # the gone one left the queue at once, not when a slot came free
+    await dispatch_waiting(gw, 1)  # the gone one left the queue at once, not when a slot came free
     holder.hang_up()  # its slot goes to the one still waiting
     status, body = await kept.result()
     assert status == 200, body
@@ -81,7 +73,7 @@ async def test_many_hang_ups_at_once(stack: Stack):
     for h in holders:
         await streaming(h)
     waiters = [RawClient(gw.url, chat_body(f"wait {i}", 2)) for i in range(30)]
-    await waiting(gw, 30)
+    await dispatch_waiting(gw, 30)
     for c in [*holders, *waiters]:
         c.hang_up()
     await settled(gw, workers, stack.baseline)
@@ -115,7 +107,7 @@ async def test_worker_killed_while_requests_wait_for_its_slot(stack: Stack):
     for h in holders:
         await streaming(h)
     waiters = [RawClient(gw.url, chat_body(f"wait {i}", 2)) for i in range(6)]
-    await waiting(gw, 6)
+    await dispatch_waiting(gw, 6)
     dying.kill()
     # Round robin put the first holder on the dying worker: its stream ends with an error
     # event (no hang), and the dead worker's slot is out of the count.
@@ -142,7 +134,7 @@ async def test_a_slot_the_first_waiter_cannot_use_goes_to_the_next(stack: Stack)
     holder = RawClient(gw.url, chat_body("hold", 4000, stream=True))  # shared: 503, to other
     await streaming(holder)
     first = RawClient(gw.url, chat_body("first", 2))  # shared: 503; other: full -> waits
-    await waiting(gw, 1)
+    await dispatch_waiting(gw, 1)
     outside.hang_up()  # the shared worker is free again
     await until(lambda: shared.state.num_pending == 0, "shared worker free")
     second = RawClient(gw.url, chat_body("second", 2))

@@ -9,8 +9,9 @@ import pytest
 
 from gateway.keys import SEMANTIC
 
-from .harness import RawClient, Stack, chat_body, served, settled, until
+from .harness import RawClient, Stack, chat_body, dispatch_waiting, served, settled, until
 from .stages import (
+    CATEGORIES,
     LONG,
     Blocked,
     hold_embedder,
@@ -62,15 +63,24 @@ async def test_hang_up_while_queued_behind_a_tokenizing_request(
 
 async def test_hang_up_after_a_slot_while_tokenizing(stack: Stack, bpe, blocked: Blocked):
     """A request handed a dispatch slot, then cancelled while it waits for the tokenizer, gives
-    the slot back: the request queued behind it for a slot is served."""
+    the slot back: the request queued behind it for a slot is served (the thread still held)."""
     gw, workers = await kv_gateway(stack, bpe, dispatch={"max_in_flight_per_worker": 1})
+    holders = [RawClient(gw.url, chat_body(f"hold {i}", 4000, stream=True)) for i in range(2)]
+    for h in holders:
+        await asyncio.wait_for(h.first_bytes.wait(), 10)
     hold_tokenizer(gw, blocked)
     first = RawClient(gw.url, chat_body(LONG, 2))
+    await dispatch_waiting(gw, 1)
+    second = RawClient(gw.url, chat_body("short", 2))
+    await dispatch_waiting(gw, 2)
+    holders[0].hang_up()  # its slot goes to `first`, which then waits for the held thread
     await tokenize_waiting(gw, 1)
-    second = RawClient(gw.url, chat_body(LONG + "two", 2))
-    await tokenize_waiting(gw, 2)
+    await dispatch_waiting(gw, 1)
     first.hang_up()
-    second.hang_up()
+    status, body = await second.result()
+    assert status == 200, body
+    assert not blocked.gate.is_set()
+    holders[1].hang_up()
     blocked.release()
     await settled(gw, workers, stack.baseline)
     await served(gw, 3)
@@ -120,3 +130,54 @@ async def test_a_full_embedding_queue_of_gone_requests_does_not_turn_away_live_o
     status, _ = await live.result()
     assert status == 200 and "x-kvgate-cache: miss" in live.head  # looked up, not overloaded
     await settled(gw, [worker], stack.baseline)
+
+
+def cacheable(text: str, stream: bool = False) -> bytes:
+    """A request whose reply the cache stores: greedy, ended by a stop string (a reply cut by
+    max_tokens is never stored)."""
+    return chat_body(text, 16, stream=stream, temperature=0, stop=[" "])
+
+
+async def stored(gw, text: str) -> None:
+    """Ask `text` once (a miss) and wait until its reply is in the cache."""
+    client = RawClient(gw.url, cacheable(text))
+    assert (await client.result())[0] == 200 and "x-kvgate-cache: miss" in client.head
+    await gw.app[SEMANTIC].drain()
+
+
+async def test_a_hit_abandons_the_parallel_open_waiting_for_a_slot(stack: Stack, st_model):
+    """Parallel lookup: the worker request waits for a dispatch slot while the cache looks; the
+    hit answers and the waiting open leaves the dispatch queue (no slot handed to nobody)."""
+    worker = await stack.worker()
+    gw = await stack.gateway(
+        [worker.url],
+        semantic_cache={"categories": CATEGORIES, "lookup": "parallel"},
+        dispatch={"max_in_flight_per_worker": 1},
+        app_options={"semantic_model": st_model},
+    )
+    text = "how do I reverse a list in python"
+    await stored(gw, text)
+    holder = RawClient(gw.url, chat_body("hold", 4000, stream=True))
+    await asyncio.wait_for(holder.first_bytes.wait(), 10)
+    hits = [RawClient(gw.url, cacheable(text)) for _ in range(3)]
+    for c in hits:
+        status, body = await c.result()
+        assert status == 200 and "x-kvgate-cache: hit" in c.head, body
+    await dispatch_waiting(gw, 0)
+    holder.hang_up()
+    await settled(gw, [worker], stack.baseline)
+    await served(gw)
+
+
+@pytest.mark.parametrize("lookup", ["sequential", "parallel"])
+async def test_hang_ups_racing_streamed_hits(stack: Stack, st_model, lookup: str):
+    gw, worker = await semantic_gateway(stack, st_model, lookup)
+    text = "what does the python zip function do"
+    await stored(gw, text)
+    many = [RawClient(gw.url, cacheable(text, stream=True)) for _ in range(8)]
+    for c in many:
+        await c.connected()
+        c.hang_up()
+    await settled(gw, [worker], stack.baseline)
+    again = RawClient(gw.url, cacheable(text, stream=True))
+    assert (await again.result())[0] == 200 and "x-kvgate-cache: hit" in again.head
