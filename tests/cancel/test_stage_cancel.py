@@ -181,3 +181,41 @@ async def test_hang_ups_racing_streamed_hits(stack: Stack, st_model, lookup: str
     await settled(gw, [worker], stack.baseline)
     again = RawClient(gw.url, cacheable(text, stream=True))
     assert (await again.result())[0] == 200 and "x-kvgate-cache: hit" in again.head
+
+
+async def test_many_hang_ups_at_once_in_every_stage(stack: Stack, bpe, st_model, blocked):
+    """Thirty clients, each waiting both for a slot (its parallel open) and for the embedder
+    (its lookup), one of them then also for the tokenizer: half hang up, then the rest, with
+    both threads still held."""
+    gw, workers = await kv_gateway(
+        stack,
+        bpe,
+        dispatch={"max_in_flight_per_worker": 1},
+        semantic_cache={"categories": CATEGORIES, "lookup": "parallel"},
+        app_options={"semantic_model": st_model},
+    )
+    holders = [RawClient(gw.url, chat_body(f"hold {i}", 4000, stream=True)) for i in range(2)]
+    for h in holders:
+        await asyncio.wait_for(h.first_bytes.wait(), 10)
+    hold_embedder(gw, blocked)
+    tokenizer = Blocked()
+    try:
+        hold_tokenizer(gw, tokenizer)
+        clients = [RawClient(gw.url, chat_body(f"{i} {LONG}", 2, temperature=0)) for i in range(30)]
+        await dispatch_waiting(gw, 30)
+        embedder = gw.app[SEMANTIC].cache.embedder
+        await until(lambda: embedder.queued > 0, "lookups queued")
+        for c in clients[1::2]:
+            c.hang_up()
+        await dispatch_waiting(gw, 15)
+        holders[0].hang_up()  # its slot goes to a live waiter, which waits for the tokenizer
+        await tokenize_waiting(gw, 1)
+        for c in [*clients[::2], holders[1]]:
+            c.hang_up()
+        await until(lambda: embedder.queued == 0, "embedding queue empty, thread still held")
+        await settled(gw, workers)
+    finally:
+        tokenizer.release()
+    blocked.release()
+    await settled(gw, workers, stack.baseline)
+    await served(gw, 2)
