@@ -12,6 +12,7 @@ from .harness import (
     Stack,
     chat_body,
     dispatch_waiting,
+    scrape,
     served,
     settled,
     until,
@@ -143,3 +144,21 @@ async def test_a_slot_the_first_waiter_cannot_use_goes_to_the_next(stack: Stack)
     holder.hang_up()
     assert (await first.result())[0] == 200
     await settled(gw, [shared, other], stack.baseline)
+
+
+async def test_hang_up_during_a_retry_on_another_worker(stack: Stack):
+    """The first worker died unnoticed (no probe since): the request is retried on the second,
+    and its client hangs up while the second computes the first token."""
+    dead = stack.process()
+    slow = await stack.worker(time_scale=5.0)  # ~0.4 s to the first token of a long prompt
+    gw = await stack.gateway([dead.url, slow.url])
+    dead.kill()
+    client = RawClient(gw.url, chat_body("x " * 2000, 4))  # round robin: the dead one first
+    await until(lambda: slow.state.num_pending == 1, "retried on the second worker")
+    assert not client.first_bytes.is_set()
+    client.hang_up()
+    await settled(gw, [slow], stack.baseline)
+    metrics = await scrape(gw)
+    assert metrics["kvgate_upstream_retries_total"] == 1
+    assert [w.healthy for w in gw.app[FLEET].workers] == [False, True]
+    await served(gw)
