@@ -103,6 +103,7 @@ class Dispatcher:
         self._queues: dict[str, list[tuple[float, int, _Waiter]]] = {}
         self._waiting: dict[str, int] = {}  # live waiters per model
         self._handed: dict[str, int] = {}  # slots handed to waiters that have not taken them yet
+        self._excluding: dict[str, int] = {}  # live waiters that some workers turned away
         self._seq = itertools.count()
         self._closed = False
         fleet.add_listener(self)
@@ -172,7 +173,10 @@ class Dispatcher:
             waiter.timer = asyncio.get_running_loop().call_later(
                 max(0.0, delay), self._expire, waiter
             )
-        self._hand_off(model)  # a free slot the waiters ahead cannot use (see the rules)
+        if waiter.exclude:
+            self._excluding[model] = self._excluding.get(model, 0) + 1
+        if self._excluding.get(model):
+            self._hand_off(model)  # a free slot the waiters ahead may not be able to use
         started = self._clock()
         try:
             await waiter.future
@@ -277,6 +281,8 @@ class Dispatcher:
         waiter.live = False
         if waiter.timer is not None:
             waiter.timer.cancel()
+        if waiter.exclude:
+            self._excluding[waiter.model] -= 1
         self._waiting[waiter.model] -= 1
         self._metrics.dispatch_waiting.set(self.waiting)
         queue = self._queues.get(waiter.model)
