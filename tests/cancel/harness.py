@@ -27,7 +27,7 @@ from config.cost_model import CostModelConfig
 from config.gateway import GatewayConfig
 from config.loader import build
 from config.worker import SimEngineConfig, WorkerConfig
-from gateway.keys import FLEET, FLEET_CACHE, RELAY, SEMANTIC
+from gateway.keys import FLEET, FLEET_CACHE, RELAY, SEMANTIC, UPSTREAM
 from gateway.server import RunningGateway, start_gateway
 from gpu_worker.byte_tokenizer import ByteTokenizer
 from gpu_worker.engine_api import Tokenizer
@@ -259,7 +259,8 @@ async def settled(
     baseline: set[asyncio.Task[Any]] | None = None,
 ) -> None:
     """The invariant after any cancellation: nothing in flight to any worker (the gauge and the
-    fleet), no dispatch waiter and no slot handed to nobody, no tokenize ticket outstanding,
+    fleet), no dispatch waiter and no slot handed to nobody, no tokenize ticket outstanding, no
+    worker connection slot held,
     no embedding job queued, every in-process worker has dropped its requests, and no task
     started since `baseline` (`Stack.baseline`) is still pending."""
 
@@ -280,6 +281,9 @@ async def settled(
     queues = dispatch._queues.values()  # noqa: SLF001
     assert not any(entry[2].live for queue in queues for entry in queue)
     assert gw.app[FLEET_CACHE].ahead.waiting == 0
+    # Every worker connection slot of the pool is back (a reply closed on every path).
+    pool = gw.app[UPSTREAM]._pool  # noqa: SLF001
+    assert pool._slots._value == pool._max_connections  # noqa: SLF001
     stage = gw.app.get(SEMANTIC)
     if stage is not None:
         embedder = stage.cache.embedder
