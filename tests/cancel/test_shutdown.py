@@ -122,3 +122,29 @@ async def test_shutdown_with_lookups_waiting_for_the_embedder(
     blocked.release()  # the embedder's thread ends its jobs; shutdown closes it
     assert await stopping < 2 * GRACE_S + 5
     await until(lambda: worker.state.num_pending == 0, "worker dropped parallel opens", 3)
+
+
+async def test_shutdown_finishes_the_background_insert_of_a_reply(
+    stack: Stack, st_model, blocked: Blocked
+):
+    worker = await stack.worker(time_scale=2.0)  # ~20 ms a token
+    gw = await stack.gateway(
+        [worker.url],
+        semantic_cache={"categories": CATEGORIES},
+        shutdown_timeout_s=GRACE_S,
+        app_options={"semantic_model": st_model},
+    )
+    stage = gw.app[SEMANTIC]
+    # Streamed to the first "." (a few words; the first word never ends with one): the lookup
+    # is over by its first bytes, and the embedder is held before the reply ends and is stored.
+    body = chat_body("how do I sort a dict", 400, stream=True, temperature=0, stop=["."])
+    client = RawClient(gw.url, body)
+    await asyncio.wait_for(client.first_bytes.wait(), 10)
+    hold_embedder(gw, blocked)  # the reply's insert waits for the embedder's thread
+    assert (await client.result())[0] == 200 and "x-kvgate-cache: miss" in client.head
+    await until(lambda: stage._pending, "insert pending")  # noqa: SLF001
+    stopping = asyncio.create_task(stop(stack, gw))
+    await until(lambda: stage._pending and not stopping.done(), "shutdown waits for it")  # noqa: SLF001
+    blocked.release()
+    await stopping
+    assert not stage._pending and stage.cache.index.live == 1  # noqa: SLF001 - stored, then closed
