@@ -74,10 +74,16 @@ class RawClient:
     client hangs up (`hang_up`: the socket is reset, as a killed client's would be)."""
 
     def __init__(
-        self, url: str, body: bytes, headers: dict[str, str] | None = None, path: str = CHAT
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        path: str = CHAT,
+        stall: bool = False,
     ) -> None:
         self._url = url
         self._path = path
+        self._stall = stall  # stop reading after the first bytes, with a small receive buffer
         self._body = body
         self._headers = headers or {}
         self._writer: asyncio.StreamWriter | None = None
@@ -87,7 +93,12 @@ class RawClient:
 
     async def _run(self) -> tuple[int, bytes]:
         host, port = self._url.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self._stall:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
         self._writer = writer
         lines = [
             f"POST {self._path} HTTP/1.1",
@@ -103,6 +114,8 @@ class RawClient:
         while chunk := await reader.read(65536):
             data += chunk
             self.first_bytes.set()
+            if self._stall:
+                await asyncio.Event().wait()  # reads no more until `hang_up` cancels it
         writer.close()
         head, _, rest = bytes(data).partition(b"\r\n\r\n")
         self.head = head.decode("latin-1").lower()
@@ -297,9 +310,10 @@ async def settled(
         )
 
 
-# A server's idle keep-alive connection (its task waits for the next request) and a stats poll
-# in progress are not left behind; anything else started since the baseline and still pending is.
-_TRANSIENT = frozenset(("RequestHandler.start", "StatsPoller._poll"))
+# A server's idle keep-alive connection (its task waits for the next request), a stats poll in
+# progress and the test's own clients are not left behind; anything else started since the
+# baseline and still pending is.
+_TRANSIENT = frozenset(("RequestHandler.start", "StatsPoller._poll", "RawClient._run"))
 
 
 def leftover_tasks(baseline: set[asyncio.Task[Any]]) -> list[str]:

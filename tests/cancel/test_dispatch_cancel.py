@@ -4,6 +4,9 @@ relayed, or all at once; and a worker killed while requests wait for its slots."
 from __future__ import annotations
 
 import asyncio
+import socket
+
+import pytest
 
 from gateway.keys import FLEET
 
@@ -162,3 +165,37 @@ async def test_hang_up_during_a_retry_on_another_worker(stack: Stack):
     assert metrics["kvgate_upstream_retries_total"] == 1
     assert [w.healthy for w in gw.app[FLEET].workers] == [False, True]
     await served(gw)
+
+
+def relaying_paused() -> bool:
+    """The relay stopped reading the worker for a slow client (its drain task runs)."""
+    return any(t.get_coro().__qualname__ == "_pipe.<locals>.drain" for t in asyncio.all_tasks())
+
+
+def slow_network(gw) -> None:
+    """Small kernel buffers on the gateway's client sockets (accepted sockets inherit the
+    listening socket's): with a client that stops reading, the relay's own buffer fills and it
+    pauses reading the worker."""
+    for site in gw.runner.sites:
+        for sock in site._server.sockets:  # noqa: SLF001
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+@pytest.mark.parametrize("hangs_up", [True, False])
+async def test_a_client_that_stopped_reading(stack: Stack, hangs_up: bool):
+    """It hangs up, or reads nothing for `read_timeout_s` and is dropped: either way its slot
+    comes free and the request waiting for it is served."""
+    worker = await stack.worker(time_scale=0.02)  # ~0.2 ms a token: the client falls behind
+    gw = await stack.gateway([worker.url], dispatch=ONE_SLOT, upstream={"read_timeout_s": 1.0})
+    slow_network(gw)
+    client = RawClient(gw.url, chat_body("flood", 7000, stream=True), stall=True)
+    await until(relaying_paused, "the relay paused for the slow client")
+    waiting = RawClient(gw.url, chat_body("behind it", 2))
+    await dispatch_waiting(gw, 1)
+    if hangs_up:
+        client.hang_up()
+    assert (await waiting.result())[0] == 200
+    await settled(gw, [worker], stack.baseline)
+    assert not relaying_paused()
+    if not hangs_up:
+        client.hang_up()
