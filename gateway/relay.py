@@ -149,7 +149,16 @@ class Relay:
         """Send `call` to a worker and relay its reply. `opening`: the `open(call)` already under
         way (the semantic stage starts it while it looks the request up)."""
         try:
-            opened = await (opening if opening is not None else self.open(call))
+            if opening is None:
+                opened = await self.open(call)
+            else:
+                try:
+                    opened = await opening
+                except asyncio.CancelledError:
+                    # The open may have finished in the same loop turn as the client left (the
+                    # handler is cancelled before it resumes): its slot and reply are ours.
+                    self.abandon(opening)
+                    raise
             return await self.deliver(request, call, opened)
         except asyncio.CancelledError:
             # The client hung up (aiohttp cancels the handler); the reply was closed on the way.

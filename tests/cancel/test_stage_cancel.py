@@ -7,9 +7,21 @@ import asyncio
 
 import pytest
 
-from gateway.keys import SEMANTIC
+from gateway.keys import RELAY, SEMANTIC
+from gateway.relay import UpstreamCall
+from policies.routing import RequestView
 
-from .harness import RawClient, Stack, chat_body, dispatch_waiting, served, settled, until
+from .harness import (
+    CHAT,
+    MODEL,
+    RawClient,
+    Stack,
+    chat_body,
+    dispatch_waiting,
+    served,
+    settled,
+    until,
+)
 from .stages import (
     CATEGORIES,
     LONG,
@@ -219,3 +231,35 @@ async def test_many_hang_ups_at_once_in_every_stage(stack: Stack, bpe, st_model,
     blocked.release()
     await settled(gw, workers, stack.baseline)
     await served(gw, 2)
+
+
+async def test_a_parallel_open_that_finishes_as_the_client_leaves_is_given_back(stack: Stack):
+    """Parallel lookup, a miss: the handler awaits the worker request it opened while the cache
+    looked. That open finishes in the same loop turn as the client hangs up (the handler is
+    cancelled before it resumes): the opened reply is then the handler's to give back."""
+    worker = await stack.worker(time_scale=0.05)
+    gw = await stack.gateway([worker.url])
+    relay = gw.app[RELAY]
+    body = chat_body("a miss", 4)
+    call = UpstreamCall(
+        endpoint="chat",
+        path=CHAT,
+        body=body,
+        headers={"Content-Type": "application/json"},
+        model=MODEL,
+        stream=False,
+        view=RequestView(num_prompt_tokens=8),
+    )
+    opening = asyncio.ensure_future(relay.open(call))
+    handler: asyncio.Task[object] | None = None
+    # Registered before the handler awaits the open, so it runs first when the open finishes:
+    # the handler is cancelled with the open already done, exactly as when the hang-up and the
+    # worker's first bytes arrive together.
+    opening.add_done_callback(lambda _: handler is not None and handler.cancel())
+    # `forward` reads the client's request only to stream to it; this reply is not streamed.
+    handler = asyncio.create_task(relay.forward(None, call, opening))  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert opening.done() and not opening.cancelled()  # it had opened: a worker slot was held
+    await settled(gw, [worker], stack.baseline)
+    await served(gw)
