@@ -119,7 +119,9 @@ async def _shutting_down(app: web.Application) -> None:
     """Runs once the gateway stopped listening, before aiohttp waits (`shutdown_timeout_s`) for
     the replies in progress: requests that wait for a worker slot are answered now rather than
     kept waiting for those replies to end."""
-    app[RELAY].shutting_down()
+    relay = app.get(RELAY)  # absent when the app's start-up failed before making it
+    if relay is not None:
+        relay.shutting_down()
 
 
 async def _start_fleet_view(
