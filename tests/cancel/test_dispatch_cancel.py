@@ -49,12 +49,12 @@ async def test_hang_up_while_waiting_for_a_slot(stack: Stack):
 async def test_hang_up_mid_stream_closes_the_workers_connection(stack: Stack):
     worker = await stack.worker()
     gw = await stack.gateway([worker.url], dispatch=ONE_SLOT)
-    client = RawClient(gw.url, chat_body("stream", 2000, stream=True))
+    client = RawClient(gw.url, chat_body("stream", 4000, stream=True))
     await streaming(client)
     assert worker.state.num_pending == 1
     client.hang_up()
-    # The worker stops generating for nobody: its request is aborted long before its ~10 s end.
-    await until(lambda: worker.state.num_pending == 0, "worker aborted the request", 3.0)
+    # The worker stops generating for nobody: its request is aborted long before its ~20 s end.
+    await until(lambda: worker.state.num_pending == 0, "worker aborted the request", 5.0)
     await settled(gw, [worker], stack.baseline)
     await served(gw)
 

@@ -22,7 +22,7 @@ from .stages import (
     tokenize_waiting,
 )
 
-GRACE_S = 1.0  # shutdown_timeout_s of these gateways: replies in progress get this long
+GRACE_S = 2.0  # shutdown_timeout_s of these gateways: replies in progress get this long
 
 
 async def stop(stack: Stack, gw) -> float:
