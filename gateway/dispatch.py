@@ -15,7 +15,8 @@ Rules (everything runs on the event loop; the relay is the only caller):
   requests that arrive while anyone waits join the queue, so none can take a slot ahead of it.
 - A waiter that was turned away by some workers (503 busy: they are full with other work) waits
   for a slot on the others only: a free slot on a worker it excludes goes to the next waiter,
-  and a request joining the queue is handed such a slot at once.
+  and a request joining the queue is handed such a slot at once. When none of the others is
+  healthy any more it is answered 503 at once.
 - At most `max_waiting` requests wait: beyond, 503 `gateway_queue_full` with Retry-After.
 - A health change re-runs the hand-off (a worker back in rotation brings slots); a model left
   with no healthy worker fails its waiters with 503 at once.
@@ -214,7 +215,9 @@ class Dispatcher:
         for model in list(self._queues):
             if not self._waiting.get(model):
                 continue
-            if self._fleet.candidates(model):
+            if candidates := self._fleet.candidates(model):
+                if self._excluding.get(model):
+                    self._fail_stranded(model, candidates)
                 self._hand_off(model)
             else:
                 while (waiter := self._pop(model)) is not None:
@@ -263,6 +266,16 @@ class Dispatcher:
             free -= 1
         for entry in passed:
             heapq.heappush(queue, entry)
+
+    def _fail_stranded(self, model: str, candidates: list[WorkerState]) -> None:
+        """Answer the waiters that excluded every healthy worker left (503, as the relay would):
+        no slot they may use can come free any more."""
+        for _, _, waiter in list(self._queues[model]):
+            if waiter.live and all(w.worker_id in waiter.exclude for w in candidates):
+                self._leave(waiter)
+                waiter.future.set_exception(
+                    no_healthy_worker(model, "the workers it may still use are gone")
+                )
 
     def _taken(self, model: str) -> None:
         self._handed[model] -= 1

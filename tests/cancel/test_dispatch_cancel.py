@@ -199,3 +199,23 @@ async def test_a_client_that_stopped_reading(stack: Stack, hangs_up: bool):
     assert not relaying_paused()
     if not hangs_up:
         client.hang_up()
+
+
+async def test_a_waiter_left_with_only_workers_that_turned_it_away_is_answered(stack: Stack):
+    """The waiter of the test above, when the worker it waits for dies: no worker it may use
+    is left, so it is answered 503 at once rather than left waiting."""
+    shared = await stack.worker(max_pending_requests=1)
+    other = stack.process()
+    gw = await stack.gateway([shared.url, other.url], dispatch=ONE_SLOT)
+    outside = RawClient(shared.url, chat_body("another gateway's request", 4000, stream=True))
+    await streaming(outside)
+    holder = RawClient(gw.url, chat_body("hold", 4000, stream=True))  # shared: 503, to other
+    await streaming(holder)
+    first = RawClient(gw.url, chat_body("first", 2))
+    await dispatch_waiting(gw, 1)
+    other.kill()
+    status, body = await first.result(5)
+    assert status == 503 and b"no_healthy_worker" in body
+    outside.hang_up()
+    await settled(gw, [shared], stack.baseline)
+    await served(gw)
