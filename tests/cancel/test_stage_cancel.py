@@ -18,6 +18,7 @@ from .harness import (
     Stack,
     chat_body,
     dispatch_waiting,
+    scrape,
     served,
     settled,
     until,
@@ -263,3 +264,30 @@ async def test_a_parallel_open_that_finishes_as_the_client_leaves_is_given_back(
     assert opening.done() and not opening.cancelled()  # it had opened: a worker slot was held
     await settled(gw, [worker], stack.baseline)
     await served(gw)
+
+
+async def test_hang_up_of_a_hit_waiting_for_the_tokenizer(stack: Stack, bpe, st_model, blocked):
+    """A hit counts its prompt's tokens for `usage` with the workers' tokenizer, in the same
+    ordered queue as routing: it hangs up there, and the request behind it goes on."""
+    gw, workers = await kv_gateway(
+        stack,
+        bpe,
+        semantic_cache={"categories": CATEGORIES},
+        app_options={"semantic_model": st_model},
+    )
+    text = "how do I read a large csv file in chunks with pandas " * 6  # tokenized ahead
+    await stored(gw, text)
+    hold_tokenizer(gw, blocked)
+    # Upper case: the same embedding (the model is uncased), a new turn for the tokenizer.
+    hit = RawClient(gw.url, cacheable(text.upper()))
+    await tokenize_waiting(gw, 1)
+    behind = RawClient(gw.url, chat_body("short", 2))
+    await tokenize_waiting(gw, 2)
+    metrics = await scrape(gw)
+    hits = sum(v for k, v in metrics.items() if k.startswith("kvgate_semantic_cache_hits_total"))
+    assert hits == 1  # it is the hit that waits, not a miss being routed
+    hit.hang_up()
+    assert (await behind.result())[0] == 200
+    assert not blocked.gate.is_set()
+    blocked.release()
+    await settled(gw, workers, stack.baseline)
