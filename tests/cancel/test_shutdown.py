@@ -22,7 +22,7 @@ from .stages import (
     tokenize_waiting,
 )
 
-GRACE_S = 2.0  # shutdown_timeout_s of these gateways: replies in progress get this long
+GRACE_S = 1.0  # shutdown_timeout_s of these gateways: replies in progress get this long
 
 
 async def stop(stack: Stack, gw) -> float:
@@ -48,14 +48,14 @@ async def test_shutdown_answers_dispatch_waiters_and_cuts_long_streams(stack: St
         return gauge(await scrape(gw), "kvgate_dispatch_waiting") == 3
 
     await until(queued, "3 requests waiting for the slot")
-    started = time.monotonic()
     stopping = asyncio.create_task(stop(stack, gw))
-    # The waiters are told at once (503, retry: another gateway, or this one restarted)...
+    # The waiters are told at once (503, retry: another gateway, or this one restarted), while
+    # the stream in progress still runs...
     for c in waiters:
-        status, body = await c.result(GRACE_S)
+        status, body = await c.result(GRACE_S + 5)
         assert status == 503 and b"gateway_shutting_down" in body
         assert "retry-after: 1" in c.head
-    assert time.monotonic() - started < GRACE_S
+    assert not holder.task.done()
     # ...the stream in progress gets the grace period, then its connection is closed: the
     # client sees the chunked body end without its last chunk, never a hang.
     status, body = await holder.result(GRACE_S + 5)
