@@ -118,3 +118,8 @@ class GatewayConfig(Frozen):
     # Keys for the /admin endpoints (secrets: set them through the environment). With none
     # configured the admin endpoints answer 404: they do not exist on that gateway.
     admin_keys: tuple[str, ...] = ()
+    # On shutdown, replies in progress get this long to finish; then their connections (and the
+    # workers' with them) are closed. Requests still waiting for a worker slot are answered 503
+    # `gateway_shutting_down` at once. Under Kubernetes' default 30 s grace period, so the
+    # gateway ends its streams itself before it is killed.
+    shutdown_timeout_s: PositiveS = 20.0

@@ -71,6 +71,7 @@ def create_app(
     app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
     metrics.registry.register(TokenizeCollector(app[FLEET_CACHE].ahead))
     app.cleanup_ctx.append(_upstream_ctx)
+    app.on_shutdown.append(_shutting_down)
     if cfg.semantic_cache.enabled:
         app.cleanup_ctx.append(partial(_semantic_ctx, model=semantic_model, clock=clock))
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
@@ -112,6 +113,15 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
     await upstream.aclose()
     app[FLEET_CACHE].close()
+
+
+async def _shutting_down(app: web.Application) -> None:
+    """Runs once the gateway stopped listening, before aiohttp waits (`shutdown_timeout_s`) for
+    the replies in progress: requests that wait for a worker slot are answered now rather than
+    kept waiting for those replies to end."""
+    relay = app.get(RELAY)  # absent when the app's start-up failed before making it
+    if relay is not None:
+        relay.shutting_down()
 
 
 async def _start_fleet_view(

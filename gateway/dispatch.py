@@ -13,9 +13,16 @@ Rules (everything runs on the event loop; the relay is the only caller):
   starving it.
 - A freed slot is handed straight to the most urgent waiter of a model the freed worker serves;
   requests that arrive while anyone waits join the queue, so none can take a slot ahead of it.
+- A waiter that was turned away by some workers (503 busy: they are full with other work) waits
+  for a slot on the others only: a free slot on a worker it excludes goes to the next waiter,
+  and a request joining the queue is handed such a slot at once. When none of the others is
+  healthy any more it is answered 503 at once.
 - At most `max_waiting` requests wait: beyond, 503 `gateway_queue_full` with Retry-After.
 - A health change re-runs the hand-off (a worker back in rotation brings slots); a model left
   with no healthy worker fails its waiters with 503 at once.
+- `close()` (the gateway is shutting down): every waiter, and every request that would wait
+  from then on, is answered 503 `gateway_shutting_down` at once; a slot that comes free on
+  shutdown goes to nobody, so no waiter is kept waiting for the replies in progress to end.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 from collections.abc import Callable, Collection
 
 from config.gateway import DispatchConfig
-from gateway.errors import ApiError, no_healthy_worker
+from gateway.errors import ApiError, gateway_shutting_down, no_healthy_worker
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 
@@ -62,12 +69,15 @@ class TtftHistory:
 
 
 class _Waiter:
-    __slots__ = ("model", "arrival_s", "deadline_s", "future", "timer", "live")
+    __slots__ = ("model", "arrival_s", "deadline_s", "exclude", "future", "timer", "live")
 
-    def __init__(self, model: str, arrival_s: float, deadline_s: float | None) -> None:
+    def __init__(
+        self, model: str, arrival_s: float, deadline_s: float | None, exclude: frozenset[str]
+    ) -> None:
         self.model = model
         self.arrival_s = arrival_s
         self.deadline_s = deadline_s
+        self.exclude = exclude  # workers that turned it away: their slots are of no use to it
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.timer: asyncio.TimerHandle | None = None
         self.live = True  # False once handed a slot, refused or gone (lazy heap deletion)
@@ -94,7 +104,9 @@ class Dispatcher:
         self._queues: dict[str, list[tuple[float, int, _Waiter]]] = {}
         self._waiting: dict[str, int] = {}  # live waiters per model
         self._handed: dict[str, int] = {}  # slots handed to waiters that have not taken them yet
+        self._excluding: dict[str, int] = {}  # live waiters that some workers turned away
         self._seq = itertools.count()
+        self._closed = False
         fleet.add_listener(self)
 
     @property
@@ -132,9 +144,18 @@ class Dispatcher:
             return True
         return self._free_slots(candidates) <= self._handed.get(model, 0)
 
-    async def wait_turn(self, model: str, arrival_s: float, deadline_s: float | None) -> None:
-        """Wait until a slot is handed to this request; raises `ApiError` (504 deadline, 503 no
-        worker left) instead when that happens first."""
+    async def wait_turn(
+        self,
+        model: str,
+        arrival_s: float,
+        deadline_s: float | None,
+        exclude: Collection[str] = (),
+    ) -> None:
+        """Wait until a slot on a worker not in `exclude` is handed to this request; raises
+        `ApiError` (504 deadline, 503 no worker left or shutting down) instead when that happens
+        first."""
+        if self._closed:
+            raise gateway_shutting_down()
         if self.waiting >= self.cfg.max_waiting:
             raise ApiError(
                 503,
@@ -143,7 +164,7 @@ class Dispatcher:
                 code="gateway_queue_full",
                 retry_after_s=1,
             )
-        waiter = _Waiter(model, arrival_s, deadline_s)
+        waiter = _Waiter(model, arrival_s, deadline_s, frozenset(exclude))
         entry = (self._key(waiter), next(self._seq), waiter)
         heapq.heappush(self._queues.setdefault(model, []), entry)
         self._waiting[model] = self._waiting.get(model, 0) + 1
@@ -153,6 +174,10 @@ class Dispatcher:
             waiter.timer = asyncio.get_running_loop().call_later(
                 max(0.0, delay), self._expire, waiter
             )
+        if waiter.exclude:
+            self._excluding[model] = self._excluding.get(model, 0) + 1
+        if self._excluding.get(model):
+            self._hand_off(model)  # a free slot the waiters ahead may not be able to use
         started = self._clock()
         try:
             await waiter.future
@@ -166,6 +191,13 @@ class Dispatcher:
         finally:
             self._metrics.dispatch_wait.observe(self._clock() - started)
         self._taken(model)
+
+    def close(self) -> None:
+        """The gateway is shutting down: answer every waiter now (see the module's rules)."""
+        self._closed = True
+        for model in list(self._queues):
+            while (waiter := self._pop(model)) is not None:
+                waiter.future.set_exception(gateway_shutting_down())
 
     def wake(self, model: str) -> None:
         """Hand free slots of `model` to its waiters: a request that was handed one and then
@@ -183,7 +215,9 @@ class Dispatcher:
         for model in list(self._queues):
             if not self._waiting.get(model):
                 continue
-            if self._fleet.candidates(model):
+            if candidates := self._fleet.candidates(model):
+                if self._excluding.get(model):
+                    self._fail_stranded(model, candidates)
                 self._hand_off(model)
             else:
                 while (waiter := self._pop(model)) is not None:
@@ -208,11 +242,40 @@ class Dispatcher:
         return sum(max(0, self._cap - w.in_flight) for w in candidates)
 
     def _hand_off(self, model: str) -> None:
-        free = self._free_slots(self._fleet.candidates(model)) - self._handed.get(model, 0)
-        while free > 0 and (waiter := self._pop(model)) is not None:
+        """Hand the free, unpromised slots of `model` to its most urgent waiters that can use
+        them; a waiter that can use none (it excludes their workers) keeps its place."""
+        queue = self._queues.get(model)
+        if not queue:
+            return
+        candidates = self._fleet.candidates(model)
+        free = self._free_slots(candidates) - self._handed.get(model, 0)
+        passed: list[tuple[float, int, _Waiter]] = []
+        while free > 0 and queue:
+            entry = heapq.heappop(queue)
+            waiter = entry[2]
+            if not waiter.live:
+                continue
+            if waiter.exclude and not any(
+                w.in_flight < self._cap and w.worker_id not in waiter.exclude for w in candidates
+            ):
+                passed.append(entry)
+                continue
+            self._leave(waiter)
             waiter.future.set_result(None)
             self._handed[model] = self._handed.get(model, 0) + 1
             free -= 1
+        for entry in passed:
+            heapq.heappush(queue, entry)
+
+    def _fail_stranded(self, model: str, candidates: list[WorkerState]) -> None:
+        """Answer the waiters that excluded every healthy worker left (503, as the relay would):
+        no slot they may use can come free any more."""
+        for _, _, waiter in list(self._queues[model]):
+            if waiter.live and all(w.worker_id in waiter.exclude for w in candidates):
+                self._leave(waiter)
+                waiter.future.set_exception(
+                    no_healthy_worker(model, "the workers it may still use are gone")
+                )
 
     def _taken(self, model: str) -> None:
         self._handed[model] -= 1
@@ -237,6 +300,8 @@ class Dispatcher:
         waiter.live = False
         if waiter.timer is not None:
             waiter.timer.cancel()
+        if waiter.exclude:
+            self._excluding[waiter.model] -= 1
         self._waiting[waiter.model] -= 1
         self._metrics.dispatch_waiting.set(self.waiting)
         queue = self._queues.get(waiter.model)

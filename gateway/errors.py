@@ -66,6 +66,11 @@ def gateway_busy(detail: str) -> ApiError:
     return ApiError(503, message, code="gateway_busy", retry_after_s=1)
 
 
+def gateway_shutting_down() -> ApiError:
+    message = "the gateway is shutting down; retry (another gateway, or this one restarted)"
+    return ApiError(503, message, code="gateway_shutting_down", retry_after_s=1)
+
+
 def upstream_timeout(seconds: float) -> ApiError:
     return ApiError(504, f"the worker sent nothing for {seconds:g} s", code="upstream_timeout")
 

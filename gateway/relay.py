@@ -149,12 +149,25 @@ class Relay:
         """Send `call` to a worker and relay its reply. `opening`: the `open(call)` already under
         way (the semantic stage starts it while it looks the request up)."""
         try:
-            opened = await (opening if opening is not None else self.open(call))
+            if opening is None:
+                opened = await self.open(call)
+            else:
+                try:
+                    opened = await opening
+                except asyncio.CancelledError:
+                    # The open may have finished in the same loop turn as the client left (the
+                    # handler is cancelled before it resumes): its slot and reply are ours.
+                    self.abandon(opening)
+                    raise
             return await self.deliver(request, call, opened)
         except asyncio.CancelledError:
             # The client hung up (aiohttp cancels the handler); the reply was closed on the way.
             self._metrics.error("client_disconnected")
             raise
+
+    def shutting_down(self) -> None:
+        """The gateway is stopping: requests waiting for a worker slot are answered 503 now."""
+        self._dispatch.close()
 
     def abandon(self, opening: asyncio.Future[Opened]) -> None:
         """Drop an `open` that is no longer wanted (the cache answered): a worker that has the
@@ -201,7 +214,7 @@ class Relay:
             if worker is None:
                 if dispatch.must_wait(call.model, tried):  # healthy workers, all of them full
                     waited_s -= time.monotonic()
-                    await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s)
+                    await dispatch.wait_turn(call.model, call.arrival_s, call.deadline_s, tried)
                     waited_s += time.monotonic()
                     continue
                 break

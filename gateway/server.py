@@ -43,6 +43,7 @@ async def start_gateway(
         access_log=None,
         handler_cancellation=True,
         max_field_size=MAX_HEADER_BYTES,
+        shutdown_timeout=cfg.shutdown_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)

@@ -109,7 +109,11 @@ class Embedder:
         )
         self.dim = int(dim_of())
         self.worker = SerialWorker("kvgate-embed", cfg.num_threads)
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        # Texts waiting for the next batch, oldest first, by the future their caller awaits: a
+        # caller that goes away (its client hung up) takes its text out at once, so a gone
+        # request never holds one of the `max_queue` places against a live one.
+        self._waiting: OrderedDict[asyncio.Future[np.ndarray], str] = OrderedDict()
+        self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self.batches = 0
@@ -117,7 +121,7 @@ class Embedder:
         self.recent_hits = 0
 
     def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.cfg.max_queue)
+        self._arrived = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._batch_loop())
 
     async def close(self) -> None:
@@ -145,9 +149,14 @@ class Embedder:
         """Run `fn(*args)` on the embedder's thread, ahead of queued embedding batches."""
         return await asyncio.wrap_future(self.worker.submit(INDEX_PRIORITY, fn, *args))
 
+    @property
+    def queued(self) -> int:
+        """Texts waiting for a batch (not those of the batch running now)."""
+        return len(self._waiting)
+
     async def embed(self, text: str) -> np.ndarray:
         """The unit embedding of `text` (read-only), batched with other concurrent callers."""
-        if self._queue is None:
+        if self._arrived is None:
             raise RuntimeError("Embedder.start() was not called")
         key = text[: self.cfg.max_text_chars]
         recent = self._recent.get(key)
@@ -155,12 +164,15 @@ class Embedder:
             self._recent.move_to_end(key)
             self.recent_hits += 1
             return recent
+        if len(self._waiting) >= self.cfg.max_queue:
+            raise EmbedderOverloaded("embedding queue full")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._waiting[future] = key
+        self._arrived.set()
         try:
-            self._queue.put_nowait((key, future))
-        except asyncio.QueueFull:
-            raise EmbedderOverloaded("embedding queue full") from None
-        return await future
+            return await future
+        finally:
+            self._waiting.pop(future, None)  # cancelled while queued: out of the queue now
 
     async def embed_many(self, texts: list[str]) -> np.ndarray:
         """Unit embeddings of `texts` (rows in order), through the same batching as `embed`."""
@@ -177,24 +189,25 @@ class Embedder:
             self._recent.popitem(last=False)
 
     async def _next_batch(self) -> list[tuple[str, asyncio.Future[np.ndarray]]]:
-        assert self._queue is not None
+        assert self._arrived is not None
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
         deadline = loop.time() + self.cfg.max_wait_ms / 1000.0
-        while len(batch) < self.cfg.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
+        while len(self._waiting) < self.cfg.max_batch:
             timeout = deadline - loop.time()
             if timeout <= 0:
                 break
+            self._arrived.clear()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 break
-        return batch
+        taken = min(len(self._waiting), self.cfg.max_batch)
+        batch = [self._waiting.popitem(last=False) for _ in range(taken)]
+        return [(text, future) for future, text in batch]
 
     async def _batch_loop(self) -> None:
         while True:
