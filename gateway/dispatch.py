@@ -255,6 +255,9 @@ class Dispatcher:
             waiter = entry[2]
             if not waiter.live:
                 continue
+            if waiter.future.done():  # cancelled, its task not run since: no slot for it (_pop)
+                self._leave(waiter)
+                continue
             if waiter.exclude and not any(
                 w.in_flight < self._cap and w.worker_id not in waiter.exclude for w in candidates
             ):
@@ -271,6 +274,8 @@ class Dispatcher:
         """Answer the waiters that excluded every healthy worker left (503, as the relay would):
         no slot they may use can come free any more."""
         for _, _, waiter in list(self._queues[model]):
+            if waiter.future.done():  # cancelled: its task leaves the queue itself
+                continue
             if waiter.live and all(w.worker_id in waiter.exclude for w in candidates):
                 self._leave(waiter)
                 waiter.future.set_exception(
