@@ -39,8 +39,9 @@ async def test_chat_streamed_in_several_chunks(make_worker, make_gateway, openai
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
-async def test_completion_streamed_and_not(gateway, openai_client):
-    client = openai_client(gateway)
+async def test_completion_streamed_and_not(make_worker, make_gateway, openai_client):
+    # Realistic step times, as above: a fast worker may rightly coalesce a short reply.
+    client = openai_client(await make_gateway([make_worker(time_scale=0.5).url]))
     reply = await client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6)
     assert reply.choices[0].text and reply.usage.completion_tokens <= 6
     stream = await client.completions.create(
