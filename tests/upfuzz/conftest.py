@@ -1,0 +1,76 @@
+"""One misbehaving worker (bad_worker.py), one good simulated worker, and a gateway in front of
+both with the semantic cache on: all real servers on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from config.cost_model import CostModelConfig
+from config.gateway import GatewayConfig
+from config.loader import build
+from config.worker import SimEngineConfig, WorkerConfig
+from gateway.server import RunningGateway, start_gateway
+from gpu_worker.server import WorkerHandle, start_worker
+from gpu_worker.sim_engine import SimEngine
+from tests.upfuzz.bad_worker import GOOD_MODEL, BadWorker
+
+
+@pytest.fixture
+async def bad_worker() -> AsyncIterator[BadWorker]:
+    worker = BadWorker()
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.close()
+
+
+@pytest.fixture
+async def good_worker() -> AsyncIterator[WorkerHandle]:
+    engine = SimEngine(
+        SimEngineConfig(num_blocks=256, cost_model=CostModelConfig(time_scale=0.001)),
+        model_id=GOOD_MODEL,
+    )
+    handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model=GOOD_MODEL))
+    try:
+        yield handle
+    finally:
+        await handle.close()
+
+
+READ_TIMEOUT_S = 0.6  # the gateway's longest silence from a worker (kept short for the tests)
+
+
+def fuzz_config(**overrides: Any) -> GatewayConfig:
+    every = {"threshold": 0.9, "ttl_s": 3_600.0, "max_entries": 1000}
+    base: dict[str, Any] = {
+        "port": 0,
+        # Probes are driven by the tests (`PROBER.probe_all()`); stats and events run as usual.
+        "health": {"interval_s": 30.0, "timeout_s": 0.5},
+        "upstream": {"read_timeout_s": READ_TIMEOUT_S, "connect_timeout_s": 1.0},
+        "fleet_view": {"stats_interval_s": 0.05, "events_read_timeout_s": 1.0},
+        "semantic_cache": {
+            "categories": {
+                name: every for name in ("code", "chat", "factual", "time_sensitive", "math")
+            },
+            "fallback": every,
+        },
+    }
+    return build(base | overrides, GatewayConfig)
+
+
+@pytest.fixture
+async def fleet(
+    bad_worker: BadWorker, good_worker: WorkerHandle, st_model: object
+) -> AsyncIterator[tuple[RunningGateway, BadWorker]]:
+    """The gateway over [bad worker, good worker]."""
+    gw = await start_gateway(
+        fuzz_config(), [bad_worker.url, good_worker.url], semantic_model=st_model
+    )
+    try:
+        yield gw, bad_worker
+    finally:
+        await gw.stop()
