@@ -180,7 +180,11 @@ class PipedReply:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= _MAX_HEADERS:
-            raise ValueError("too many headers")
+            # Raised inside the parser: `feed` hands it on as the reply's error, so it must be
+            # one of the upstream errors callers handle (a ValueError reached the client as 500).
+            raise UpstreamUnavailable(
+                f"bad HTTP reply from the worker: over {_MAX_HEADERS} headers"
+            )
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:

@@ -153,7 +153,6 @@ KNOWN_FAILING = {
     "wrong_types_200",
     "huge_usage_200",
     "error_status_not_json",
-    "too_many_headers",
     "content_length_short",
     "huge_body",
     "error_status_not_json_stream",
