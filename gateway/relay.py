@@ -13,6 +13,10 @@ Rules:
 - A timeout is answered 504 and never retried (a slow fleet must not get more load).
 - A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
   client is never left hanging. A non-streamed reply that breaks off is answered 502.
+- A non-streamed reply is checked before it is relayed (gateway/reply_check.py): a 200 that is
+  not a completion is answered 502 (and its worker leaves rotation until its next good probe);
+  an error reply reaches the client in OpenAI's shape, with the worker's 5xx other than 503/504
+  answered 502.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from config.protocol import HEADER_DEADLINE_MS, error_body
 from gateway.errors import gateway_busy, no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
+from gateway.reply_check import ReplyBroken, check_whole, error_reply
 from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -261,7 +266,7 @@ class Relay:
             if call.stream and reply.status == 200:
                 response = await self._stream(request, opened, call.observer)
             else:
-                response = await self._whole(reply, opened.first, call.observer)
+                response = await self._whole(worker, reply, opened.first, call.observer)
                 worker.progress += 1
         finally:
             reply.close()
@@ -275,7 +280,11 @@ class Relay:
         return attempts < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
 
     async def _whole(
-        self, reply: PipedReply, first: bytes, observer: ReplyObserver | None = None
+        self,
+        worker: WorkerState,
+        reply: PipedReply,
+        first: bytes,
+        observer: ReplyObserver | None = None,
     ) -> web.Response:
         try:
             rest = await reply.read_all()
@@ -284,13 +293,26 @@ class Relay:
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
         body = first + rest if rest else first
+        status = reply.status
         headers = {"Content-Type": reply.content_type}
+        if status == 200:
+            try:
+                check_whole(body)
+            except ReplyBroken as exc:
+                # A worker that answers 200 with something else is broken, not busy: out of
+                # rotation until its next good probe, like one whose stream breaks off.
+                self._metrics.error("upstream_bad_reply")
+                self._fleet.mark_failed(worker, str(exc))
+                raise upstream_failed(str(exc)) from None
+        else:
+            status, body = error_reply(status, body)
+            headers["Content-Type"] = "application/json"
         if reply.retry_after is not None:
             headers["Retry-After"] = reply.retry_after
         if observer is not None:
             headers.update(observer.headers)
-            observer.finish_whole(reply.status, body)
-        return web.Response(status=reply.status, body=body, headers=headers)
+            observer.finish_whole(status, body)
+        return web.Response(status=status, body=body, headers=headers)
 
     async def _stream(
         self, request: web.Request, opened: Opened, observer: ReplyObserver | None = None

@@ -146,16 +146,7 @@ async def check_recovered(gw: RunningGateway, bad: BadWorker, repro: str) -> Non
 
 # Scenarios that fail until the fix for them lands (each fix's commit takes its names out).
 KNOWN_FAILING = {
-    "garbage_200",
-    "truncated_json_200",
-    "no_choices_200",
-    "empty_choices_200",
-    "wrong_types_200",
-    "huge_usage_200",
-    "error_status_not_json",
-    "content_length_short",
     "huge_body",
-    "error_status_not_json_stream",
     "sse_no_done",
     "sse_after_done",
 }
