@@ -34,6 +34,9 @@ class UpstreamConfig(Frozen):
     # Tries on *different* workers when one fails before its first byte (connection refused,
     # reset before any reply). A timeout is never retried: a slow fleet must not get more load.
     max_attempts: PositiveInt = 2
+    # A non-streamed reply longer than this is answered 502 rather than held in memory whole
+    # (a streamed one is relayed as it comes and never held).
+    max_reply_bytes: PositiveInt = 32 * 1024 * 1024
 
 
 class HealthConfig(Frozen):

@@ -13,10 +13,10 @@ Rules:
 - A timeout is answered 504 and never retried (a slow fleet must not get more load).
 - A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
   client is never left hanging. A non-streamed reply that breaks off is answered 502.
-- A non-streamed reply is checked before it is relayed (gateway/reply_check.py): a 200 that is
-  not a completion is answered 502 (and its worker leaves rotation until its next good probe);
-  an error reply reaches the client in OpenAI's shape, with the worker's 5xx other than 503/504
-  answered 502.
+- A non-streamed reply is held whole up to `max_reply_bytes` (502 beyond) and checked before it
+  is relayed (gateway/reply_check.py): a 200 that is not a completion is answered 502 (and its
+  worker leaves rotation until its next good probe); an error reply reaches the client in
+  OpenAI's shape, with the worker's 5xx other than 503/504 answered 502.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class Relay:
         read_timeout_s: float,
         dispatch: Dispatcher,
         cache: FleetCache | None = None,
+        max_reply_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._fleet = fleet
         self._dispatch = dispatch
@@ -125,6 +126,7 @@ class Relay:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._read_timeout_s = read_timeout_s
+        self._max_reply_bytes = max_reply_bytes  # a whole reply held in memory, at most
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
     def pick(
@@ -286,13 +288,19 @@ class Relay:
         first: bytes,
         observer: ReplyObserver | None = None,
     ) -> web.Response:
+        parts, size = [first], len(first)
         try:
-            rest = await reply.read_all()
+            while chunk := await reply.read_chunk():
+                size += len(chunk)
+                if size > self._max_reply_bytes:
+                    self._metrics.error("upstream_reply_too_large")
+                    raise upstream_failed(f"its reply is over {self._max_reply_bytes} bytes")
+                parts.append(chunk)
         except UpstreamTimeout as exc:
             raise upstream_timeout(self._read_timeout_s) from exc
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
-        body = first + rest if rest else first
+        body = first if len(parts) == 1 else b"".join(parts)
         status = reply.status
         headers = {"Content-Type": reply.content_type}
         if status == 200:

@@ -42,6 +42,7 @@ async def good_worker() -> AsyncIterator[WorkerHandle]:
 
 
 READ_TIMEOUT_S = 0.6  # the gateway's longest silence from a worker (kept short for the tests)
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # the longest whole reply it holds
 
 
 def fuzz_config(**overrides: Any) -> GatewayConfig:
@@ -50,7 +51,11 @@ def fuzz_config(**overrides: Any) -> GatewayConfig:
         "port": 0,
         # Probes are driven by the tests (`PROBER.probe_all()`); stats and events run as usual.
         "health": {"interval_s": 30.0, "timeout_s": 0.5},
-        "upstream": {"read_timeout_s": READ_TIMEOUT_S, "connect_timeout_s": 1.0},
+        "upstream": {
+            "read_timeout_s": READ_TIMEOUT_S,
+            "connect_timeout_s": 1.0,
+            "max_reply_bytes": MAX_REPLY_BYTES,
+        },
         "fleet_view": {"stats_interval_s": 0.05, "events_read_timeout_s": 1.0},
         "semantic_cache": {
             "categories": {
