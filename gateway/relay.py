@@ -8,11 +8,12 @@ Rules:
   has reached the client yet, so the retry is invisible to it.
 - A worker that answers 503 or 429 (at capacity, shutting down, rate-limited) did not take the
   request: it goes to another worker the same way, without marking the busy one failed. When no
-  other worker is left to try, the last busy answer is relayed as it is (status, body and
-  `Retry-After`), so the client sees the fleet's own reason.
+  other worker is left to try, the last busy answer is relayed (status, `Retry-After`, and its
+  message in OpenAI's shape), so the client sees the fleet's own reason.
 - A timeout is answered 504 and never retried (a slow fleet must not get more load).
 - A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
-  client is never left hanging. A non-streamed reply that breaks off is answered 502.
+  client is never left hanging. So does a stream that ends without `[DONE]`: a cut-off answer
+  must not look whole. A non-streamed reply that breaks off is answered 502.
 - A non-streamed reply is held whole up to `max_reply_bytes` (502 beyond) and checked before it
   is relayed (gateway/reply_check.py): a 200 that is not a completion is answered 502 (and its
   worker leaves rotation until its next good probe); an error reply reaches the client in
@@ -24,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -55,6 +57,7 @@ _SSE_DONE = b"data: [DONE]\n\n"
 _BUSY = frozenset((429, 503))  # the worker turned the request away; another one may take it
 _CLIENT_HIGH_WATER_BYTES = 256 * 1024  # a slow client's queued bytes before the worker waits
 _DRAIN_POLL_S = 0.01
+_TAIL_CHUNKS = 32  # last chunks of a stream kept (by reference) to find its `[DONE]`
 
 
 class ReplyObserver(Protocol):
@@ -334,6 +337,8 @@ class Relay:
         if piped:
             response.enable_chunked_encoding()  # the framing `_pipe` writes itself
         await response.prepare(request)
+        tail: deque[bytes] = deque((first,), maxlen=_TAIL_CHUNKS)  # where `[DONE]` must be
+        ending = b""  # what the gateway adds at the end: an error event and `[DONE]`
         try:
             await response.write(first)  # the headers leave with the first chunk
             own_s = time.monotonic() - opened.first_in_s
@@ -341,15 +346,23 @@ class Relay:
             if observer is not None:
                 observer.feed(first)
             if piped:
-                await _pipe(request, worker, reply, observer, self._read_timeout_s)
+                await _pipe(request, worker, reply, observer, self._read_timeout_s, tail)
             else:  # HTTP/1.0: no chunked framing, aiohttp's own writer per chunk
                 while chunk := await reply.read_chunk():
                     worker.progress += 1
+                    tail.append(chunk)
                     await response.write(chunk)
                     if observer is not None:
                         observer.feed(chunk)
+            if not ends_with_done(tail):
+                # The worker ended its stream cleanly but never said it was complete: a client
+                # must not take a cut-off answer for a whole one.
+                log.warning("stream from %s ended without [DONE]", worker.worker_id)
+                self._metrics.error("mid_stream_no_done")
+                message = "the worker's stream ended without [DONE]"
+                ending = _error_event(message, "upstream_error")
             if observer is not None:
-                observer.finish_stream()
+                observer.finish_stream()  # it stores nothing without the worker's own `[DONE]`
         except ConnectionError:
             # The client went away: closing the upstream reply (caller) tells the worker to stop.
             log.debug("client of a stream from %s disconnected", worker.worker_id)
@@ -361,11 +374,26 @@ class Relay:
             self._metrics.error(f"mid_stream_{kind}")
             if isinstance(exc, UpstreamUnavailable):
                 self._fleet.mark_failed(worker, f"stream broke off: {exc}")
-            message = f"the worker's stream broke off ({kind})"
-            event = error_body(502, message, code=kind, type="server_error")
-            await response.write(b"data: " + event + b"\n\n" + _SSE_DONE)
-        await response.write_eof()
+            ending = _error_event(f"the worker's stream broke off ({kind})", kind)
+        try:
+            if ending:
+                await response.write(ending)
+            await response.write_eof()
+        except ConnectionError:  # the client left meanwhile: nobody to tell
+            self._metrics.error("client_disconnected")
         return response
+
+
+def _error_event(message: str, code: str) -> bytes:
+    """An SSE error event in OpenAI's error shape, then `[DONE]`: how a stream fails."""
+    event = error_body(502, message, code=code, type="server_error")
+    return b"data: " + event + b"\n\n" + _SSE_DONE
+
+
+def ends_with_done(tail: Iterable[bytes]) -> bool:
+    """Whether the stream whose last chunks are `tail` ends with a `data: [DONE]` event."""
+    last = b"".join(tail).rstrip().rsplit(b"\n", 1)[-1]
+    return last.strip() in (b"data: [DONE]", b"data:[DONE]")
 
 
 async def _pipe(
@@ -374,6 +402,7 @@ async def _pipe(
     reply: PipedReply,
     observer: ReplyObserver | None,
     stuck_after_s: float,
+    tail: deque[bytes],
 ) -> None:
     """Relay the rest of a streamed reply with no task in between: each chunk is written to the
     client's socket, in HTTP/1.1 chunked framing, from the worker socket's own callback.
@@ -413,6 +442,7 @@ async def _pipe(
         if transport.is_closing():
             raise ConnectionResetError("the client closed its connection")
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        tail.append(chunk)
         worker.progress += 1
         if observer is not None:
             observer.feed(chunk)

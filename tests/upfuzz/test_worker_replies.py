@@ -146,7 +146,6 @@ async def check_recovered(gw: RunningGateway, bad: BadWorker, repro: str) -> Non
 
 # Scenarios that fail until the fix for them lands (each fix's commit takes its names out).
 KNOWN_FAILING = {
-    "sse_no_done",
     "sse_after_done",
 }
 PARAMS = [
