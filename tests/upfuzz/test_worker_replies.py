@@ -144,17 +144,9 @@ async def check_recovered(gw: RunningGateway, bad: BadWorker, repro: str) -> Non
     assert again.kind(False) == "ok", f"bad worker, reset, does not serve: {repro}"
 
 
-# Scenarios that fail until the fix for them lands (each fix's commit takes its names out).
-KNOWN_FAILING = {
-    "sse_after_done",
-}
-PARAMS = [
-    pytest.param(*s, id=s[0], marks=[pytest.mark.xfail(strict=True)] * (s[0] in KNOWN_FAILING))
-    for s in SCENARIOS
-]
-
-
-@pytest.mark.parametrize(("name", "stream", "allowed", "make"), PARAMS)
+@pytest.mark.parametrize(
+    ("name", "stream", "allowed", "make"), SCENARIOS, ids=[s[0] for s in SCENARIOS]
+)
 async def test_worker_reply(fleet, name, stream, allowed, make) -> None:
     gw, bad = fleet
     handler, params = make(random.Random(f"{SEED}:{name}"))
