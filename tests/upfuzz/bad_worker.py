@@ -110,6 +110,8 @@ class BadWorker:
         self.models = models
         self.completions = 0  # completion requests received
         self.connections = 0
+        self.stats_requests = 0
+        self.kv_requests = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.reset()
@@ -174,6 +176,8 @@ class BadWorker:
                     self.completions += 1
                     handler = self.completion
                 else:
+                    self.stats_requests += req.path == "/stats"
+                    self.kv_requests += req.path == "/kv_events"
                     handler = {
                         "/health": self.health,
                         "/v1/models": self.models_route,

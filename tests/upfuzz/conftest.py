@@ -56,7 +56,12 @@ def fuzz_config(**overrides: Any) -> GatewayConfig:
             "connect_timeout_s": 1.0,
             "max_reply_bytes": MAX_REPLY_BYTES,
         },
-        "fleet_view": {"stats_interval_s": 0.05, "events_read_timeout_s": 1.0},
+        "fleet_view": {
+            "stats_interval_s": 0.05,
+            "events_read_timeout_s": 1.0,
+            "reconnect_max_s": 0.2,
+            "max_event_bytes": 512 * 1024,
+        },
         "semantic_cache": {
             "categories": {
                 name: every for name in ("code", "chat", "factual", "time_sensitive", "math")
