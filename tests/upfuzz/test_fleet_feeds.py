@@ -32,6 +32,7 @@ from tests.upfuzz.client_checks import ask, check_recovered, wait_for
 from tests.upfuzz.scenarios import dumps
 
 SEED = int(os.environ.get("UPFUZZ_SEED", "20261122"))
+MAX_TAKEN_BYTES = 16 * 1024 * 1024  # of an endless reply to one GET (socket buffers included)
 PROBE_BOUND_S = 3.0  # a probe round (probe timeout 0.5 s) must end within this
 SSE_HEAD = head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
 Made = tuple[Handler, dict[str, Any]]
@@ -52,17 +53,24 @@ def slow(seconds: float) -> Handler:
     return handler
 
 
-def endless_body() -> Handler:
-    async def handler(req: Request, writer: Writer) -> bool:
+class Endless:
+    """A 200 whose body never ends; `sent_bytes`: the most one request took before the gateway
+    gave up on it."""
+
+    def __init__(self) -> None:
+        self.sent_bytes = 0
+
+    async def __call__(self, req: Request, writer: Writer) -> bool:
         writer.write(
             head(200, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         )
         piece = chunk(b" " * 65536)
+        sent = 0
         while True:  # until the gateway gives up on it (the handler is cancelled at the end)
             writer.write(piece)
             await writer.drain()
-
-    return handler
+            sent += len(piece)
+            self.sent_bytes = max(self.sent_bytes, sent)
 
 
 def not_http() -> Handler:
@@ -96,14 +104,14 @@ FEEDS: list[tuple[str, str, Callable[[random.Random], Made]]] = [
     ("health_html_500", "health", lambda rng: (answer(500, b"<h1>down</h1>", "text/html"), {})),
     ("health_garbage_200", "health", lambda rng: (answer(200, b"\xff\x00junk"), {})),
     ("health_slow", "health", lambda rng: (slow(2.0), {})),
-    ("health_endless", "health", lambda rng: (endless_body(), {})),
+    ("health_endless", "health", lambda rng: (Endless(), {})),
     ("health_not_http", "health", lambda rng: (not_http(), {})),
     ("models_garbage", "models_route", lambda rng: (answer(200, b"{nope"), {})),
     ("models_wrong_shape", "models_route", lambda rng: (answer(200, b'{"data":"x"}'), {})),
-    ("models_endless", "models_route", lambda rng: (endless_body(), {})),
+    ("models_endless", "models_route", lambda rng: (Endless(), {})),
     ("stats_garbage", "stats", lambda rng: (answer(200, b"<html>"), {})),
     ("stats_slow", "stats", lambda rng: (slow(1.5), {})),
-    ("stats_endless", "stats", lambda rng: (endless_body(), {})),
+    ("stats_endless", "stats", lambda rng: (Endless(), {})),
     ("stats_not_http", "stats", lambda rng: (not_http(), {})),
     *((f"stats_odd_values_{i}", "stats", stats_body(i)) for i in range(len(STATS_VARIANTS))),
 ]
@@ -130,6 +138,8 @@ async def test_probe_and_stats_feeds(fleet, name, route, make) -> None:
         assert outcome.kind(i % 2 == 1) == "ok", f"{outcome.body[:200]!r} {repro}"
     if route == "stats":
         await wait_for(lambda: bad.stats_requests > stats_polled + 1, f"polls go on {repro}")
+    if isinstance(handler, Endless):  # the gateway stopped reading it, early
+        assert handler.sent_bytes < MAX_TAKEN_BYTES, f"{handler.sent_bytes} bytes read {repro}"
     await check_recovered(gw, bad, repro)
 
 
