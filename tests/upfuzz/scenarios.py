@@ -33,6 +33,9 @@ from tests.upfuzz.bad_worker import (
 Made = tuple[Handler, dict[str, Any]]
 SSE_HEAD = head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
 PAUSE_S = 1.5  # past the gateway's read timeout (conftest.READ_TIMEOUT_S)
+# Most bytes the gateway may take of a reply it must give up on (its own bound plus the socket
+# buffers): for scenarios whose params carry `sent_bytes`.
+MAX_TAKEN_BYTES = 16 * 1024 * 1024
 
 
 def _model(req: Request) -> str:
@@ -149,15 +152,18 @@ def too_many_headers(rng: random.Random) -> Made:
 
 
 def endless_headers(rng: random.Random) -> Made:
+    sent = [0]  # bytes the gateway took (checked by the test: see MAX_TAKEN_BYTES)
+
     async def handler(req: Request, writer: Writer) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
-        for _ in range(4096):  # 4 MiB of one header value, then hang
-            writer.write(b"a" * 1024)
+        while sent[0] < 64 * 1024 * 1024:  # one header value; then hang
+            writer.write(b"a" * 65536)
             await writer.drain()
+            sent[0] += 65536
         await asyncio.sleep(3600)
         return False
 
-    return handler, {}
+    return handler, {"sent_bytes": sent}
 
 
 def content_length_short(rng: random.Random) -> Made:

@@ -19,7 +19,7 @@ import pytest
 from gateway.keys import PROBER, SEMANTIC
 from tests.upfuzz.bad_worker import BAD_MODEL, GOOD_MODEL, delta_event, send_sse
 from tests.upfuzz.client_checks import CHAT, REPLY_BOUND_S, ask, check_recovered
-from tests.upfuzz.scenarios import SCENARIOS, dumps
+from tests.upfuzz.scenarios import MAX_TAKEN_BYTES, SCENARIOS, dumps
 
 SEED = int(os.environ.get("UPFUZZ_SEED", "20261122"))
 UPSTREAM_5XX = {502, 503, 504}
@@ -40,6 +40,8 @@ async def test_worker_reply(fleet, name, stream, allowed, make) -> None:
     if outcome.status != 200:
         assert outcome.status in UPSTREAM_5XX, f"status {outcome.status}: {repro}"
     assert time.monotonic() - started < REPLY_BOUND_S, repro
+    taken = params.get("sent_bytes", [0])[0]
+    assert taken < MAX_TAKEN_BYTES, f"gateway read {taken} bytes: {repro}"
     # The semantic cache stored nothing broken: a repeat (the worker well-behaved now) is either
     # a miss or a hit with exactly what the client was first served.
     await gw.app[SEMANTIC].drain()
