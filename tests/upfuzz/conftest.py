@@ -12,6 +12,7 @@ from config.cost_model import CostModelConfig
 from config.gateway import GatewayConfig
 from config.loader import build
 from config.worker import SimEngineConfig, WorkerConfig
+from gateway.keys import FLEET, PROBER
 from gateway.server import RunningGateway, start_gateway
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
@@ -81,6 +82,12 @@ async def fleet(
         fuzz_config(), [bad_worker.url, good_worker.url], semantic_model=st_model
     )
     try:
+        # The start-up probe may time out on a loaded box: probe until both are in (bounded).
+        for _ in range(20):
+            if all(w.healthy for w in gw.app[FLEET].workers):
+                break
+            await gw.app[PROBER].probe_all()
+        assert all(w.healthy for w in gw.app[FLEET].workers), "a worker never joined the fleet"
         yield gw, bad_worker
     finally:
         await gw.stop()
