@@ -377,6 +377,8 @@ class Relay:
             ending = _error_event(f"the worker's stream broke off ({kind})", kind)
         try:
             if ending:
+                if not b"".join(tail).endswith(b"\n\n"):
+                    ending = b"\n\n" + ending  # end the worker's unfinished event first
                 await response.write(ending)
             await response.write_eof()
         except ConnectionError:  # the client left meanwhile: nobody to tell

@@ -41,6 +41,8 @@ class Outcome:
         # (the SDKs read that much); the gateway's own are checked for the full shape.
         if before and _is_error_body(before[-1], ("message",)):
             return "stream_error"
+        if not before:
+            return "stream with no events before [DONE]"
         if all(_is_chunk(e) for e in before):
             return "ok"
         return "ok_with_junk"  # malformed events relayed as they came (see the sse test)

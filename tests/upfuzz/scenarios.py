@@ -3,13 +3,17 @@
 Each scenario is `(name, stream, allowed, make)`: `make(rng)` returns the completion handler and
 the parameters it drew (printed on failure, with the seed, so a reader can reproduce it).
 `allowed` lists what the client may see: "ok" (a well-formed reply), "error" (an OpenAI-shaped
-error with a 5xx upstream status), "stream_error" (a 200 stream that ends with an error event
-and `[DONE]`). Imported by test_worker_replies.py.
+error with a 5xx upstream status), "error4xx" (one with the worker's own 4xx), "stream_error" (a
+200 stream that ends with an error event and `[DONE]`), "ok_with_junk" (a stream that ends with
+`[DONE]` but relays a malformed event). Imported by test_worker_replies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
+import json  # stdlib: it writes integers of any size, as a broken worker may
 import random
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +102,7 @@ def empty_choices_200(rng: random.Random) -> Made:
     return body_200(lambda req: completion_json(_model(req), "x", choices=[])), {}
 
 
-def wrong_types_200(rng: random.Random) -> Made:
+def wrong_types_200(rng: random.Random, pick: int | None = None) -> Made:
     variants: list[Any] = [
         {"choices": "all of them"},
         {"choices": [17]},
@@ -106,24 +110,24 @@ def wrong_types_200(rng: random.Random) -> Made:
         {"choices": [{"index": 0, "message": {"content": ["a", "b"]}, "finish_reason": "stop"}]},
         {"choices": [{"index": 0, "message": "hello", "finish_reason": "stop"}]},
     ]
-    pick = rng.randrange(len(variants))
+    pick = rng.randrange(len(variants)) if pick is None else pick
     extra = variants[pick]
     return body_200(lambda req: completion_json(_model(req), "x", **extra)), {"variant": extra}
 
 
-def huge_usage_200(rng: random.Random) -> Made:
+def huge_usage_200(rng: random.Random, pick: int | None = None) -> Made:
     big = [10**30, -5, 1e308, "many", 2**64]
-    value = big[rng.randrange(len(big))]
+    value = big[rng.randrange(len(big)) if pick is None else pick]
     usage = {"prompt_tokens": 3, "completion_tokens": value, "total_tokens": value}
-    blob = completion_json("m", "fine answer", usage=usage)
-    if isinstance(value, int) and abs(value) >= 2**63:  # orjson will not write it: by hand
-        blob = blob.replace(b'"completion_tokens":0', b"")
-        blob = blob.replace(b'"usage":{', b'"usage":{"completion_tokens":%d,' % value)
-    return body_200(lambda req: blob), {"usage": repr(value)}
+    blob = json.dumps(orjson.loads(completion_json("m", "fine answer")) | {"usage": usage})
+    return body_200(lambda req: blob.encode()), {"usage": repr(value)}
 
 
-def error_status_not_json(rng: random.Random) -> Made:
-    status = rng.choice([400, 404, 500, 502, 503, 504, 418])
+ERROR_STATUSES = [400, 404, 500, 502, 503, 504, 418, 204, 302, 100]
+
+
+def error_status_not_json(rng: random.Random, pick: int | None = None) -> Made:
+    status = ERROR_STATUSES[rng.randrange(len(ERROR_STATUSES)) if pick is None else pick]
     page = b"<html><body>upstream exploded</body></html>"
 
     async def handler(req: Request, writer: Writer) -> bool:
@@ -132,14 +136,14 @@ def error_status_not_json(rng: random.Random) -> Made:
     return handler, {"status": status}
 
 
-def not_http(rng: random.Random) -> Made:
+def not_http(rng: random.Random, pick: int | None = None) -> Made:
     variants = [
         b"SMTP 220 ready\r\n\r\n",
         b"HTTP/1.1 two hundred OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon in this header\r\n\r\n",
         b"\x00\x01\x02\x03" * 8,
     ]
-    pick = rng.randrange(len(variants))
+    pick = rng.randrange(len(variants)) if pick is None else pick
     return raw(lambda req: variants[pick]), {"variant": pick}
 
 
@@ -186,10 +190,10 @@ def content_length_long(rng: random.Random) -> Made:
     return raw(lambda req: head(200, hdrs) + full, then), {"then": then}
 
 
-def chunked_broken(rng: random.Random) -> Made:
+def chunked_broken(rng: random.Random, pick: int | None = None) -> Made:
     full = completion_json("m", "fine answer")
     variants = [b"zz\r\n" + full, b"5\r\n" + full, b"%x\r\n%b" % (len(full), full) + b"XX"]
-    pick = rng.randrange(len(variants))
+    pick = rng.randrange(len(variants)) if pick is None else pick
     hdrs = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     return raw(lambda req: head(200, hdrs) + variants[pick], "close"), {"variant": pick}
 
@@ -238,8 +242,17 @@ def pause_whole(rng: random.Random) -> Made:
 # -- streamed replies --
 
 
-def sse_malformed(rng: random.Random) -> Made:
-    bad = rng.choice([b"data: {not json\n\n", b"data: [1, 2\n\n", b"data:\n\n", b"dta: x\n\n"])
+MALFORMED = [
+    b"data: {not json\n\n",
+    b"data: [1, 2\n\n",
+    b"data:\n\n",
+    b"dta: x\n\n",
+    b"data: 42\n\n",
+]
+
+
+def sse_malformed(rng: random.Random, pick: int | None = None) -> Made:
+    bad = MALFORMED[rng.randrange(len(MALFORMED)) if pick is None else pick]
 
     def events(req: Request) -> list[bytes]:
         m = _model(req)
@@ -328,33 +341,93 @@ def sse_headers_then_nothing(rng: random.Random) -> Made:
     return raw(lambda req: SSE_HEAD, "hang"), {}
 
 
-SCENARIOS: list[tuple[str, bool, frozenset[str], Callable[[random.Random], Made]]] = [
-    ("garbage_200", False, frozenset({"error"}), garbage_200),
-    ("truncated_json_200", False, frozenset({"error"}), truncated_json_200),
-    ("no_choices_200", False, frozenset({"error"}), no_choices_200),
-    ("empty_choices_200", False, frozenset({"error"}), empty_choices_200),
-    ("wrong_types_200", False, frozenset({"error"}), wrong_types_200),
-    ("huge_usage_200", False, frozenset({"error"}), huge_usage_200),
-    ("error_status_not_json", False, frozenset({"error"}), error_status_not_json),
-    ("not_http", False, frozenset({"error"}), not_http),
-    ("too_many_headers", False, frozenset({"error"}), too_many_headers),
-    ("endless_headers", False, frozenset({"error"}), endless_headers),
-    ("content_length_short", False, frozenset({"error"}), content_length_short),
-    ("content_length_long", False, frozenset({"error"}), content_length_long),
-    ("chunked_broken", False, frozenset({"error"}), chunked_broken),
-    ("reset_before_reply", False, frozenset({"error"}), reset_before_reply),
-    ("reset_mid_body", False, frozenset({"error"}), reset_mid_body),
-    ("huge_body", False, frozenset({"error"}), huge_body),
-    ("pause_whole", False, frozenset({"error"}), pause_whole),
-    ("error_status_not_json_stream", True, frozenset({"error"}), error_status_not_json),
-    ("not_http_stream", True, frozenset({"error"}), not_http),
-    ("sse_malformed", True, frozenset({"ok", "stream_error"}), sse_malformed),
+def openai_error_status(rng: random.Random, pick: int | None = None) -> Made:
+    status = OPENAI_ERROR_STATUSES[
+        rng.randrange(len(OPENAI_ERROR_STATUSES)) if pick is None else pick
+    ]
+    body = b'{"error":{"message":"worker says no","type":"invalid_request_error","code":7}}'
+
+    async def handler(req: Request, writer: Writer) -> bool:
+        return await send_json(writer, status, body, **{"Retry-After": "3"})
+
+    return handler, {"status": status}
+
+
+OPENAI_ERROR_STATUSES = [400, 413, 429, 500, 503, 504]
+
+
+def gzip_body(rng: random.Random) -> Made:
+    async def handler(req: Request, writer: Writer) -> bool:
+        packed = gzip.compress(completion_json(_model(req), "fine answer"))
+        return await send_json(writer, 200, packed, **{"Content-Encoding": "gzip"})
+
+    return handler, {}
+
+
+def both_framings(rng: random.Random) -> Made:
+    full = completion_json("m", "fine answer")
+    hdrs = {"Content-Length": str(len(full)), "Transfer-Encoding": "chunked"}
+    return raw(lambda req: head(200, hdrs) + chunk(full) + b"0\r\n\r\n", "close"), {}
+
+
+def stream_answered_whole(rng: random.Random) -> Made:
+    return body_200(lambda req: completion_json(_model(req), "fine answer")), {}
+
+
+def sse_close_delimited(rng: random.Random) -> Made:
+    def data(req: Request) -> bytes:
+        return head(200, {"Content-Type": "text/event-stream"}) + b"".join(good_events(req))
+
+    return raw(data, "close"), {}
+
+
+Scenario = tuple[str, bool, frozenset[str], Callable[[random.Random], Made]]
+
+
+def each(
+    name: str, stream: bool, allowed: set[str], make: Callable[..., Made], count: int
+) -> list[Scenario]:
+    """One scenario per variant of `make` (its `pick`), so every variant runs on every seed."""
+    return [
+        (f"{name}_{i}", stream, frozenset(allowed), functools.partial(make, pick=i))
+        for i in range(count)
+    ]
+
+
+ERROR = {"error"}
+SCENARIOS: list[Scenario] = [
+    ("garbage_200", False, frozenset(ERROR), garbage_200),
+    ("truncated_json_200", False, frozenset(ERROR), truncated_json_200),
+    ("no_choices_200", False, frozenset(ERROR), no_choices_200),
+    ("empty_choices_200", False, frozenset(ERROR), empty_choices_200),
+    *each("wrong_types_200", False, ERROR, wrong_types_200, 5),
+    *each("huge_usage_200", False, ERROR, huge_usage_200, 5),
+    *each("error_status_not_json", False, ERROR, error_status_not_json, len(ERROR_STATUSES)),
+    *each("openai_error_status", False, {"error", "error4xx"}, openai_error_status, 6),
+    ("gzip_body", False, frozenset(ERROR), gzip_body),
+    ("both_framings", False, frozenset({"error", "ok"}), both_framings),
+    *each("not_http", False, ERROR, not_http, 4),
+    ("too_many_headers", False, frozenset(ERROR), too_many_headers),
+    ("endless_headers", False, frozenset(ERROR), endless_headers),
+    ("content_length_short", False, frozenset(ERROR), content_length_short),
+    ("content_length_long", False, frozenset(ERROR), content_length_long),
+    *each("chunked_broken", False, ERROR, chunked_broken, 3),
+    ("reset_before_reply", False, frozenset(ERROR), reset_before_reply),
+    ("reset_mid_body", False, frozenset(ERROR), reset_mid_body),
+    ("huge_body", False, frozenset(ERROR), huge_body),
+    ("pause_whole", False, frozenset(ERROR), pause_whole),
+    ("error_status_not_json_stream", True, frozenset(ERROR), error_status_not_json),
+    ("not_http_stream", True, frozenset(ERROR), not_http),
+    ("stream_answered_whole", True, frozenset({"stream_error"}), stream_answered_whole),
+    # Events are relayed byte for byte (gateway/relay.py): a malformed one reaches the client.
+    *each("sse_malformed", True, {"ok", "ok_with_junk"}, sse_malformed, len(MALFORMED)),
     ("sse_error_event", True, frozenset({"stream_error"}), sse_error_event),
     ("sse_no_done", True, frozenset({"stream_error"}), sse_no_done),
     ("sse_done_twice", True, frozenset({"ok"}), sse_done_twice),
     ("sse_after_done", True, frozenset({"ok"}), sse_after_done),
     ("sse_huge_chunk", True, frozenset({"ok"}), sse_huge_chunk),
     ("sse_one_byte_at_a_time", True, frozenset({"ok"}), sse_one_byte_at_a_time),
+    ("sse_close_delimited", True, frozenset({"ok"}), sse_close_delimited),
     ("sse_pause", True, frozenset({"stream_error"}), sse_pause),
     ("sse_reset_after_first", True, frozenset({"stream_error"}), sse_reset_after_first),
     ("sse_chunked_broken", True, frozenset({"stream_error"}), sse_chunked_broken),
@@ -364,7 +437,7 @@ SCENARIOS: list[tuple[str, bool, frozenset[str], Callable[[random.Random], Made]
         frozenset({"error", "stream_error"}),
         sse_headers_then_nothing,
     ),
-    ("reset_before_reply_stream", True, frozenset({"error"}), reset_before_reply),
+    ("reset_before_reply_stream", True, frozenset(ERROR), reset_before_reply),
 ]
 
 

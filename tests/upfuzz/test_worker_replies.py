@@ -38,7 +38,8 @@ async def test_worker_reply(fleet, name, stream, allowed, make) -> None:
     kind = outcome.kind(stream)
     assert kind in allowed, f"client saw {kind} (status {outcome.status}): {repro}"
     if outcome.status != 200:
-        assert outcome.status in UPSTREAM_5XX, f"status {outcome.status}: {repro}"
+        client_error = "error4xx" in allowed and 400 <= outcome.status < 500
+        assert outcome.status in UPSTREAM_5XX or client_error, f"{outcome.status}: {repro}"
     assert time.monotonic() - started < REPLY_BOUND_S, repro
     taken = params.get("sent_bytes", [0])[0]
     assert taken < MAX_TAKEN_BYTES, f"gateway read {taken} bytes: {repro}"
