@@ -16,7 +16,8 @@ from config.base import Frozen
 from config.routing import DEFAULT_ROUTING, RoutingConfig
 from config.semantic import SemanticCacheConfig
 
-PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+# Finite (an infinite timeout raised inside aiohttp at start-up); 1e9 s is 31 years.
+PositiveS = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0 = any free port
