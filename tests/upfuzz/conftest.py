@@ -46,7 +46,7 @@ READ_TIMEOUT_S = 0.6  # the gateway's longest silence from a worker (kept short 
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # the longest whole reply it holds
 
 
-def fuzz_config(**overrides: Any) -> GatewayConfig:
+def fuzz_config(lookup: str = "sequential", **overrides: Any) -> GatewayConfig:
     every = {"threshold": 0.9, "ttl_s": 3_600.0, "max_entries": 1000}
     base: dict[str, Any] = {
         "port": 0,
@@ -68,6 +68,7 @@ def fuzz_config(**overrides: Any) -> GatewayConfig:
                 name: every for name in ("code", "chat", "factual", "time_sensitive", "math")
             },
             "fallback": every,
+            "lookup": lookup,
         },
     }
     return build(base | overrides, GatewayConfig)
@@ -75,11 +76,16 @@ def fuzz_config(**overrides: Any) -> GatewayConfig:
 
 @pytest.fixture
 async def fleet(
-    bad_worker: BadWorker, good_worker: WorkerHandle, st_model: object
+    request: pytest.FixtureRequest,
+    bad_worker: BadWorker,
+    good_worker: WorkerHandle,
+    st_model: object,
 ) -> AsyncIterator[tuple[RunningGateway, BadWorker]]:
-    """The gateway over [bad worker, good worker]."""
+    """The gateway over [bad worker, good worker]; `indirect` param: the semantic cache's
+    `lookup` mode (sequential by default)."""
+    lookup = getattr(request, "param", "sequential")
     gw = await start_gateway(
-        fuzz_config(), [bad_worker.url, good_worker.url], semantic_model=st_model
+        fuzz_config(lookup), [bad_worker.url, good_worker.url], semantic_model=st_model
     )
     try:
         # The start-up probe may time out on a loaded box: probe until both are in (bounded).

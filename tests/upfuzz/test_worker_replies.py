@@ -14,6 +14,7 @@ import random
 import time
 
 import httpx
+import orjson
 import pytest
 
 from gateway.keys import PROBER, SEMANTIC
@@ -54,6 +55,52 @@ async def test_worker_reply(fleet, name, stream, allowed, make) -> None:
         assert kind == "ok", f"a broken reply was stored and served: {repro}"
         assert repeat.text(stream) == outcome.text(stream), f"hit differs: {repro}"
     await check_recovered(gw, bad, repro)
+
+
+PARALLEL = [
+    s
+    for s in SCENARIOS
+    if s[0]
+    in {
+        "garbage_200",
+        "reset_before_reply",
+        "not_http_0",
+        "sse_no_done",
+        "sse_pause",
+        "sse_reset_after_first",
+        "pause_whole",
+        "error_status_not_json_4",
+    }
+]
+
+
+@pytest.mark.parametrize("fleet", ["parallel"], indirect=True)
+@pytest.mark.parametrize(
+    ("name", "stream", "allowed", "make"), PARALLEL, ids=[s[0] for s in PARALLEL]
+)
+async def test_worker_reply_with_parallel_lookup(fleet, name, stream, allowed, make) -> None:
+    """The same, with the worker asked while the cache looks (its answer waits for the miss)."""
+    await test_worker_reply(fleet, name, stream, allowed, make)
+
+
+async def test_http10_client_gets_the_closing_error_event_too(fleet) -> None:
+    """HTTP/1.0 streams go through aiohttp's own writer, not the pipe: same ending."""
+    gw, bad = fleet
+    bad.completion, _ = dict((s[0], s[3]) for s in SCENARIOS)["sse_no_done"](random.Random(SEED))
+    host, port = gw.url.removeprefix("http://").split(":")
+    body = orjson.dumps(
+        {"model": BAD_MODEL, "stream": True, "messages": [{"role": "user", "content": "1.0"}]}
+    )
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+    raw = await asyncio.wait_for(reader.read(), REPLY_BOUND_S)
+    writer.close()
+    assert raw.split(b"\r\n", 1)[0].endswith(b"200 OK"), raw[:200]
+    assert b"ended without [DONE]" in raw and raw.rstrip().endswith(b"data: [DONE]"), raw[-300:]
+    await check_recovered(gw, bad, "[http10]")
 
 
 async def test_good_model_retried_on_the_good_worker(fleet) -> None:
