@@ -69,7 +69,8 @@ class FleetViewConfig(Frozen):
     stats_interval_s: PositiveS = 0.5
     # Silence on the event stream longer than this ends it (the worker pings every 5 s).
     events_read_timeout_s: PositiveS = 15.0
-    # Waits before reconnecting a lost stream: doubling from min to max, reset by a snapshot.
+    # Waits before reconnecting a lost stream: doubling from min to max, reset by a connection
+    # that brought a snapshot and lasted `reconnect_max_s`.
     reconnect_min_s: PositiveS = 0.05
     reconnect_max_s: PositiveS = 5.0
     max_event_bytes: PositiveInt = 64 * 1024 * 1024  # one snapshot of a large cache fits

@@ -214,3 +214,16 @@ async def test_kv_event_stream(fleet, name, make) -> None:
     bad.kv_events = kv_stream([SNAPSHOT, event({"seq": 2, "stored": [44], "removed": [11]})])
     await wait_for(lambda: set(cache.events._held) == {22, 33, 44}, f"no resync {repro}", 8.0)
     await check_recovered(gw, bad, repro)
+
+
+async def test_a_stream_cut_after_each_snapshot_is_not_reconnected_at_full_speed(fleet) -> None:
+    """A worker that ends its event stream right after each snapshot: the snapshot must not
+    reset the reconnect backoff (it would be fetched every `reconnect_min_s`)."""
+    gw, bad = fleet
+    bad.kv_events = kv_stream([SNAPSHOT], then="end")
+    await wait_for(lambda: bad.kv_requests >= 1, "first connection")
+    first = bad.kv_requests
+    await asyncio.sleep(1.0)  # the measured interval itself, not a wait for readiness
+    per_s = bad.kv_requests - first
+    # Backoff doubling from 0.05 s to the test's 0.2 s cap: at most ~7 in a second.
+    assert per_s <= 8, f"{per_s} connections in 1 s"
