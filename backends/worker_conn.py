@@ -183,6 +183,12 @@ class PipedReply:
 
     # -- parser callbacks (httptools calls these from `feed`) --
 
+    def on_message_begin(self) -> None:
+        if self._head_done:
+            # One request, one reply: bytes of another after it (in the same read) must not
+            # change this one's status or body; raised here, the connection is dropped.
+            raise UpstreamUnavailable("bad HTTP reply from the worker: a second reply")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= _MAX_HEADERS:
             # Raised inside the parser: `feed` hands it on as the reply's error, so it must be

@@ -370,6 +370,24 @@ def both_framings(rng: random.Random) -> Made:
     return raw(lambda req: head(200, hdrs) + chunk(full) + b"0\r\n\r\n", "close"), {}
 
 
+def two_replies(rng: random.Random, pick: int | None = None) -> Made:
+    """A whole reply, then a second one nobody asked for, in the same write."""
+    second = [
+        head(500, {"Content-Length": "5"}) + b"oops!",
+        head(200, {"Content-Length": "9"}) + b'{"x": 1}\n',
+    ]
+    extra = second[rng.randrange(len(second)) if pick is None else pick]
+
+    async def handler(req: Request, writer: Writer) -> bool:
+        full = completion_json(_model(req), "fine answer")
+        hdrs = {"Content-Type": "application/json", "Content-Length": str(len(full))}
+        writer.write(head(200, hdrs) + full + extra)
+        await writer.drain()
+        return True
+
+    return handler, {"second": extra.decode()}
+
+
 def stream_answered_whole(rng: random.Random) -> Made:
     return body_200(lambda req: completion_json(_model(req), "fine answer")), {}
 
@@ -405,6 +423,7 @@ SCENARIOS: list[Scenario] = [
     *each("error_status_not_json", False, ERROR, error_status_not_json, len(ERROR_STATUSES)),
     *each("openai_error_status", False, {"error", "error4xx"}, openai_error_status, 6),
     ("gzip_body", False, frozenset(ERROR), gzip_body),
+    *each("two_replies", False, {"ok"}, two_replies, 2),
     ("both_framings", False, frozenset({"error", "ok"}), both_framings),
     *each("not_http", False, ERROR, not_http, 4),
     ("too_many_headers", False, frozenset(ERROR), too_many_headers),
