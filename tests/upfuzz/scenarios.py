@@ -388,6 +388,26 @@ def two_replies(rng: random.Random, pick: int | None = None) -> Made:
     return handler, {"second": extra.decode()}
 
 
+ODD_CONTENT_TYPES = [b"text/event-stream\x01", b"text/event-stream; x=\xe9\xff", b"t" * 60_000]
+
+
+def odd_content_type(rng: random.Random, pick: int | None = None) -> Made:
+    """Header values a worker should not send (control bytes, non-ASCII, very long)."""
+    value = ODD_CONTENT_TYPES[rng.randrange(len(ODD_CONTENT_TYPES)) if pick is None else pick]
+
+    async def handler(req: Request, writer: Writer) -> bool:
+        stream = bool(req.json().get("stream"))
+        body = b"".join(good_events(req)) if stream else completion_json(_model(req), "fine")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n%b"
+            % (value, len(body), body)
+        )
+        await writer.drain()
+        return True
+
+    return handler, {"content_type": value[:40].decode("latin-1")}
+
+
 def stream_answered_whole(rng: random.Random) -> Made:
     return body_200(lambda req: completion_json(_model(req), "fine answer")), {}
 
@@ -424,6 +444,7 @@ SCENARIOS: list[Scenario] = [
     *each("openai_error_status", False, {"error", "error4xx"}, openai_error_status, 6),
     ("gzip_body", False, frozenset(ERROR), gzip_body),
     *each("two_replies", False, {"ok"}, two_replies, 2),
+    *each("odd_content_type", False, {"ok", "error"}, odd_content_type, 3),
     ("both_framings", False, frozenset({"error", "ok"}), both_framings),
     *each("not_http", False, ERROR, not_http, 4),
     ("too_many_headers", False, frozenset(ERROR), too_many_headers),
@@ -438,6 +459,7 @@ SCENARIOS: list[Scenario] = [
     ("error_status_not_json_stream", True, frozenset(ERROR), error_status_not_json),
     ("not_http_stream", True, frozenset(ERROR), not_http),
     ("stream_answered_whole", True, frozenset({"stream_error"}), stream_answered_whole),
+    *each("odd_content_type_stream", True, {"ok", "error"}, odd_content_type, 3),
     # Events are relayed byte for byte (gateway/relay.py): a malformed one reaches the client.
     *each("sse_malformed", True, {"ok", "ok_with_junk"}, sse_malformed, len(MALFORMED)),
     ("sse_error_event", True, frozenset({"stream_error"}), sse_error_event),

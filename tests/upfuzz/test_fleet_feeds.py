@@ -191,6 +191,7 @@ KV: list[tuple[str, Callable[[random.Random], Made]]] = [
     ("kv_no_event_end", lambda rng: (kv_stream([SNAPSHOT, b"data: " + b"7" * 2_000_000]), {})),
     ("kv_ends", lambda rng: (kv_stream([SNAPSHOT], then="end"), {})),
     ("kv_html_500", lambda rng: (answer(500, b"<h1>no</h1>", "text/html"), {})),
+    ("kv_chunked_broken", lambda rng: (kv_stream([SNAPSHOT, b"\r\nzz\r\n"]), {})),
     ("kv_not_http", lambda rng: (not_http(), {})),
 ]
 
