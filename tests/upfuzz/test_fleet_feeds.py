@@ -162,6 +162,18 @@ def kv_stream(events: list[bytes], then: str = "hang") -> Handler:
     return handler
 
 
+def kv_raw(data: bytes) -> Handler:
+    """`data` as it is (framing included), then hang."""
+
+    async def handler(req: Request, writer: Writer) -> bool:
+        writer.write(data)
+        await writer.drain()
+        await asyncio.sleep(3600)
+        return False
+
+    return handler
+
+
 def event(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
@@ -191,7 +203,7 @@ KV: list[tuple[str, Callable[[random.Random], Made]]] = [
     ("kv_no_event_end", lambda rng: (kv_stream([SNAPSHOT, b"data: " + b"7" * 2_000_000]), {})),
     ("kv_ends", lambda rng: (kv_stream([SNAPSHOT], then="end"), {})),
     ("kv_html_500", lambda rng: (answer(500, b"<h1>no</h1>", "text/html"), {})),
-    ("kv_chunked_broken", lambda rng: (kv_stream([SNAPSHOT, b"\r\nzz\r\n"]), {})),
+    ("kv_chunked_broken", lambda rng: (kv_raw(SSE_HEAD + chunk(SNAPSHOT) + b"zz\r\n"), {})),
     ("kv_not_http", lambda rng: (not_http(), {})),
 ]
 
