@@ -22,13 +22,14 @@ MAX_REQUEST_BYTES = 1 << 20
 
 
 class Request:
-    __slots__ = ("body", "headers", "method", "path")
+    __slots__ = ("body", "headers", "method", "path", "reader")
 
     def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
+        self.reader: asyncio.StreamReader | None = None  # the connection's (to see it close)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -172,6 +173,7 @@ class BadWorker:
         self.connections += 1
         try:
             while req := await _read_request(reader):
+                req.reader = reader
                 if req.path.startswith("/v1/completions") or req.path.startswith("/v1/chat"):
                     self.completions += 1
                     handler = self.completion

@@ -18,7 +18,14 @@ import orjson
 import pytest
 
 from gateway.keys import PROBER, SEMANTIC
-from tests.upfuzz.bad_worker import BAD_MODEL, GOOD_MODEL, delta_event, send_sse
+from tests.upfuzz.bad_worker import (
+    BAD_MODEL,
+    GOOD_MODEL,
+    Request,
+    Writer,
+    delta_event,
+    send_sse,
+)
 from tests.upfuzz.client_checks import CHAT, REPLY_BOUND_S, ask, check_recovered
 from tests.upfuzz.scenarios import MAX_TAKEN_BYTES, SCENARIOS, dumps
 
@@ -145,3 +152,30 @@ async def test_endless_stream_is_dropped_with_its_client(fleet) -> None:
     async with asyncio.timeout(5):
         await closed.wait()
     await check_recovered(gw, bad, "[endless]")
+
+
+@pytest.mark.parametrize("fleet", ["parallel"], indirect=True)
+async def test_a_hit_drops_the_parallel_request_to_a_hanging_worker(fleet) -> None:
+    """Parallel lookup: the worker has the request while the cache looks. When the cache hits
+    and that worker never answers, the hit is served at once and the worker's slot and
+    connection are given back."""
+    gw, bad = fleet
+    first = await ask(gw, "hang-hit", BAD_MODEL, False)  # stored: the worker behaves
+    assert first.kind(False) == "ok"
+    await gw.app[SEMANTIC].drain()
+    dropped = asyncio.Event()
+
+    async def hang_until_dropped(req: Request, writer: Writer) -> bool:
+        assert req.reader is not None
+        await req.reader.read()  # b"" once the gateway closes its end
+        dropped.set()
+        return False
+
+    bad.completion = hang_until_dropped
+    started = time.monotonic()
+    hit = await ask(gw, "hang-hit", BAD_MODEL, False)
+    assert hit.headers.get("x-kvgate-cache") == "hit" and hit.kind(False) == "ok"
+    assert time.monotonic() - started < REPLY_BOUND_S / 2
+    async with asyncio.timeout(5):
+        await dropped.wait()  # the gateway closed its connection to the worker
+    await check_recovered(gw, bad, "[parallel hit]")
