@@ -96,6 +96,8 @@ class KvEventSubscriber:
                     return synced
                 buf += chunk
                 while (end := buf.find(b"\n\n", scan_from)) >= 0:
+                    if end > self._cfg.max_event_bytes:  # whole in one read: still too big
+                        raise StreamBroken(f"an event over {self._cfg.max_event_bytes} bytes")
                     data = sse_data(bytes(buf[:end]))
                     del buf[: end + 2]
                     scan_from = 0

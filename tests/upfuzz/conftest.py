@@ -46,7 +46,9 @@ READ_TIMEOUT_S = 0.6  # the gateway's longest silence from a worker (kept short 
 MAX_REPLY_BYTES = 4 * 1024 * 1024  # the longest whole reply it holds
 
 
-def fuzz_config(lookup: str = "sequential", **overrides: Any) -> GatewayConfig:
+def fuzz_config(
+    lookup: str = "sequential", max_event_bytes: int = 512 * 1024, **overrides: Any
+) -> GatewayConfig:
     every = {"threshold": 0.9, "ttl_s": 3_600.0, "max_entries": 1000}
     base: dict[str, Any] = {
         "port": 0,
@@ -61,7 +63,7 @@ def fuzz_config(lookup: str = "sequential", **overrides: Any) -> GatewayConfig:
             "stats_interval_s": 0.05,
             "events_read_timeout_s": 1.0,
             "reconnect_max_s": 0.2,
-            "max_event_bytes": 512 * 1024,
+            "max_event_bytes": max_event_bytes,
         },
         "semantic_cache": {
             "categories": {
@@ -81,11 +83,10 @@ async def fleet(
     good_worker: WorkerHandle,
     st_model: object,
 ) -> AsyncIterator[tuple[RunningGateway, BadWorker]]:
-    """The gateway over [bad worker, good worker]; `indirect` param: the semantic cache's
-    `lookup` mode (sequential by default)."""
-    lookup = getattr(request, "param", "sequential")
+    """The gateway over [bad worker, good worker]; `indirect` param: `fuzz_config` arguments."""
+    options = getattr(request, "param", {})
     gw = await start_gateway(
-        fuzz_config(lookup), [bad_worker.url, good_worker.url], semantic_model=st_model
+        fuzz_config(**options), [bad_worker.url, good_worker.url], semantic_model=st_model
     )
     try:
         # The start-up probe may time out on a loaded box: probe until both are in (bounded).

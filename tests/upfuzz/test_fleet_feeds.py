@@ -240,3 +240,16 @@ async def test_a_stream_cut_after_each_snapshot_is_not_reconnected_at_full_speed
     per_s = bad.kv_requests - first
     # Backoff doubling from 0.05 s to the test's 0.2 s cap: at most ~7 in a second.
     assert per_s <= 8, f"{per_s} connections in 1 s"
+
+
+@pytest.mark.parametrize("fleet", [{"max_event_bytes": 1024}], indirect=True, ids=["1KiB"])
+async def test_an_event_over_the_limit_is_refused_even_when_read_whole(fleet) -> None:
+    """An event over `max_event_bytes` that arrives in one read (so it is complete before the
+    partial-event bound is looked at) ends the connection too."""
+    gw, bad = fleet
+    cache = gw.app[FLEET_CACHE].workers["w0"]
+    seen = bad.kv_requests
+    big = event({"seq": 2, "stored": list(range(1000, 1400))})  # ~2 KiB: over the limit
+    bad.kv_events = kv_stream([SNAPSHOT, big, event({"seq": 3, "stored": [99]})])
+    await wait_for(lambda: bad.kv_requests >= seen + 2, "no reconnect", timeout_s=8.0)
+    assert set(cache.events._held) <= {11, 22, 33}, sorted(cache.events._held)[:10]

@@ -81,7 +81,7 @@ PARALLEL = [
 ]
 
 
-@pytest.mark.parametrize("fleet", ["parallel"], indirect=True)
+@pytest.mark.parametrize("fleet", [{"lookup": "parallel"}], indirect=True, ids=["parallel"])
 @pytest.mark.parametrize(
     ("name", "stream", "allowed", "make"), PARALLEL, ids=[s[0] for s in PARALLEL]
 )
@@ -154,7 +154,7 @@ async def test_endless_stream_is_dropped_with_its_client(fleet) -> None:
     await check_recovered(gw, bad, "[endless]")
 
 
-@pytest.mark.parametrize("fleet", ["parallel"], indirect=True)
+@pytest.mark.parametrize("fleet", [{"lookup": "parallel"}], indirect=True, ids=["parallel"])
 async def test_a_hit_drops_the_parallel_request_to_a_hanging_worker(fleet) -> None:
     """Parallel lookup: the worker has the request while the cache looks. When the cache hits
     and that worker never answers, the hit is served at once and the worker's slot and
