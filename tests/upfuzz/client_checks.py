@@ -16,6 +16,9 @@ from tests.upfuzz.bad_worker import BAD_MODEL, GOOD_MODEL, BadWorker
 
 CHAT = "/v1/chat/completions"
 REPLY_BOUND_S = 8.0  # any answer, error or end of stream must come within this
+# The gateway's config in these tests (conftest.fuzz_config):
+READ_TIMEOUT_S = 0.6  # longest silence from a worker (kept short for the tests)
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # longest whole reply it holds
 
 
 class Outcome:

@@ -17,6 +17,7 @@ from gateway.server import RunningGateway, start_gateway
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
 from tests.upfuzz.bad_worker import GOOD_MODEL, BadWorker
+from tests.upfuzz.client_checks import MAX_REPLY_BYTES, READ_TIMEOUT_S
 
 
 @pytest.fixture
@@ -40,10 +41,6 @@ async def good_worker() -> AsyncIterator[WorkerHandle]:
         yield handle
     finally:
         await handle.close()
-
-
-READ_TIMEOUT_S = 0.6  # the gateway's longest silence from a worker (kept short for the tests)
-MAX_REPLY_BYTES = 4 * 1024 * 1024  # the longest whole reply it holds
 
 
 def fuzz_config(

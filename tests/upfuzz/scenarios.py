@@ -36,7 +36,7 @@ from tests.upfuzz.bad_worker import (
 
 Made = tuple[Handler, dict[str, Any]]
 SSE_HEAD = head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
-PAUSE_S = 1.5  # past the gateway's read timeout (conftest.READ_TIMEOUT_S)
+PAUSE_S = 1.5  # past the gateway's read timeout (client_checks.READ_TIMEOUT_S)
 # Most bytes the gateway may take of a reply it must give up on (its own bound plus the socket
 # buffers): for scenarios whose params carry `sent_bytes`.
 MAX_TAKEN_BYTES = 16 * 1024 * 1024
@@ -215,7 +215,7 @@ def huge_body(rng: random.Random) -> Made:
         hdrs = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         writer.write(head(200, hdrs) + chunk(b'{"choices":[{"message":{"content":"'))
         piece = chunk(b"a" * 65536)
-        for _ in range(128):  # 8 MiB (twice conftest.MAX_REPLY_BYTES), then a proper end
+        for _ in range(128):  # 8 MiB (twice client_checks.MAX_REPLY_BYTES), then a proper end
             writer.write(piece)
             await writer.drain()
         writer.write(chunk(b'"},"finish_reason":"stop"}]}') + b"0\r\n\r\n")

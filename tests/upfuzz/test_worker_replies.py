@@ -9,6 +9,7 @@ Reproduce a failure: `UPFUZZ_SEED=<seed> pytest tests/upfuzz -k <scenario>` (bot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -26,7 +27,7 @@ from tests.upfuzz.bad_worker import (
     delta_event,
     send_sse,
 )
-from tests.upfuzz.client_checks import CHAT, REPLY_BOUND_S, ask, check_recovered
+from tests.upfuzz.client_checks import CHAT, READ_TIMEOUT_S, REPLY_BOUND_S, ask, check_recovered
 from tests.upfuzz.scenarios import MAX_TAKEN_BYTES, SCENARIOS, dumps
 
 SEED = int(os.environ.get("UPFUZZ_SEED", "20261122"))
@@ -179,3 +180,35 @@ async def test_a_hit_drops_the_parallel_request_to_a_hanging_worker(fleet) -> No
     async with asyncio.timeout(5):
         await dropped.wait()  # the gateway closed its connection to the worker
     await check_recovered(gw, bad, "[parallel hit]")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_client_that_gives_up_on_a_silent_worker_frees_its_slot(fleet, stream) -> None:
+    """The worker never answers and the client hangs up first: the gateway closes its
+    connection to the worker and gives the in-flight slot back."""
+    gw, bad = fleet
+    dropped = asyncio.Event()
+    reached = asyncio.Event()
+
+    async def silent(req: Request, writer: Writer) -> bool:
+        assert req.reader is not None
+        reached.set()
+        await req.reader.read()  # b"" once the gateway closes its end
+        dropped.set()
+        return False
+
+    bad.completion = silent
+    body = {"model": BAD_MODEL, "messages": [{"role": "user", "content": "?"}], "stream": stream}
+    async with httpx.AsyncClient(timeout=10) as http:
+        request = asyncio.create_task(http.post(gw.url + CHAT, json=body))
+        async with asyncio.timeout(5):
+            await reached.wait()
+        request.cancel()  # the client hangs up before any reply byte
+        hung_up = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+    async with asyncio.timeout(5):
+        await dropped.wait()
+    # Dropped because the client left, not by the read timeout that would end it anyway.
+    assert time.monotonic() - hung_up < READ_TIMEOUT_S
+    await check_recovered(gw, bad, f"[client gave up, stream={stream}]")
