@@ -214,3 +214,50 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     size = min(int(headers.get("content-length", "0")), MAX_REQUEST_BYTES)
     body = await reader.readexactly(size) if size else b""
     return Request(method, path, headers, body)
+
+
+# -- pieces the scenarios (scenarios.py, stream_scenarios.py) build replies from --
+
+Made = tuple[Handler, dict[str, Any]]
+SSE_HEAD = head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
+PAUSE_S = 1.5  # past the gateway's read timeout (client_checks.READ_TIMEOUT_S)
+# Most bytes the gateway may take of a reply it must give up on (its own bound plus the socket
+# buffers): for scenarios whose params carry `sent_bytes`.
+MAX_TAKEN_BYTES = 16 * 1024 * 1024
+
+
+def model_of(req: Request) -> str:
+    return str(req.json().get("model", "x"))
+
+
+def body_200(make_body: Callable[[Request], bytes], **headers: str) -> Handler:
+    async def handler(req: Request, writer: Writer) -> bool:
+        return await send_json(writer, 200, make_body(req), **headers)
+
+    return handler
+
+
+def raw(make_bytes: Callable[[Request], bytes], then: str = "close") -> Handler:
+    """Write `make_bytes(req)` as is, then "close", "abort" (reset) or "hang" (until cancelled)."""
+
+    async def handler(req: Request, writer: Writer) -> bool:
+        writer.write(make_bytes(req))
+        await writer.drain()
+        if then == "abort":
+            writer.transport.abort()
+        elif then == "hang":
+            await asyncio.sleep(3600)
+        return False
+
+    return handler
+
+
+def sse(make_events: Callable[[Request], list[bytes]], end: bool = True) -> Handler:
+    async def handler(req: Request, writer: Writer) -> bool:
+        return await send_sse(writer, make_events(req), end)
+
+    return handler
+
+
+def good_events(req: Request) -> list[bytes]:
+    return good_stream_events(model_of(req), ["fine", " answer"])

@@ -5,7 +5,7 @@ the parameters it drew (printed on failure, with the seed, so a reader can repro
 `allowed` lists what the client may see: "ok" (a well-formed reply), "error" (an OpenAI-shaped
 error with a 5xx upstream status), "error4xx" (one with the worker's own 4xx), "stream_error" (a
 200 stream that ends with an error event and `[DONE]`), "ok_with_junk" (a stream that ends with
-`[DONE]` but relays a malformed event). Imported by test_worker_replies.py.
+`[DONE]` but relays a malformed event). The streamed ones are in stream_scenarios.py.
 """
 
 from __future__ import annotations
@@ -21,63 +21,35 @@ from typing import Any
 import orjson
 
 from tests.upfuzz.bad_worker import (
-    DONE,
-    Handler,
+    PAUSE_S,
+    Made,
     Request,
     Writer,
+    body_200,
     chunk,
     completion_json,
-    delta_event,
-    good_stream_events,
+    good_events,
     head,
+    model_of,
+    raw,
     send_json,
-    send_sse,
 )
-
-Made = tuple[Handler, dict[str, Any]]
-SSE_HEAD = head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
-PAUSE_S = 1.5  # past the gateway's read timeout (client_checks.READ_TIMEOUT_S)
-# Most bytes the gateway may take of a reply it must give up on (its own bound plus the socket
-# buffers): for scenarios whose params carry `sent_bytes`.
-MAX_TAKEN_BYTES = 16 * 1024 * 1024
-
-
-def _model(req: Request) -> str:
-    return str(req.json().get("model", "x"))
-
-
-def body_200(make_body: Callable[[Request], bytes], **headers: str) -> Handler:
-    async def handler(req: Request, writer: Writer) -> bool:
-        return await send_json(writer, 200, make_body(req), **headers)
-
-    return handler
-
-
-def raw(make_bytes: Callable[[Request], bytes], then: str = "close") -> Handler:
-    """Write `make_bytes(req)` as is, then "close", "abort" (reset) or "hang" (until cancelled)."""
-
-    async def handler(req: Request, writer: Writer) -> bool:
-        writer.write(make_bytes(req))
-        await writer.drain()
-        if then == "abort":
-            writer.transport.abort()
-        elif then == "hang":
-            await asyncio.sleep(3600)
-        return False
-
-    return handler
-
-
-def sse(make_events: Callable[[Request], list[bytes]], end: bool = True) -> Handler:
-    async def handler(req: Request, writer: Writer) -> bool:
-        return await send_sse(writer, make_events(req), end)
-
-    return handler
-
-
-def good_events(req: Request) -> list[bytes]:
-    return good_stream_events(_model(req), ["fine", " answer"])
-
+from tests.upfuzz.stream_scenarios import (
+    MALFORMED,
+    sse_after_done,
+    sse_chunked_broken,
+    sse_close_delimited,
+    sse_done_twice,
+    sse_error_event,
+    sse_headers_then_nothing,
+    sse_huge_chunk,
+    sse_malformed,
+    sse_no_done,
+    sse_one_byte_at_a_time,
+    sse_pause,
+    sse_reset_after_first,
+    stream_answered_whole,
+)
 
 # -- non-streamed replies --
 
@@ -99,7 +71,7 @@ def no_choices_200(rng: random.Random) -> Made:
 
 
 def empty_choices_200(rng: random.Random) -> Made:
-    return body_200(lambda req: completion_json(_model(req), "x", choices=[])), {}
+    return body_200(lambda req: completion_json(model_of(req), "x", choices=[])), {}
 
 
 def wrong_types_200(rng: random.Random, pick: int | None = None) -> Made:
@@ -112,7 +84,7 @@ def wrong_types_200(rng: random.Random, pick: int | None = None) -> Made:
     ]
     pick = rng.randrange(len(variants)) if pick is None else pick
     extra = variants[pick]
-    return body_200(lambda req: completion_json(_model(req), "x", **extra)), {"variant": extra}
+    return body_200(lambda req: completion_json(model_of(req), "x", **extra)), {"variant": extra}
 
 
 def huge_usage_200(rng: random.Random, pick: int | None = None) -> Made:
@@ -150,7 +122,7 @@ def not_http(rng: random.Random, pick: int | None = None) -> Made:
 def too_many_headers(rng: random.Random) -> Made:
     count = rng.randrange(150, 400)
     extra = {f"X-H{i}": "v" for i in range(count)}
-    return body_200(lambda req: completion_json(_model(req), "fine answer"), **extra), {
+    return body_200(lambda req: completion_json(model_of(req), "fine answer"), **extra), {
         "headers": count
     }
 
@@ -227,7 +199,7 @@ def huge_body(rng: random.Random) -> Made:
 
 def pause_whole(rng: random.Random) -> Made:
     async def handler(req: Request, writer: Writer) -> bool:
-        full = completion_json(_model(req), "fine answer")
+        full = completion_json(model_of(req), "fine answer")
         hdrs = {"Content-Type": "application/json", "Content-Length": str(len(full))}
         writer.write(head(200, hdrs) + full[:10])
         await writer.drain()
@@ -237,108 +209,6 @@ def pause_whole(rng: random.Random) -> Made:
         return False
 
     return handler, {}
-
-
-# -- streamed replies --
-
-
-MALFORMED = [
-    b"data: {not json\n\n",
-    b"data: [1, 2\n\n",
-    b"data:\n\n",
-    b"dta: x\n\n",
-    b"data: 42\n\n",
-]
-
-
-def sse_malformed(rng: random.Random, pick: int | None = None) -> Made:
-    bad = MALFORMED[rng.randrange(len(MALFORMED)) if pick is None else pick]
-
-    def events(req: Request) -> list[bytes]:
-        m = _model(req)
-        return [delta_event(m, "fine"), bad, delta_event(m, None, "stop"), DONE]
-
-    return sse(events), {"bad": bad.decode()}
-
-
-def sse_error_event(rng: random.Random) -> Made:
-    with_done = rng.random() < 0.5
-    err = b'data: {"error":{"message":"engine fell over","type":"server_error"}}\n\n'
-
-    def events(req: Request) -> list[bytes]:
-        return [delta_event(_model(req), "fine"), err] + ([DONE] if with_done else [])
-
-    return sse(events), {"with_done": with_done}
-
-
-def sse_no_done(rng: random.Random) -> Made:
-    return sse(lambda req: good_events(req)[:-1]), {}
-
-
-def sse_done_twice(rng: random.Random) -> Made:
-    return sse(lambda req: [*good_events(req), DONE]), {}
-
-
-def sse_after_done(rng: random.Random) -> Made:
-    def events(req: Request) -> list[bytes]:
-        m = _model(req)
-        return [*good_events(req), delta_event(m, " LATE"), delta_event(m, None, "stop"), DONE]
-
-    return sse(events), {}
-
-
-def sse_huge_chunk(rng: random.Random) -> Made:
-    size = rng.randrange(2_000_000, 4_000_000)
-
-    def events(req: Request) -> list[bytes]:
-        m = _model(req)
-        return [delta_event(m, "x" * size), delta_event(m, None, "stop"), DONE]
-
-    return sse(events), {"size": size}
-
-
-def sse_one_byte_at_a_time(rng: random.Random) -> Made:
-    async def handler(req: Request, writer: Writer) -> bool:
-        data = SSE_HEAD + b"".join(chunk(e) for e in good_events(req)) + b"0\r\n\r\n"
-        for i in range(len(data)):
-            writer.write(data[i : i + 1])
-            await writer.drain()
-        return True
-
-    return handler, {}
-
-
-def sse_pause(rng: random.Random) -> Made:
-    async def handler(req: Request, writer: Writer) -> bool:
-        events = good_events(req)
-        writer.write(SSE_HEAD + chunk(events[0]))
-        await writer.drain()
-        await asyncio.sleep(PAUSE_S)
-        for e in events[1:]:
-            writer.write(chunk(e))
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return False
-
-    return handler, {}
-
-
-def sse_reset_after_first(rng: random.Random) -> Made:
-    def data(req: Request) -> bytes:
-        return SSE_HEAD + chunk(delta_event(_model(req), "fine"))
-
-    return raw(data, "abort"), {}
-
-
-def sse_chunked_broken(rng: random.Random) -> Made:
-    def data(req: Request) -> bytes:
-        return SSE_HEAD + chunk(delta_event(_model(req), "fine")) + b"nope\r\n"
-
-    return raw(data, "close"), {}
-
-
-def sse_headers_then_nothing(rng: random.Random) -> Made:
-    return raw(lambda req: SSE_HEAD, "hang"), {}
 
 
 def openai_error_status(rng: random.Random, pick: int | None = None) -> Made:
@@ -358,7 +228,7 @@ OPENAI_ERROR_STATUSES = [400, 413, 429, 500, 503, 504]
 
 def gzip_body(rng: random.Random) -> Made:
     async def handler(req: Request, writer: Writer) -> bool:
-        packed = gzip.compress(completion_json(_model(req), "fine answer"))
+        packed = gzip.compress(completion_json(model_of(req), "fine answer"))
         return await send_json(writer, 200, packed, **{"Content-Encoding": "gzip"})
 
     return handler, {}
@@ -379,7 +249,7 @@ def two_replies(rng: random.Random, pick: int | None = None) -> Made:
     extra = second[rng.randrange(len(second)) if pick is None else pick]
 
     async def handler(req: Request, writer: Writer) -> bool:
-        full = completion_json(_model(req), "fine answer")
+        full = completion_json(model_of(req), "fine answer")
         hdrs = {"Content-Type": "application/json", "Content-Length": str(len(full))}
         writer.write(head(200, hdrs) + full + extra)
         await writer.drain()
@@ -397,7 +267,7 @@ def odd_content_type(rng: random.Random, pick: int | None = None) -> Made:
 
     async def handler(req: Request, writer: Writer) -> bool:
         stream = bool(req.json().get("stream"))
-        body = b"".join(good_events(req)) if stream else completion_json(_model(req), "fine")
+        body = b"".join(good_events(req)) if stream else completion_json(model_of(req), "fine")
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n%b"
             % (value, len(body), body)
@@ -406,17 +276,6 @@ def odd_content_type(rng: random.Random, pick: int | None = None) -> Made:
         return True
 
     return handler, {"content_type": value[:40].decode("latin-1")}
-
-
-def stream_answered_whole(rng: random.Random) -> Made:
-    return body_200(lambda req: completion_json(_model(req), "fine answer")), {}
-
-
-def sse_close_delimited(rng: random.Random) -> Made:
-    def data(req: Request) -> bytes:
-        return head(200, {"Content-Type": "text/event-stream"}) + b"".join(good_events(req))
-
-    return raw(data, "close"), {}
 
 
 Scenario = tuple[str, bool, frozenset[str], Callable[[random.Random], Made]]

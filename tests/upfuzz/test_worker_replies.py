@@ -22,13 +22,14 @@ from gateway.keys import PROBER, SEMANTIC
 from tests.upfuzz.bad_worker import (
     BAD_MODEL,
     GOOD_MODEL,
+    MAX_TAKEN_BYTES,
     Request,
     Writer,
     delta_event,
     send_sse,
 )
 from tests.upfuzz.client_checks import CHAT, READ_TIMEOUT_S, REPLY_BOUND_S, ask, check_recovered
-from tests.upfuzz.scenarios import MAX_TAKEN_BYTES, SCENARIOS, dumps
+from tests.upfuzz.scenarios import SCENARIOS, dumps
 
 SEED = int(os.environ.get("UPFUZZ_SEED", "20261122"))
 UPSTREAM_5XX = {502, 503, 504}
