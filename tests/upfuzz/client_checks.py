@@ -1,5 +1,5 @@
-"""What a client of the gateway saw (`Outcome`, `ask`) and what must hold after any misbehaving
-worker (`check_recovered`): shared by the upfuzz tests."""
+"""The gateway's config in these tests (`fuzz_config`), what a client of it saw (`Outcome`, `ask`)
+and what must hold after any misbehaving worker (`check_recovered`): shared by the upfuzz tests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import orjson
 
+from config.gateway import GatewayConfig
+from config.loader import build
 from gateway.keys import FLEET, PROBER
 from gateway.server import RunningGateway
 from tests.upfuzz.bad_worker import BAD_MODEL, GOOD_MODEL, BadWorker
@@ -136,3 +138,33 @@ async def check_recovered(gw: RunningGateway, bad: BadWorker, repro: str) -> Non
     assert all(w.healthy for w in fleet.workers), f"bad worker not back after a probe: {repro}"
     again = await ask(gw, "after-bad", BAD_MODEL, False)
     assert again.kind(False) == "ok", f"bad worker, reset, does not serve: {repro}"
+
+
+def fuzz_config(
+    lookup: str = "sequential", max_event_bytes: int = 512 * 1024, **overrides: Any
+) -> GatewayConfig:
+    every = {"threshold": 0.9, "ttl_s": 3_600.0, "max_entries": 1000}
+    base: dict[str, Any] = {
+        "port": 0,
+        # Probes are driven by the tests (`PROBER.probe_all()`); stats and events run as usual.
+        "health": {"interval_s": 30.0, "timeout_s": 0.5},
+        "upstream": {
+            "read_timeout_s": READ_TIMEOUT_S,
+            "connect_timeout_s": 1.0,
+            "max_reply_bytes": MAX_REPLY_BYTES,
+        },
+        "fleet_view": {
+            "stats_interval_s": 0.05,
+            "events_read_timeout_s": 1.0,
+            "reconnect_max_s": 0.2,
+            "max_event_bytes": max_event_bytes,
+        },
+        "semantic_cache": {
+            "categories": {
+                name: every for name in ("code", "chat", "factual", "time_sensitive", "math")
+            },
+            "fallback": every,
+            "lookup": lookup,
+        },
+    }
+    return build(base | overrides, GatewayConfig)

@@ -19,8 +19,10 @@ import orjson
 import pytest
 
 from gateway.keys import FLEET, FLEET_CACHE, PROBER
+from gateway.server import start_gateway
 from tests.upfuzz.bad_worker import (
     GOOD_MODEL,
+    BadWorker,
     Handler,
     Request,
     Writer,
@@ -28,7 +30,7 @@ from tests.upfuzz.bad_worker import (
     head,
     send_json,
 )
-from tests.upfuzz.client_checks import ask, check_recovered, wait_for
+from tests.upfuzz.client_checks import ask, check_recovered, fuzz_config, wait_for
 from tests.upfuzz.scenarios import dumps
 
 SEED = int(os.environ.get("UPFUZZ_SEED", "20261122"))
@@ -253,3 +255,21 @@ async def test_an_event_over_the_limit_is_refused_even_when_read_whole(fleet) ->
     bad.kv_events = kv_stream([SNAPSHOT, big, event({"seq": 3, "stored": [99]})])
     await wait_for(lambda: bad.kv_requests >= seen + 2, "no reconnect", timeout_s=8.0)
     assert set(cache.events._held) <= {11, 22, 33}, sorted(cache.events._held)[:10]
+
+
+async def test_a_slow_stats_worker_does_not_hold_back_the_others_polls(st_model) -> None:
+    """Two workers, one whose `/stats` takes 1.5 s (past the poll's timeout): the other is still
+    polled about every `stats_interval_s` (50 ms here), not once per slow poll."""
+    slow_one, quick_one = BadWorker(), BadWorker()
+    urls = [await slow_one.start(), await quick_one.start()]
+    slow_one.stats = slow(1.5)
+    gw = await start_gateway(fuzz_config(), urls, semantic_model=st_model)
+    try:
+        before = quick_one.stats_requests
+        await asyncio.sleep(1.0)  # the measured interval itself, not a wait for readiness
+        polls = quick_one.stats_requests - before
+        assert polls >= 5, f"{polls} polls of the quick worker in 1 s"
+    finally:
+        await gw.stop()
+        await slow_one.close()
+        await quick_one.close()
