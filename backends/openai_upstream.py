@@ -52,6 +52,8 @@ def _classify(exc: BaseException) -> UpstreamError:
 
 
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# Longest `/health`, `/v1/models` or `/stats` reply read: far more than a real one needs.
+_MAX_GET_BYTES = 4 * 1024 * 1024
 
 
 class StreamReply:
@@ -143,9 +145,24 @@ class UpstreamClient:
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with self._session.get(base_url + path, timeout=timeout) as response:
-                body = await response.read()
+                if not 200 <= response.status < 300:
+                    raise UpstreamStatusError(f"{path} answered {response.status}", response.status)
+                return await _read_bounded(response, path)
         except _ERRORS as exc:
             raise _classify(exc) from exc
-        if not 200 <= response.status < 300:
-            raise UpstreamStatusError(f"{path} answered {response.status}", response.status)
-        return body
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, path: str) -> bytes:
+    """The body of a small GET reply; `UpstreamUnavailable` past `_MAX_GET_BYTES` (a worker that
+    sends more is broken, and `read()` would hold all it sent until the timeout: ~1 GB in 0.5 s
+    on a loopback)."""
+    if (response.content_length or 0) > _MAX_GET_BYTES:
+        raise UpstreamUnavailable(f"{path}: a reply of {response.content_length} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for piece in response.content.iter_any():
+        size += len(piece)
+        if size > _MAX_GET_BYTES:
+            raise UpstreamUnavailable(f"{path}: a reply over {_MAX_GET_BYTES} bytes")
+        parts.append(piece)
+    return b"".join(parts)

@@ -18,6 +18,7 @@ Rules:
   does not count time the caller itself paused reading.
 - A pooled connection that breaks before any byte of its reply (the worker closed it while it was
   idle) is retried once on a new connection: that is a stale connection, not a failing worker.
+- A reply's status line and headers may take `_MAX_HEAD_BYTES`, and `_MAX_HEADERS` headers.
 - Unread body bytes wait in a buffer; the socket stops being read while it holds more than
   `_HIGH_WATER_BYTES`, and while a `pipe` consumer has called `pause()`.
 - At most `max_connections` requests are in flight; one more waits up to `connect_timeout_s`
@@ -39,6 +40,9 @@ from backends.upstream_errors import UpstreamBusy, UpstreamTimeout, UpstreamUnav
 
 _HIGH_WATER_BYTES = 256 * 1024
 _MAX_HEADERS = 100  # a reply with more is not from a worker we should trust
+# Longest status line and headers: the parser holds an unfinished header whole (an endless one
+# grew the gateway's memory until the read timeout, never ending while bytes kept coming).
+_MAX_HEAD_BYTES = 64 * 1024
 # Framing headers are this module's to write; a caller's copies are dropped.
 _OWN_HEADERS = frozenset(("host", "content-length", "transfer-encoding", "connection"))
 
@@ -160,6 +164,7 @@ class PipedReply:
         self._piped: asyncio.Future[None] | None = None
         self._head_done = False
         self.got_bytes = False
+        self._head_bytes = 0  # bytes fed before the head was complete
         self.complete = False
         self.error: Exception | None = None
         self._keep_alive = False
@@ -178,9 +183,19 @@ class PipedReply:
 
     # -- parser callbacks (httptools calls these from `feed`) --
 
+    def on_message_begin(self) -> None:
+        if self._head_done:
+            # One request, one reply: bytes of another after it (in the same read) must not
+            # change this one's status or body; raised here, the connection is dropped.
+            raise UpstreamUnavailable("bad HTTP reply from the worker: a second reply")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= _MAX_HEADERS:
-            raise ValueError("too many headers")
+            # Raised inside the parser: `feed` hands it on as the reply's error, so it must be
+            # one of the upstream errors callers handle (a ValueError reached the client as 500).
+            raise UpstreamUnavailable(
+                f"bad HTTP reply from the worker: over {_MAX_HEADERS} headers"
+            )
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -221,6 +236,12 @@ class PipedReply:
         except httptools.HttpParserError as exc:
             self.fail(UpstreamUnavailable(f"bad HTTP reply from the worker: {exc}"))
             self._conn.close()
+            return
+        if not self._head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                self.fail(UpstreamUnavailable(f"a reply head over {_MAX_HEAD_BYTES} bytes"))
+                self._conn.close()
 
     def lost(self, exc: Exception | None) -> None:
         if self.complete or self.error is not None:

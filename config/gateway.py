@@ -16,7 +16,8 @@ from config.base import Frozen
 from config.routing import DEFAULT_ROUTING, RoutingConfig
 from config.semantic import SemanticCacheConfig
 
-PositiveS = Annotated[float, msgspec.Meta(gt=0)]
+# Finite (an infinite timeout raised inside aiohttp at start-up); 1e9 s is 31 years.
+PositiveS = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0 = any free port
@@ -34,6 +35,9 @@ class UpstreamConfig(Frozen):
     # Tries on *different* workers when one fails before its first byte (connection refused,
     # reset before any reply). A timeout is never retried: a slow fleet must not get more load.
     max_attempts: PositiveInt = 2
+    # A non-streamed reply longer than this is answered 502 rather than held in memory whole
+    # (a streamed one is relayed as it comes and never held).
+    max_reply_bytes: PositiveInt = 32 * 1024 * 1024
 
 
 class HealthConfig(Frozen):
@@ -65,7 +69,8 @@ class FleetViewConfig(Frozen):
     stats_interval_s: PositiveS = 0.5
     # Silence on the event stream longer than this ends it (the worker pings every 5 s).
     events_read_timeout_s: PositiveS = 15.0
-    # Waits before reconnecting a lost stream: doubling from min to max, reset by a snapshot.
+    # Waits before reconnecting a lost stream: doubling from min to max, reset by a connection
+    # that brought a snapshot and lasted `reconnect_max_s`.
     reconnect_min_s: PositiveS = 0.05
     reconnect_max_s: PositiveS = 5.0
     max_event_bytes: PositiveInt = 64 * 1024 * 1024  # one snapshot of a large cache fits

@@ -15,7 +15,7 @@ checked by `validate_*` so every rejection carries the OpenAI error shape and th
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 
@@ -426,21 +426,28 @@ def validate_completion(req: CompletionRequest) -> str | list[int]:
 # ---------------------------------------------------------------- worker state
 
 
+Count = Annotated[int, msgspec.Meta(ge=0)]  # a number of things: never negative
+
+
 class WorkerStats(msgspec.Struct, kw_only=True):
-    """`GET /stats` of a worker: the engine's `EngineStats` fields plus the server's own."""
+    """`GET /stats` of a worker: the engine's `EngineStats` fields plus the server's own.
+
+    The gateway decodes it with `msgspec.convert`; the bounds refuse a worker's nonsense there
+    (a block size under 1 made the gateway's block hashing raise on every request: 500s).
+    """
 
     model: str
     tokenizer: str = ""  # a name the gateway can check it tokenizes alike ("byte", "smollm2")
     # The chat template's default system prompt ("" = none), so the gateway builds the same
     # chat prompt; None = the tokenizer's own default (not reported).
     system_prompt: str | None = None
-    running: int = 0
-    waiting: int = 0
-    free_blocks: int = 0
-    total_blocks: int = 0
-    cached_blocks: int = 0
-    queued_prefill_tokens: int = 0
-    block_size: int = 16
+    running: Count = 0
+    waiting: Count = 0
+    free_blocks: Count = 0
+    total_blocks: Count = 0
+    cached_blocks: Count = 0
+    queued_prefill_tokens: Count = 0
+    block_size: Annotated[int, msgspec.Meta(ge=1)] = 16
     num_preemptions: int = 0
     num_steps: int = 0  # engine steps since start
     num_prefill_steps: int = 0  # of them, steps that carried prompt tokens

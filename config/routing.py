@@ -12,7 +12,8 @@ import msgspec
 
 from config.base import Tagged
 
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# Finite: an infinite weight makes every score inf or NaN, and the choice arbitrary.
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=1e6)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
@@ -63,7 +64,7 @@ class CacheAwareRouting(Tagged, tag="cache_aware"):
 
     cache_threshold: Fraction = 0.3
     balance_abs_threshold: Annotated[int, msgspec.Meta(ge=0)] = 64
-    balance_rel_threshold: Annotated[float, msgspec.Meta(ge=1)] = 1.5
+    balance_rel_threshold: Annotated[float, msgspec.Meta(ge=1, le=1e6)] = 1.5
 
 
 RoutingConfig = (

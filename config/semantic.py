@@ -7,7 +7,7 @@ The defaults below were chosen with `benchmarks/semantic_eval.py` (see docs/benc
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -16,13 +16,22 @@ from config.base import Frozen
 CATEGORIES: tuple[str, ...] = ("code", "chat", "factual", "time_sensitive", "math")
 
 
+# Bounds that refuse NaN, infinities and negatives at load time, with the key's path: a NaN
+# threshold never hits, a negative thread count or queue fails deep inside the start-up.
+Similarity = Annotated[float, msgspec.Meta(ge=-1, le=1)]  # a cosine
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class CategoryPolicy(Frozen):
     """How one category is cached. `threshold` is the minimum cosine similarity for a hit."""
 
     cacheable: bool = True
-    threshold: float = 0.80
-    ttl_s: float = 86_400.0
-    max_entries: int = 20_000
+    threshold: Similarity = 0.80
+    ttl_s: Seconds = 86_400.0
+    max_entries: Count = 20_000
     # Requests with temperature > 0 may be answered from the cache (and stored). When false they
     # bypass the cache entirely: a sampled request asks for a fresh draw.
     serve_sampled: bool = False
@@ -110,7 +119,7 @@ class CategorizerConfig(Frozen):
     weights_path: str = ""
     examples: dict[str, tuple[str, ...]] = msgspec.field(default_factory=_default_examples)
     # Below this similarity to every example the default category is used.
-    example_min_similarity: float = 0.35
+    example_min_similarity: Similarity = 0.35
 
 
 class EmbedderConfig(Frozen):
@@ -126,36 +135,36 @@ class EmbedderConfig(Frozen):
     # Run the encoder as a frozen TorchScript graph (faster, GIL released); false = eager.
     trace: bool = True
     # torch intra-op threads of the embedding thread; 1 leaves a core to the event loop.
-    num_threads: int = 1
+    num_threads: PositiveCount = 1
     # Micro-batching: lookups queued while a batch runs form the next one, at most `max_batch`
     # texts; `max_wait_ms` > 0 also holds a batch open that long for more lookups to arrive.
-    max_batch: int = 16
-    max_wait_ms: float = 0.0
-    max_queue: int = 1024
+    max_batch: PositiveCount = 16
+    max_wait_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 0.0
+    max_queue: PositiveCount = 1024
     # Recent exact texts whose embeddings are kept (LRU, 1.5 KiB each); 0 turns it off.
-    cache_entries: int = 4_096
+    cache_entries: Count = 4_096
     # Longer texts are cut: the answer-deciding text rarely needs more, and cost grows with it.
-    max_text_chars: int = 2_000
+    max_text_chars: PositiveCount = 2_000
 
 
 class IndexConfig(Frozen):
     """The in-memory HNSW index (cosine). Grows by doubling up to `max_entries`."""
 
-    max_entries: int = 100_000
-    initial_capacity: int = 1_024
-    m: int = 16
-    ef_construction: int = 100
+    max_entries: PositiveCount = 100_000
+    initial_capacity: PositiveCount = 1_024
+    m: PositiveCount = 16
+    ef_construction: PositiveCount = 100
     # Search breadth: 128 finds a stored neighbour at cosine 0.9 among 100k entries 94 % of the
     # time where 64 found it 84.5 % (uniform random vectors, the hard case), for ~0.5 ms more
     # per lookup (docs/benchmarks.md, session 7). A neighbour not found is a lost hit.
-    ef_search: int = 128
+    ef_search: PositiveCount = 128
     # How many nearest candidates a lookup checks against threshold and guard.
-    candidates: int = 4
+    candidates: PositiveCount = 4
     # Partitions up to this size are searched exactly (a filtered HNSW walk over a tiny
     # partition inside a big index can visit most of the graph).
-    exact_search_below: int = 2_048
+    exact_search_below: Count = 2_048
     # Entries sampled when looking for the least valuable one to evict.
-    eviction_sample: int = 16
+    eviction_sample: PositiveCount = 16
 
 
 ContrastCheck = Literal[
@@ -192,7 +201,7 @@ class GuardConfig(Frozen):
     in numbers, negation or an antonym swap; `off`: similarity alone."""
 
     mode: Literal["learned", "rules", "off"] = "learned"
-    min_probability: float = 0.5
+    min_probability: Probability = 0.5
     weights_path: str = ""
     # The fine-tuned cross-encoder's layers (gateway/semantic/pair_model.py), read only when the
     # guard weights use it; empty: the shipped gateway/semantic/pair_model.safetensors.
@@ -200,11 +209,11 @@ class GuardConfig(Frozen):
     # Near-duplicate edits (most words kept) hit only when every replaced span embeds at least
     # this close to its replacement: synonyms ("biggest"/"largest" ~0.9) pass, another entity
     # ("Python"/"Ruby", "rows"/"columns" ~0.5-0.7) does not.
-    min_span_similarity: float = 0.85
+    min_span_similarity: Similarity = 0.85
     # Off when None. Else a candidate the guard accepts is still a miss when another candidate
     # above the threshold, at most this much less similar to the query (cosine), asks another
     # question than the accepted entry (the guard rejects the two cached prompts as a pair).
-    runner_up_margin: float | None = None
+    runner_up_margin: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     # Typo folding ("celcius" -> "celsius") never folds two words that the embedding model's
     # vocabulary knows as whole words ("remote" / "remove", "austria" / "australia"). Needs the
     # built-in text encoder (it reads the tokenizer's vocabulary); other models: no effect.

@@ -96,6 +96,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         cfg.upstream.max_attempts,
         cfg.upstream.read_timeout_s,
+        max_reply_bytes=cfg.upstream.max_reply_bytes,
         dispatch=Dispatcher(cfg.dispatch, app[FLEET], app[METRICS]),
         cache=app[FLEET_CACHE],
     )

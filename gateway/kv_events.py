@@ -6,7 +6,9 @@ One task per worker (`KvEventSubscriber.run`), on the gateway's one upstream cli
   `events_read_timeout_s` or the stream ending (worker restarted, died, cut us off for lagging)
   all end the connection: the worker's index is reset at once (its entries matter nothing until
   a fresh snapshot) and the task reconnects after a backoff that doubles from
-  `reconnect_min_s` to `reconnect_max_s` and starts over once a snapshot arrived.
+  `reconnect_min_s` to `reconnect_max_s` and starts over once a connection that brought a
+  snapshot lasted `reconnect_max_s` (a worker that cuts every stream right after its snapshot
+  would otherwise have its snapshot fetched every `reconnect_min_s`).
 - A 404 means the upstream publishes no events (any OpenAI-compatible server): the worker is
   routed on the gateway's own decisions instead (`WorkerCache.publishes_events = False`), and the
   stream is asked for again every `reconnect_max_s` in case a worker that has one takes its place.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import msgspec
 
@@ -56,6 +59,7 @@ class KvEventSubscriber:
         delay_s = self._cfg.reconnect_min_s
         while True:
             synced = False
+            started_s = time.monotonic()
             try:
                 synced = await self._follow()
                 reason = "stream ended"
@@ -64,7 +68,7 @@ class KvEventSubscriber:
             if self._cache.events.synced or synced:
                 log.info("KV events of %s lost (%s); resyncing", worker.worker_id, reason)
             self._cache.events_lost()
-            if synced:
+            if synced and time.monotonic() - started_s >= self._cfg.reconnect_max_s:
                 delay_s = self._cfg.reconnect_min_s
             await asyncio.sleep(delay_s)
             delay_s = min(2 * delay_s, self._cfg.reconnect_max_s)
@@ -92,6 +96,8 @@ class KvEventSubscriber:
                     return synced
                 buf += chunk
                 while (end := buf.find(b"\n\n", scan_from)) >= 0:
+                    if end > self._cfg.max_event_bytes:  # whole in one read: still too big
+                        raise StreamBroken(f"an event over {self._cfg.max_event_bytes} bytes")
                     data = sse_data(bytes(buf[:end]))
                     del buf[: end + 2]
                     scan_from = 0

@@ -8,11 +8,16 @@ Rules:
   has reached the client yet, so the retry is invisible to it.
 - A worker that answers 503 or 429 (at capacity, shutting down, rate-limited) did not take the
   request: it goes to another worker the same way, without marking the busy one failed. When no
-  other worker is left to try, the last busy answer is relayed as it is (status, body and
-  `Retry-After`), so the client sees the fleet's own reason.
+  other worker is left to try, the last busy answer is relayed (status, `Retry-After`, and its
+  message in OpenAI's shape), so the client sees the fleet's own reason.
 - A timeout is answered 504 and never retried (a slow fleet must not get more load).
 - A failure after the first byte ends a streamed reply with an SSE error event and `[DONE]`; the
-  client is never left hanging. A non-streamed reply that breaks off is answered 502.
+  client is never left hanging. So does a stream that ends without `[DONE]`: a cut-off answer
+  must not look whole. A non-streamed reply that breaks off is answered 502.
+- A non-streamed reply is held whole up to `max_reply_bytes` (502 beyond) and checked before it
+  is relayed (gateway/reply_check.py): a 200 that is not a completion is answered 502 (and its
+  worker leaves rotation until its next good probe); an error reply reaches the client in
+  OpenAI's shape, with the worker's 5xx other than 503/504 answered 502.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -37,6 +43,7 @@ from config.protocol import HEADER_DEADLINE_MS, error_body
 from gateway.errors import gateway_busy, no_healthy_worker, upstream_failed, upstream_timeout
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
+from gateway.reply_check import ReplyBroken, check_whole, error_reply
 from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -50,6 +57,7 @@ _SSE_DONE = b"data: [DONE]\n\n"
 _BUSY = frozenset((429, 503))  # the worker turned the request away; another one may take it
 _CLIENT_HIGH_WATER_BYTES = 256 * 1024  # a slow client's queued bytes before the worker waits
 _DRAIN_POLL_S = 0.01
+_TAIL_CHUNKS = 32  # last chunks of a stream kept (by reference) to find its `[DONE]`
 
 
 class ReplyObserver(Protocol):
@@ -112,6 +120,7 @@ class Relay:
         read_timeout_s: float,
         dispatch: Dispatcher,
         cache: FleetCache | None = None,
+        max_reply_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._fleet = fleet
         self._dispatch = dispatch
@@ -120,6 +129,7 @@ class Relay:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._read_timeout_s = read_timeout_s
+        self._max_reply_bytes = max_reply_bytes  # a whole reply held in memory, at most
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
 
     def pick(
@@ -274,7 +284,7 @@ class Relay:
             if call.stream and reply.status == 200:
                 response = await self._stream(request, opened, call.observer)
             else:
-                response = await self._whole(reply, opened.first, call.observer)
+                response = await self._whole(worker, reply, opened.first, call.observer)
                 worker.progress += 1
         finally:
             reply.close()
@@ -288,22 +298,45 @@ class Relay:
         return attempts < self._max_attempts and bool(self._fleet.candidates(call.model, tried))
 
     async def _whole(
-        self, reply: PipedReply, first: bytes, observer: ReplyObserver | None = None
+        self,
+        worker: WorkerState,
+        reply: PipedReply,
+        first: bytes,
+        observer: ReplyObserver | None = None,
     ) -> web.Response:
+        parts, size = [first], len(first)
         try:
-            rest = await reply.read_all()
+            while chunk := await reply.read_chunk():
+                size += len(chunk)
+                if size > self._max_reply_bytes:
+                    self._metrics.error("upstream_reply_too_large")
+                    raise upstream_failed(f"its reply is over {self._max_reply_bytes} bytes")
+                parts.append(chunk)
         except UpstreamTimeout as exc:
             raise upstream_timeout(self._read_timeout_s) from exc
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
-        body = first + rest if rest else first
+        body = first if len(parts) == 1 else b"".join(parts)
+        status = reply.status
         headers = {"Content-Type": reply.content_type}
+        if status == 200:
+            try:
+                check_whole(body)
+            except ReplyBroken as exc:
+                # A worker that answers 200 with something else is broken, not busy: out of
+                # rotation until its next good probe, like one whose stream breaks off.
+                self._metrics.error("upstream_bad_reply")
+                self._fleet.mark_failed(worker, str(exc))
+                raise upstream_failed(str(exc)) from None
+        else:
+            status, body = error_reply(status, body)
+            headers["Content-Type"] = "application/json"
         if reply.retry_after is not None:
             headers["Retry-After"] = reply.retry_after
         if observer is not None:
             headers.update(observer.headers)
-            observer.finish_whole(reply.status, body)
-        return web.Response(status=reply.status, body=body, headers=headers)
+            observer.finish_whole(status, body)
+        return web.Response(status=status, body=body, headers=headers)
 
     async def _stream(
         self, request: web.Request, opened: Opened, observer: ReplyObserver | None = None
@@ -317,6 +350,8 @@ class Relay:
         if piped:
             response.enable_chunked_encoding()  # the framing `_pipe` writes itself
         await response.prepare(request)
+        tail: deque[bytes] = deque((first,), maxlen=_TAIL_CHUNKS)  # where `[DONE]` must be
+        ending = b""  # what the gateway adds at the end: an error event and `[DONE]`
         try:
             await response.write(first)  # the headers leave with the first chunk
             own_s = time.monotonic() - opened.first_in_s
@@ -324,15 +359,23 @@ class Relay:
             if observer is not None:
                 observer.feed(first)
             if piped:
-                await _pipe(request, worker, reply, observer, self._read_timeout_s)
+                await _pipe(request, worker, reply, observer, self._read_timeout_s, tail)
             else:  # HTTP/1.0: no chunked framing, aiohttp's own writer per chunk
                 while chunk := await reply.read_chunk():
                     worker.progress += 1
+                    tail.append(chunk)
                     await response.write(chunk)
                     if observer is not None:
                         observer.feed(chunk)
+            if not ends_with_done(tail):
+                # The worker ended its stream cleanly but never said it was complete: a client
+                # must not take a cut-off answer for a whole one.
+                log.warning("stream from %s ended without [DONE]", worker.worker_id)
+                self._metrics.error("mid_stream_no_done")
+                message = "the worker's stream ended without [DONE]"
+                ending = _error_event(message, "upstream_error")
             if observer is not None:
-                observer.finish_stream()
+                observer.finish_stream()  # it stores nothing without the worker's own `[DONE]`
         except ConnectionError:
             # The client went away: closing the upstream reply (caller) tells the worker to stop.
             log.debug("client of a stream from %s disconnected", worker.worker_id)
@@ -344,11 +387,28 @@ class Relay:
             self._metrics.error(f"mid_stream_{kind}")
             if isinstance(exc, UpstreamUnavailable):
                 self._fleet.mark_failed(worker, f"stream broke off: {exc}")
-            message = f"the worker's stream broke off ({kind})"
-            event = error_body(502, message, code=kind, type="server_error")
-            await response.write(b"data: " + event + b"\n\n" + _SSE_DONE)
-        await response.write_eof()
+            ending = _error_event(f"the worker's stream broke off ({kind})", kind)
+        try:
+            if ending:
+                if not b"".join(tail).endswith(b"\n\n"):
+                    ending = b"\n\n" + ending  # end the worker's unfinished event first
+                await response.write(ending)
+            await response.write_eof()
+        except ConnectionError:  # the client left meanwhile: nobody to tell
+            self._metrics.error("client_disconnected")
         return response
+
+
+def _error_event(message: str, code: str) -> bytes:
+    """An SSE error event in OpenAI's error shape, then `[DONE]`: how a stream fails."""
+    event = error_body(502, message, code=code, type="server_error")
+    return b"data: " + event + b"\n\n" + _SSE_DONE
+
+
+def ends_with_done(tail: Iterable[bytes]) -> bool:
+    """Whether the stream whose last chunks are `tail` ends with a `data: [DONE]` event."""
+    last = b"".join(tail).rstrip().rsplit(b"\n", 1)[-1]
+    return last.strip() in (b"data: [DONE]", b"data:[DONE]")
 
 
 async def _pipe(
@@ -357,6 +417,7 @@ async def _pipe(
     reply: PipedReply,
     observer: ReplyObserver | None,
     stuck_after_s: float,
+    tail: deque[bytes],
 ) -> None:
     """Relay the rest of a streamed reply with no task in between: each chunk is written to the
     client's socket, in HTTP/1.1 chunked framing, from the worker socket's own callback.
@@ -396,6 +457,7 @@ async def _pipe(
         if transport.is_closing():
             raise ConnectionResetError("the client closed its connection")
         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        tail.append(chunk)
         worker.progress += 1
         if observer is not None:
             observer.feed(chunk)

@@ -171,7 +171,7 @@ def _reply_from_sse(data: bytes, kind: Kind) -> CachedReply | None:
         payload = event[5:].strip()
         if payload == b"[DONE]":
             done = True
-            continue
+            break  # what a worker sends after it the client never reads: not part of the answer
         obj = orjson.loads(payload)
         if "error" in obj:
             return None

@@ -31,10 +31,14 @@ class StatsPoller:
         await asyncio.gather(*(self._poll(c) for c in self._fleet.workers.values()))
 
     async def run(self) -> None:
-        """Poll forever (cancel to stop)."""
+        """Poll forever (cancel to stop). Each worker on its own clock: a worker slow to answer
+        (up to the poll's timeout) must not hold back the figures of the others."""
+        await asyncio.gather(*(self._run_one(c) for c in self._fleet.workers.values()))
+
+    async def _run_one(self, cache: WorkerCache) -> None:
         while True:
             await asyncio.sleep(self._cfg.stats_interval_s)
-            await self.poll_all()
+            await self._poll(cache)
 
     async def _poll(self, cache: WorkerCache) -> None:
         url = cache.worker.url
