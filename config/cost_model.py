@@ -11,13 +11,21 @@ published vLLM profiles of that pair to within tens of percent:
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from config.base import Frozen
+
+# A modelled duration or factor: never negative, and finite (a NaN or infinite one was taken at
+# start-up and surfaced as a failed sleep in the engine thread).
+Modelled = Annotated[float, msgspec.Meta(ge=0, le=1e6)]
 
 
 class CostModelConfig(Frozen):
-    prefill_s_per_token: float = 85e-6
-    prefill_overhead_s: float = 2e-3  # per step that carries any prefill
-    decode_step_base_s: float = 10e-3
-    decode_s_per_seq: float = 0.15e-3
-    decode_s_per_context_token: float = 80e-9
-    time_scale: float = 1.0
+    prefill_s_per_token: Modelled = 85e-6
+    prefill_overhead_s: Modelled = 2e-3  # per step that carries any prefill
+    decode_step_base_s: Modelled = 10e-3
+    decode_s_per_seq: Modelled = 0.15e-3
+    decode_s_per_context_token: Modelled = 80e-9
+    time_scale: Modelled = 1.0

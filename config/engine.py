@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+import msgspec
 
 from config.base import Frozen
 from config.eviction import EvictionConfig, WorkloadAwareEviction
@@ -17,7 +19,7 @@ class EngineConfig(Frozen):
     # KV cache size: `num_blocks` when set, else `kv_memory_fraction` of the device's free memory
     # (host RAM on the CPU) after the weights are loaded.
     num_blocks: int | None = None
-    kv_memory_fraction: float = 0.2
+    kv_memory_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
     block_size: int = 16
     max_batch_size: int = 32  # running sequences per step
     max_tokens_per_step: int = 512  # prefill chunk + decode tokens per step
@@ -33,7 +35,8 @@ class EngineConfig(Frozen):
     # Host swap space in blocks (pinned memory on CUDA). None: 4 GiB worth where swapping can
     # happen (CUDA with "auto", or "swap"), none otherwise; 0 turns swapping off.
     num_swap_blocks: int | None = None
-    host_link_gb_s: float = 12.0  # device↔host copy bandwidth assumed by "auto"
+    # device↔host copy bandwidth assumed by "auto"
+    host_link_gb_s: Annotated[float, msgspec.Meta(gt=0, le=1e6)] = 12.0
     # float32 on the CPU: store projection weights input-major, so matmuls read them in place
     # instead of re-packing them at every call (faster decode steps; docs/engine.md).
     input_major_weights: bool = True

@@ -6,7 +6,13 @@ the reuse probabilities it needs; its knobs are ratios and switches for ablation
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
+
 from config.base import Tagged
+
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1e6)]  # never negative, always finite
 
 
 class LruEviction(Tagged, tag="lru"):
@@ -28,10 +34,11 @@ class WorkloadAwareEviction(Tagged, tag="workload_aware"):
     # 0 = compare only the oldest block of each class (exact when value falls with age).
     sample_size: int = 32
     tail_first: bool = True  # a chosen block's chain gives up its deepest block first
-    horizon_factor: float = 1.0  # value counts reuse within this many mean residence times
-    ghost_factor: float = 2.0  # watch this many evicted keys per tracked block for late reuse
+    # value counts reuse within this many mean residence times
+    horizon_factor: Annotated[float, msgspec.Meta(gt=0, le=1e6)] = 1.0
+    ghost_factor: Ratio = 2.0  # watch this many evicted keys per tracked block for late reuse
     ghost_sample: int = 8  # watch one evicted key in this many (by hash): a longer memory
-    prior_weight: float = 20.0  # pseudo-observations pulling a class toward the all-class mean
+    prior_weight: Ratio = 20.0  # pseudo-observations pulling a class toward the all-class mean
     half_life_obs: int = 50_000  # counts are halved after this many observations
     max_turn_bucket: int = 4  # turns >= this share one class
     max_position_bucket: int = 2  # position buckets: 0 = head, 1 = second, 2 = the rest

@@ -24,7 +24,7 @@ class SimWorkers(Tagged, tag="sim"):
     count: Count = 2
     model: str = "sim-llama"
     # Multiplies every modelled duration: 1.0 = an 8B model on an A100, 0.01 = 100× faster.
-    time_scale: Annotated[float, msgspec.Meta(ge=0)] = 0.05
+    time_scale: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.05  # finite: a sleep of inf raises
     args: list[str] = msgspec.field(default_factory=list)  # more `kvgate sim-worker` flags
 
 
@@ -50,4 +50,4 @@ class KvgateConfig(Frozen):
     gateway: GatewayConfig = GatewayConfig()
     workers: list[WorkerSpec] = msgspec.field(default_factory=lambda: [SimWorkers()])
     # Longest wait for a launched worker to print its URL and answer /health.
-    worker_startup_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    worker_startup_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=1e9)] = 120.0

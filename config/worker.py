@@ -14,7 +14,9 @@ from config.engine import EngineConfig
 from config.eviction import EvictionConfig, WorkloadAwareEviction
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# Finite, as the gateway's durations (config/gateway.py `PositiveS`): an infinite timeout or
+# heartbeat raises inside asyncio / aiohttp instead of stopping start-up with its path.
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0 = any free port
 
 

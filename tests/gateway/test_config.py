@@ -1,5 +1,6 @@
 """Config: the example file loads, every typo fails at start with its path."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from config.kvgate import EngineWorkers, KvgateConfig, RemoteWorker
 from config.loader import ConfigError, build, load
+from config.worker import SimWorkerFile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +63,35 @@ def test_kvgate_up_refuses_a_typo_before_starting_anything(tmp_path):
     )
     assert proc.returncode == 2
     assert "unknown field `helth`" in proc.stderr and "$.gateway" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"workers": [{"type": "sim", "time_scale": math.inf}]}, "$.workers[0].time_scale"),
+        ({"worker_startup_timeout_s": math.inf}, "$.worker_startup_timeout_s"),
+    ],
+)
+def test_an_infinite_number_in_the_stack_names_its_path(data: dict, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(data, KvgateConfig)
+    assert path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"worker": {"kv_heartbeat_s": math.inf}}, "$.worker.kv_heartbeat_s"),
+        ({"worker": {"body_read_timeout_s": math.nan}}, "$.worker.body_read_timeout_s"),
+        ({"sim_engine": {"cost_model": {"time_scale": math.nan}}}, "$.sim_engine.cost_model"),
+        ({"sim_engine": {"cost_model": {"prefill_s_per_token": -1.0}}}, "prefill_s_per_token"),
+        (
+            {"sim_engine": {"eviction": {"type": "workload_aware", "prior_weight": math.inf}}},
+            "prior_weight",
+        ),
+    ],
+)
+def test_a_worker_number_out_of_range_names_its_path(data: dict, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(data, SimWorkerFile)
+    assert path in str(info.value)
