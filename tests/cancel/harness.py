@@ -6,17 +6,10 @@ invariant every cancellation must keep."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
 import socket
 import struct
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,8 +26,8 @@ from gpu_worker.byte_tokenizer import ByteTokenizer
 from gpu_worker.engine_api import Tokenizer
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
+from tests.sim_process import SimWorker
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "sim-cancel"
 CHAT = "/v1/chat/completions"
 JSON = {"Content-Type": "application/json"}
@@ -177,7 +170,7 @@ class Stack:
 
     def __init__(self) -> None:
         self.workers: list[WorkerHandle] = []
-        self.procs: list[SimProcess] = []
+        self.procs: list[SimWorker] = []
         self.gateways: list[RunningGateway] = []
         self.baseline: set[asyncio.Task[Any]] = set()  # the tasks running once all had started
 
@@ -201,8 +194,8 @@ class Stack:
         self.workers.append(await start_worker(engine, cfg))
         return self.workers[-1]
 
-    def process(self, time_scale: float = 0.5) -> SimProcess:
-        self.procs.append(SimProcess(time_scale))
+    def process(self, time_scale: float = 0.5) -> SimWorker:
+        self.procs.append(SimWorker(time_scale, model=MODEL))
         return self.procs[-1]
 
     async def gateway(self, urls: list[str], **overrides: Any) -> RunningGateway:
@@ -227,43 +220,6 @@ class Stack:
             await w.close()
         for p in self.procs:
             p.stop()
-
-
-class SimProcess:
-    """A `kvgate sim-worker` subprocess: `kill()` is a crash (SIGKILL)."""
-
-    URL = re.compile(r"(http://[\w.\-]+:\d+)")
-
-    def __init__(self, time_scale: float) -> None:
-        argv = [sys.executable, "-m", "kvgate", "sim-worker", "--host", "127.0.0.1", "--port", "0"]
-        argv += ["--model", MODEL, "--time-scale", str(time_scale)]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if match := self.URL.search(line):
-                self.url = match.group(1)
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-                return
-        raise RuntimeError(f"sim-worker exited with {self.proc.wait()}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def settled(
