@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from backends.upstream_errors import (
+    ReplyTooLarge,
     UpstreamBusy,
     UpstreamError,
     UpstreamStatusError,
@@ -33,6 +34,7 @@ from config.gateway import UpstreamConfig
 
 __all__ = [
     "PipedReply",
+    "ReplyTooLarge",
     "StreamReply",
     "UpstreamBusy",
     "UpstreamClient",

@@ -4,6 +4,7 @@
   reply was complete (refused, reset, died). Safe to retry elsewhere when nothing was relayed yet.
 - `UpstreamTimeout`: the worker said nothing for `read_timeout_s` (one that will not connect in
   `connect_timeout_s` is `UpstreamUnavailable`: it is not slow, it is gone).
+  `ReplyTooLarge` is one: a whole reply over the reader's limit.
 - `UpstreamBusy`: every connection the gateway may open is in use (its own limit, not a worker's).
 - `UpstreamStatusError`: a probe got a non-2xx answer.
 """
@@ -21,6 +22,10 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     pass
+
+
+class ReplyTooLarge(UpstreamUnavailable):
+    """A whole reply longer than the caller's limit: the worker is broken, not the caller."""
 
 
 class UpstreamBusy(UpstreamError):

@@ -36,7 +36,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from backends.upstream_errors import UpstreamBusy, UpstreamTimeout, UpstreamUnavailable
+from backends.upstream_errors import (
+    ReplyTooLarge,
+    UpstreamBusy,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 _HIGH_WATER_BYTES = 256 * 1024
 _MAX_HEADERS = 100  # a reply with more is not from a worker we should trust
@@ -289,9 +294,14 @@ class PipedReply:
                 return b""
             await self._wait()
 
-    async def read_all(self) -> bytes:
-        parts = []
+    async def read_all(self, max_bytes: int | None = None) -> bytes:
+        """The rest of the body; `ReplyTooLarge` once it passes `max_bytes` (what was read is
+        dropped: a worker that sends more is broken, and holding it all would fill memory)."""
+        parts, size = [], 0
         while chunk := await self.read_chunk():
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise ReplyTooLarge(f"its reply is over {max_bytes} bytes")
             parts.append(chunk)
         return b"".join(parts)
 

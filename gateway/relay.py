@@ -34,6 +34,7 @@ from aiohttp import HttpVersion11, web
 
 from backends.openai_upstream import (
     PipedReply,
+    ReplyTooLarge,
     UpstreamBusy,
     UpstreamClient,
     UpstreamTimeout,
@@ -304,19 +305,16 @@ class Relay:
         first: bytes,
         observer: ReplyObserver | None = None,
     ) -> web.Response:
-        parts, size = [first], len(first)
         try:
-            while chunk := await reply.read_chunk():
-                size += len(chunk)
-                if size > self._max_reply_bytes:
-                    self._metrics.error("upstream_reply_too_large")
-                    raise upstream_failed(f"its reply is over {self._max_reply_bytes} bytes")
-                parts.append(chunk)
+            rest = await reply.read_all(self._max_reply_bytes - len(first))
+        except ReplyTooLarge as exc:
+            self._metrics.error("upstream_reply_too_large")
+            raise upstream_failed(str(exc)) from exc
         except UpstreamTimeout as exc:
             raise upstream_timeout(self._read_timeout_s) from exc
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
-        body = first if len(parts) == 1 else b"".join(parts)
+        body = first + rest if rest else first
         status = reply.status
         headers = {"Content-Type": reply.content_type}
         if status == 200:
