@@ -181,6 +181,11 @@ ContrastCheck = Literal[
     # comparison signs read as direction.
     "operator_class",
     "direction_signs",
+    # Session 9 (role_checks.py): the same words and numbers in other roles; `swapped_words`
+    # is an option (it also vetoes reordered keyword queries, "denver sunset time today").
+    "swapped_words",
+    "number_roles",
+    "grouping",
 ]
 # The default checks (session 6: the wider operator and direction readings).
 DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
@@ -192,6 +197,9 @@ DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
     "reversing_prefix",
     "antonym",
     "antonym_added",
+    # Session 9: numbers in other roles, arithmetic grouped otherwise (role_checks.py).
+    "number_roles",
+    "grouping",
 )
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from policies.semantic.edit_shape import stem
 from policies.semantic.operators import arithmetic_changed, operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
+from policies.semantic.role_checks import grouping, number_roles, swapped_words
 
 Tokens = Sequence[str]
 
@@ -351,4 +352,7 @@ CHECKS: dict[str, Check] = {
     "antonym_added": antonym_added,
     "operator_class": operator_changed,
     "direction_signs": direction_signs_reversed,
+    "swapped_words": swapped_words,
+    "number_roles": number_roles,
+    "grouping": grouping,
 }

@@ -31,8 +31,9 @@ from collections.abc import Sequence
 
 Tokens = Sequence[str]
 
-_CHARS = frozenset("=<>!&|^~+-*/%×÷−≠≤≥")
-_SIGNS = {"×": "*", "÷": "/", "−": "-", "≠": "!=", "≤": "<=", "≥": ">="}
+_CHARS = frozenset("=<>!&|^~+-*/%×÷−≠≤≥·⋅")
+# The maths signs in their ASCII spelling; the middle dot and the dot operator multiply.
+_SIGNS = {"×": "*", "·": "*", "⋅": "*", "÷": "/", "−": "-", "≠": "!=", "≤": "<=", "≥": ">="}
 _MULTI = frozenset(
     "== === != !== <> <= >= << >> >>> && || ** // += -= *= /= %= &= |= ^= <<= >>= **= //= "
     "~= |= &>".split()

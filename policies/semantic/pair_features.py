@@ -34,7 +34,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "one_swap_dissimilar",
 )
 
-_SUPERSCRIPTS = str.maketrans({"²": "^2", "³": "^3", "¹": "^1", "⁴": "^4", "½": " 0.5 "})
+# Exponents read as "^n" ("2⁵" -> "2^5", "x¹⁰" -> "x^10"): every superscript digit, not
+# only Latin-1's ¹²³, a run of them as one number.
+_SUPERSCRIPT_DIGITS = str.maketrans({sup: str(n) for n, sup in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")})
+_SUPERSCRIPT_RUN = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_HALF = str.maketrans({"½": " 0.5 "})
 _NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
@@ -111,7 +115,10 @@ class PromptTerms:
 
 def prompt_terms(text: str) -> PromptTerms:
     # Numerals first, on the original case: "World War II" / "WWII" / "ww2" all read "2".
-    lowered = read_numerals(text).lower().translate(_SUPERSCRIPTS).replace("'", "").replace("’", "")
+    lowered = _SUPERSCRIPT_RUN.sub(
+        lambda run: "^" + run.group().translate(_SUPERSCRIPT_DIGITS), read_numerals(text)
+    )
+    lowered = lowered.lower().translate(_HALF).replace("'", "").replace("’", "")
     for pattern, word in _UNITS:
         lowered = pattern.sub(word, lowered)
     numbers: set[str] = set()

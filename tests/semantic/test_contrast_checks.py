@@ -49,6 +49,7 @@ DIFFERENT = [
     ("direction_signs", "jet lag flying Boston → Tokyo", "tips for jet lag going Tokyo to Boston"),
     ("direction_signs", "moving boston -> denver, what to pack", "moving from denver to boston"),
     ("operator_class", "what does == do in ruby", "what does === do in ruby"),
+    ("operator_class", "simplify 3⁴ · 3² as one power", "simplify 3⁴ / 3² as one power"),
     ("time_frame", "Is it going to rain in Oslo tomorrow?", "oslo rain right now"),
     ("time_frame", "what was the score of the Celtics game yesterday", "celtics score today"),
     ("sort_order", "sort a dict by value", "sort a dict by value from largest to smallest"),
@@ -63,6 +64,20 @@ DIFFERENT = [
         "align text vertically in a table cell",
         "align text horizontally and vertically in a table cell",
     ),
+    (
+        "swapped_words",
+        "In chess, can a bishop capture a knight that protects a rook?",
+        "In chess, can a rook capture a knight that protects a bishop?",
+    ),
+    (
+        "swapped_words",
+        "Does the wife of the king outrank the mother of the king?",
+        "does the mother of the king outrank the wife of the king",
+    ),
+    ("number_roles", "What is 15 percent of 60?", "60 is what percent of 15?"),
+    ("number_roles", "divide 12 by 4", "what do you get when 4 is divided by 12"),
+    ("grouping", "compute 10 - 4 - 3", "compute 10 - (4 - 3)"),
+    ("grouping", "what is (6 + 2) * 5", "6 + 2 * 5 = ?"),
 ]
 
 # (prompt, prompt): one question, which no check may veto.
@@ -88,6 +103,11 @@ SAME = [
     ("jet lag flying Boston → Tokyo", "how to beat jet lag on a Boston to Tokyo flight"),
     ("moving boston -> denver, what to pack", "what to pack when moving from boston to denver"),
     ("words of 16-year-old's birthday card", "birthday card message for a 16 year old"),
+    ("compare cats and dogs as pets", "compare dogs and cats as pets"),
+    ("What is 15 percent of 60?", "15% of 60 = ?"),
+    ("compute 10 - 4 - 3", "10 minus 4 minus 3"),
+    ("what is 7 * 8 + 1", "7 × 8 + 1 = ?"),
+    ("what is (6 + 2) * 5", "(6+2) × 5 = ?"),
 ]
 
 
@@ -162,6 +182,7 @@ async def test_the_default_cache_misses_siblings_the_guard_without_checks_serves
     assert set(typing.get_args(ContrastCheck)) - set(DEFAULT_CONTRAST_CHECKS) == {
         "operator",
         "direction",
+        "swapped_words",
     }
     off = msgspec.structs.replace(
         base, guard=msgspec.structs.replace(base.guard, contrast_checks=())

@@ -27,6 +27,9 @@ def test_roman_values(numeral: str, value: int) -> None:
         ("When did World War Two end?", {"2"}),
         ("Summarise part III of the report", {"3"}),
         ("What did Henry VIII do", {"8"}),
+        # Superscripts are exponents, a run of them one number.
+        ("simplify 3⁴ times 3²", {"3", "^4", "^2"}),
+        ("expand (x + 1)¹⁰", {"1", "^10"}),
         # The pronoun, ordinals outside a sequence, and shouted words stay words.
         ("Can I use Python I think", set()),
         ("who was the first vice president", set()),
