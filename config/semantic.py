@@ -186,6 +186,8 @@ ContrastCheck = Literal[
     "swapped_words",
     "number_roles",
     "grouping",
+    "opposite_pole",
+    "letter_swapped",
 ]
 # The default checks (session 6: the wider operator and direction readings).
 DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
@@ -197,9 +199,12 @@ DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
     "reversing_prefix",
     "antonym",
     "antonym_added",
-    # Session 9: numbers in other roles, arithmetic grouped otherwise (role_checks.py).
+    # Session 9: numbers in other roles, arithmetic grouped otherwise (role_checks.py);
+    # opposite poles of a scale, another single letter (scale_checks.py).
     "number_roles",
     "grouping",
+    "opposite_pole",
+    "letter_swapped",
 )
 
 

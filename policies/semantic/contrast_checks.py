@@ -42,6 +42,7 @@ from policies.semantic.edit_shape import stem
 from policies.semantic.operators import arithmetic_changed, operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
 from policies.semantic.role_checks import grouping, number_roles, swapped_words
+from policies.semantic.scale_checks import letter_swapped, opposite_pole
 
 Tokens = Sequence[str]
 
@@ -52,7 +53,7 @@ _FILLER = _STOPWORDS | frozenset("have has had vs versus".split())
 # problem ("I can't sleep"), whose answer is the positive ("how to fall asleep").
 _NEGATORS = frozenset(
     "not no never without dont doesnt isnt arent wasnt werent wont didnt shouldnt havent "
-    "hasnt nor".split()
+    "hasnt nor nothing none except excluding".split()
 )
 
 # ---- negated word --------------------------------------------------------------------------
@@ -355,4 +356,6 @@ CHECKS: dict[str, Check] = {
     "swapped_words": swapped_words,
     "number_roles": number_roles,
     "grouping": grouping,
+    "opposite_pole": opposite_pole,
+    "letter_swapped": letter_swapped,
 }

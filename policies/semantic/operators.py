@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 Tokens = Sequence[str]
 
-_CHARS = frozenset("=<>!&|^~+-*/%×÷−≠≤≥·⋅")
+_CHARS = frozenset("=<>!&|^~+-*/%@×÷−≠≤≥·⋅")
 # The maths signs in their ASCII spelling; the middle dot and the dot operator multiply.
 _SIGNS = {"×": "*", "·": "*", "⋅": "*", "÷": "/", "−": "-", "≠": "!=", "≤": "<=", "≥": ">="}
 _MULTI = frozenset(
@@ -40,7 +40,9 @@ _MULTI = frozenset(
 )
 _ARROWS = frozenset("-> => <- <-> --> <-- ==> <=>".split())
 _ANYWHERE = frozenset("&|^<>=")
-_BETWEEN = frozenset("+-*/%")
+# Python's matrix product "@" counts between operands only ("A @ B", not "@property" or an
+# address).
+_BETWEEN = frozenset("+-*/%@")
 # Words naming an operator. "times" / "multiplied" / "divided" as in "6 times 7", "divided by".
 _WORDS = {
     "plus": "+",
@@ -72,6 +74,7 @@ _QUALIFIED = {
     ("shift", "left"): "<<",
     ("right", "shift"): ">>",
     ("shift", "right"): ">>",
+    ("multiplied", "by"): "*",
 }
 # "times" / "multiplied" between two numbers or variables, number words included.
 _FACTOR_WORDS = frozenset("times multiplied".split())

@@ -77,6 +77,19 @@ DIFFERENT = [
     ("number_roles", "What is 15 percent of 60?", "60 is what percent of 15?"),
     ("number_roles", "divide 12 by 4", "what do you get when 4 is divided by 12"),
     ("grouping", "compute 10 - 4 - 3", "compute 10 - (4 - 3)"),
+    ("opposite_pole", "which ocean is the deepest", "what is the shallowest ocean"),
+    ("opposite_pole", "fastest land animal", "which land animal is the slowest"),
+    ("opposite_pole", "which element is the least dense", "densest element"),
+    (
+        "opposite_pole",
+        "Who ruled England before Henry VIII?",
+        "which English king followed Henry VIII",
+    ),
+    ("letter_swapped", "What foods are high in vitamin C?", "What foods are high in vitamin K?"),
+    ("letter_swapped", "solve 3x + 2y = 12 for x", "solve 3x + 2y = 12 for y"),
+    ("negated_word", "ideas for a party theme, nothing scary", "scary party theme ideas"),
+    ("operator_class", "torch: what does x @ w compute", "torch: what does x * w compute"),
+    ("operator_class", "what is 3/4 multiplied by 2/5", "(3/4) / (2/5) = ?"),
     ("grouping", "what is (6 + 2) * 5", "6 + 2 * 5 = ?"),
 ]
 
@@ -108,6 +121,13 @@ SAME = [
     ("compute 10 - 4 - 3", "10 minus 4 minus 3"),
     ("what is 7 * 8 + 1", "7 × 8 + 1 = ?"),
     ("what is (6 + 2) * 5", "(6+2) × 5 = ?"),
+    ("How long does it take to boil an egg?", "boiling an egg: how many minutes"),
+    ("How tall is the Eiffel Tower?", "Eiffel Tower height"),
+    ("cheapest flight to Rome", "least expensive flight to Rome"),
+    ("What is the largest country by area?", "biggest country in the world by size"),
+    ("solve for x: 2x + 3 = 7", "2x + 3 = 7, find x"),
+    ("send an email to bob@example.com from python", "python: email bob@example.com"),
+    ("what is 6 multiplied by 7", "6 times 7"),
 ]
 
 
