@@ -21,6 +21,7 @@ SETS = [
     ("holdout6_prompts.jsonl", r"s\d{4}"),
     ("holdout7_prompts.jsonl", r"t\d{4}"),
     ("holdout8_prompts.jsonl", r"u\d{4}"),
+    ("holdout9_prompts.jsonl", r"v\d{4}"),
 ]
 KINDS = {
     "number",
