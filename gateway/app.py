@@ -68,7 +68,12 @@ def create_app(
     )
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
-    app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
+    app[FLEET_CACHE] = FleetCache(
+        app[FLEET],
+        cfg.fleet_view,
+        app[ROUTER].reads_matched_blocks,
+        needs_tokens=cfg.semantic_cache.enabled,  # a hit's usage and context check (handlers)
+    )
     metrics.registry.register(TokenizeCollector(app[FLEET_CACHE].ahead))
     app.cleanup_ctx.append(_upstream_ctx)
     app.on_shutdown.append(_shutting_down)

@@ -26,8 +26,10 @@ from config.protocol import (
 )
 from gateway import keys
 from gateway.errors import ApiError
+from gateway.hit_context import may_serve_hit
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
+from gateway.semantic import CacheResult
 from gateway.semantic.replay import Kind
 from policies.semantic.categorizer import named_category
 
@@ -154,20 +156,49 @@ async def _proxy(
             relay.abandon(opening)
         raise
     if result.status == "hit":
-        if opening is not None:
-            relay.abandon(opening)
         started = time.perf_counter()
-        # usage.prompt_tokens: exact when the gateway has the workers' tokenizer (the parser's
-        # size is a ~4-characters-per-token guess, kept only as the fallback).
-        prompt_tokens = await relay.prompt_tokens(call) or info.view.num_prompt_tokens
-        response = await stage.serve_hit(
-            request, result, kind, body, info.model, info.stream, prompt_tokens
-        )
-        elapsed_s = time.perf_counter() - started
-        app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
-        return response
+        try:
+            serve, exact_tokens = await _hit_fits(app, call, info, kind)
+        except BaseException:
+            if opening is not None:
+                relay.abandon(opening)
+            raise
+        if serve:
+            if opening is not None:
+                relay.abandon(opening)
+            response = await stage.serve_hit(
+                request,
+                result,
+                kind,
+                body,
+                info.model,
+                info.stream,
+                exact_tokens or info.view.num_prompt_tokens,
+            )
+            elapsed_s = time.perf_counter() - started
+            app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
+            return response
+        # The gateway cannot tell whether a worker would take it: a worker answers instead.
+        result = CacheResult("bypass", result.category, reason="context_unchecked")
     call = msgspec.structs.replace(call, observer=stage.tap(result, kind))
     return await relay.forward(request, call, opening)
+
+
+async def _hit_fits(
+    app: web.Application, call: UpstreamCall, info: RouteInfo, kind: Kind
+) -> tuple[bool, int | None]:
+    """Whether a cache hit may be answered, and the prompt's exact length in the workers' tokens
+    (None when the gateway lacks their tokenizer: the usage then takes the parser's guess, ~4
+    characters a token). Raises the workers' 400 `context_length_exceeded` when every worker of
+    the model would refuse the request (gateway/hit_context.py). The workers: the healthy ones,
+    or, with none healthy (the cache still answers), every one that serves the model."""
+    fleet, cache = app[keys.FLEET], app[keys.FLEET_CACHE]
+    workers = fleet.candidates(info.model) or [w for w in fleet.workers if info.model in w.models]
+    exact_tokens = await cache.prompt_tokens(call, workers)
+    param = "messages" if kind == "chat" else "prompt"
+    limits = cache.context_limits(workers)
+    max_tokens = info.view.max_tokens or None
+    return may_serve_hit(limits, exact_tokens, max_tokens, param=param), exact_tokens
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -145,12 +145,6 @@ class Relay:
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
 
-    async def prompt_tokens(self, call: UpstreamCall) -> int | None:
-        """The exact prompt length of `call` when the gateway has its workers' tokenizer."""
-        if self._cache is None:
-            return None
-        return await self._cache.prompt_tokens(call, self._fleet.candidates(call.model))
-
     async def forward(
         self,
         request: web.Request,

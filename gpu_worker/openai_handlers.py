@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
+from config.context_length import ContextLimit
 from config.hint_headers import header_int
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
@@ -111,26 +112,14 @@ def _sampling(
     state: WorkerState, req: p.ChatCompletionRequest | p.CompletionRequest, num_prompt: int
 ) -> SamplingParams:
     engine = state.engine
-    if num_prompt > engine.max_prompt_tokens:
-        raise RequestError(
-            400,
-            f"the prompt has {num_prompt} tokens; this worker takes at most"
-            f" {engine.max_prompt_tokens} (context {engine.max_model_len})",
-            param="messages" if isinstance(req, p.ChatCompletionRequest) else "prompt",
-            code="context_length_exceeded",
-        )
-    room = engine.max_model_len - num_prompt
+    limit = ContextLimit(
+        max_model_len=engine.max_model_len, max_prompt_tokens=engine.max_prompt_tokens
+    )
     max_tokens = req.requested_max_tokens()
+    param = "messages" if isinstance(req, p.ChatCompletionRequest) else "prompt"
+    limit.check(num_prompt, max_tokens, param=param)
     if max_tokens is None:
-        max_tokens = min(state.cfg.default_max_tokens, room)
-    elif max_tokens > room:
-        raise RequestError(
-            400,
-            f"max_tokens {max_tokens} + the prompt's {num_prompt} tokens exceed the context of"
-            f" {engine.max_model_len} tokens",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
+        max_tokens = min(state.cfg.default_max_tokens, engine.max_model_len - num_prompt)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
