@@ -117,6 +117,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    app[RELAY].cutter.close()
     await upstream.aclose()
     app[FLEET_CACHE].close()
 
@@ -127,7 +128,7 @@ async def _shutting_down(app: web.Application) -> None:
     kept waiting for those replies to end."""
     relay = app.get(RELAY)  # absent when the app's start-up failed before making it
     if relay is not None:
-        relay.shutting_down()
+        relay.shutting_down(app[CONFIG].shutdown_timeout_s)
 
 
 async def _start_fleet_view(

@@ -150,7 +150,8 @@ async def _proxy(
     kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
     opening = asyncio.ensure_future(relay.open(call)) if stage.parallel else None
     try:
-        result = await stage.lookup(kind, body, tenant, request.headers)
+        with relay.cutter.guard():
+            result = await stage.lookup(kind, body, tenant, request.headers)
     except BaseException:
         if opening is not None:
             relay.abandon(opening)
@@ -158,7 +159,8 @@ async def _proxy(
     if result.status == "hit":
         started = time.perf_counter()
         try:
-            serve, exact_tokens = await _hit_fits(app, call, info, kind)
+            with relay.cutter.guard():
+                serve, exact_tokens = await _hit_fits(app, call, info, kind)
         except BaseException:
             if opening is not None:
                 relay.abandon(opening)

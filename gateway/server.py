@@ -11,6 +11,11 @@ from config.gateway import GatewayConfig
 from config.protocol import MAX_HEADER_BYTES
 from gateway.app import create_app
 
+# How long after the gateway's own cut (gateway/reply_cut.py) aiohttp closes what is still open:
+# the handlers the cut ended are answering meanwhile. Were it the same moment, aiohttp's wait
+# could end as a handler finishes, which aiohttp logs as an error (its waiter is set twice).
+AIOHTTP_CUT_AFTER_S = 1.0
+
 
 class RunningGateway:
     def __init__(self, runner: web.AppRunner, url: str) -> None:
@@ -43,7 +48,9 @@ async def start_gateway(
         access_log=None,
         handler_cancellation=True,
         max_field_size=MAX_HEADER_BYTES,
-        shutdown_timeout=cfg.shutdown_timeout_s,
+        # The gateway ends what is left at `shutdown_timeout_s` itself, with a reason for each
+        # client (gateway/reply_cut.py); aiohttp's cut, which closes connections, comes later.
+        shutdown_timeout=cfg.shutdown_timeout_s + AIOHTTP_CUT_AFTER_S,
     )
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)
