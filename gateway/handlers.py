@@ -13,6 +13,7 @@ from typing import cast
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from config.hint_headers import header_int
@@ -67,7 +68,9 @@ async def _read_body(request: web.Request, max_bytes: int, timeout_s: float) -> 
         request.content.feed_eof()
         message = f"the request body did not arrive within {timeout_s:g} s"
         raise ApiError(408, message, code="body_timeout", close=True) from exc
-    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+    # Cut short, not in its declared Content-Encoding, or its chunked framing broken (aiohttp's
+    # pure-Python parser raises the framing error itself rather than a RequestPayloadError).
+    except (RequestPayloadError, HttpProcessingError) as exc:
         # The rest of the body is not ours to read: end it here (so aiohttp does not try to
         # drain it after the reply) and close the connection after the reply.
         request.content.feed_eof()

@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
@@ -76,7 +77,9 @@ async def _read_body(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
-    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+    # Cut short, not in its declared Content-Encoding, or its chunked framing broken (aiohttp's
+    # pure-Python parser raises the framing error itself rather than a RequestPayloadError).
+    except (RequestPayloadError, HttpProcessingError) as exc:
         # As the gateway does: the rest of the body is not ours to read, so it ends here (else
         # aiohttp drains it after the reply, fails again and logs a traceback at ERROR), and the
         # connection closes after the reply.
