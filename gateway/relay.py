@@ -356,10 +356,12 @@ class Relay:
         piped = request.version == HttpVersion11 and request.transport is not None
         if piped:
             response.enable_chunked_encoding()  # the framing `_pipe` writes itself
-        await response.prepare(request)
         tail: deque[bytes] = deque((first,), maxlen=_TAIL_CHUNKS)  # where `[DONE]` must be
         ending = b""  # what the gateway adds at the end: an error event and `[DONE]`
         try:
+            # Inside the `try`: a client that left (or half-closed) before the first chunk came
+            # fails the head's write; that is a hang-up, not a 500 (aiohttp then sees the reset).
+            await response.prepare(request)
             await response.write(first)  # the headers leave with the first chunk
             own_s = time.monotonic() - opened.first_in_s
             self._metrics.own_time.labels("to_client").observe(own_s)
