@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from backends.openai_upstream import PipedReply
 from gateway.errors import gateway_shutting_down
@@ -42,37 +41,15 @@ class ReplyCutter:
         self.grace_s = 0.0
         self.cut = False  # the grace period is over
 
-    @contextmanager
-    def watch(self, reply: PipedReply) -> Iterator[None]:
-        """Cut `reply` at the end of the grace period while this block runs (at once when that
-        is over already)."""
-        self._live.add(reply)
-        if self.cut:
-            reply.fail(ShutdownCut())
-        try:
-            yield
-        finally:
-            self._live.discard(reply)
+    def watch(self, reply: PipedReply) -> _Watch:
+        """`with cutter.watch(reply):` cut `reply` at the end of the grace period while the
+        block runs (at once when that is over already)."""
+        return _Watch(self, reply)
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Raise 503 `gateway_shutting_down` (`ApiError`) if the grace period ends while this
-        block runs (at once when it is over already)."""
-        if self.cut:
-            raise gateway_shutting_down()
-        task = asyncio.current_task()
-        assert task is not None
-        self._waiting.add(task)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if task not in self._cancelled:
-                raise  # the client hung up
-            task.uncancel()
-            raise gateway_shutting_down() from None
-        finally:
-            self._waiting.discard(task)
-            self._cancelled.discard(task)
+    def guard(self) -> _Guard:
+        """`with cutter.guard():` raise 503 `gateway_shutting_down` (`ApiError`) if the grace
+        period ends while the block runs (at once when it is over already)."""
+        return _Guard(self)
 
     def start(self, grace_s: float) -> None:
         """The gateway is shutting down: cut what is still relayed `grace_s` from now."""
@@ -98,3 +75,53 @@ class ReplyCutter:
         for task in list(self._waiting):
             self._cancelled.add(task)
             task.cancel()
+
+
+# Context managers as small classes, not @contextmanager generators: they run for every request
+# (medians on the loaded 2-core dev box: the pair ~4 µs a request, generators ~9 µs).
+
+
+class _Watch:
+    __slots__ = ("_cutter", "_reply")
+
+    def __init__(self, cutter: ReplyCutter, reply: PipedReply) -> None:
+        self._cutter = cutter
+        self._reply = reply
+
+    def __enter__(self) -> None:
+        self._cutter._live.add(self._reply)  # noqa: SLF001 - the cutter's own helper
+        if self._cutter.cut:
+            self._reply.fail(ShutdownCut())
+
+    def __exit__(self, *exc: object) -> None:
+        self._cutter._live.discard(self._reply)  # noqa: SLF001
+
+
+class _Guard:
+    __slots__ = ("_cutter", "_task")
+
+    def __init__(self, cutter: ReplyCutter) -> None:
+        self._cutter = cutter
+        self._task: asyncio.Task[object] | None = None
+
+    def __enter__(self) -> None:
+        if self._cutter.cut:
+            raise gateway_shutting_down()
+        self._task = asyncio.current_task()
+        self._cutter._waiting.add(self._task)  # noqa: SLF001 - the cutter's own helper
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cutter, task = self._cutter, self._task
+        assert task is not None
+        cutter._waiting.discard(task)  # noqa: SLF001
+        if task not in cutter._cancelled:  # noqa: SLF001
+            return  # ended normally, failed, or cancelled by the client's hang-up: as it is
+        cutter._cancelled.discard(task)  # noqa: SLF001
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            task.uncancel()  # the cut's own cancellation, answered instead
+            raise gateway_shutting_down() from None
