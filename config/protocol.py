@@ -455,6 +455,7 @@ class WorkerStats(msgspec.Struct, kw_only=True):
     pending_requests: int = 0  # accepted by the server and not finished (incl. not yet queued)
     max_pending_requests: int = 0
     max_model_len: int = 0
+    max_prompt_tokens: Count = 0  # longest prompt it takes; 0 = not reported (max_model_len - 1)
     kv_seq: int = 0  # sequence number of the latest KV event batch
 
 

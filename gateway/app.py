@@ -68,7 +68,12 @@ def create_app(
     )
     app[AUTH] = Authenticator(cfg.api_keys)
     app[ROUTER] = build_routing(cfg.routing)
-    app[FLEET_CACHE] = FleetCache(app[FLEET], cfg.fleet_view, app[ROUTER].reads_matched_blocks)
+    app[FLEET_CACHE] = FleetCache(
+        app[FLEET],
+        cfg.fleet_view,
+        app[ROUTER].reads_matched_blocks,
+        needs_tokens=cfg.semantic_cache.enabled,  # a hit's usage and context check (handlers)
+    )
     metrics.registry.register(TokenizeCollector(app[FLEET_CACHE].ahead))
     app.cleanup_ctx.append(_upstream_ctx)
     app.on_shutdown.append(_shutting_down)
@@ -112,6 +117,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    app[RELAY].cutter.close()
     await upstream.aclose()
     app[FLEET_CACHE].close()
 
@@ -122,7 +128,7 @@ async def _shutting_down(app: web.Application) -> None:
     kept waiting for those replies to end."""
     relay = app.get(RELAY)  # absent when the app's start-up failed before making it
     if relay is not None:
-        relay.shutting_down()
+        relay.shutting_down(app[CONFIG].shutdown_timeout_s)
 
 
 async def _start_fleet_view(

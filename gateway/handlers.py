@@ -13,6 +13,7 @@ from typing import cast
 import msgspec
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from config.hint_headers import header_int
@@ -26,8 +27,10 @@ from config.protocol import (
 )
 from gateway import keys
 from gateway.errors import ApiError
+from gateway.hit_context import may_serve_hit
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
+from gateway.semantic import CacheResult
 from gateway.semantic.replay import Kind
 from policies.semantic.categorizer import named_category
 
@@ -65,7 +68,9 @@ async def _read_body(request: web.Request, max_bytes: int, timeout_s: float) -> 
         request.content.feed_eof()
         message = f"the request body did not arrive within {timeout_s:g} s"
         raise ApiError(408, message, code="body_timeout", close=True) from exc
-    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+    # Cut short, not in its declared Content-Encoding, or its chunked framing broken (aiohttp's
+    # pure-Python parser raises the framing error itself rather than a RequestPayloadError).
+    except (RequestPayloadError, HttpProcessingError) as exc:
         # The rest of the body is not ours to read: end it here (so aiohttp does not try to
         # drain it after the reply) and close the connection after the reply.
         request.content.feed_eof()
@@ -148,26 +153,57 @@ async def _proxy(
     kind = cast(Kind, "chat" if endpoint == "chat" else "completion")
     opening = asyncio.ensure_future(relay.open(call)) if stage.parallel else None
     try:
-        result = await stage.lookup(kind, body, tenant, request.headers)
+        with relay.cutter.guard():
+            result = await stage.lookup(kind, body, tenant, request.headers)
     except BaseException:
         if opening is not None:
             relay.abandon(opening)
         raise
     if result.status == "hit":
-        if opening is not None:
-            relay.abandon(opening)
         started = time.perf_counter()
-        # usage.prompt_tokens: exact when the gateway has the workers' tokenizer (the parser's
-        # size is a ~4-characters-per-token guess, kept only as the fallback).
-        prompt_tokens = await relay.prompt_tokens(call) or info.view.num_prompt_tokens
-        response = await stage.serve_hit(
-            request, result, kind, body, info.model, info.stream, prompt_tokens
-        )
-        elapsed_s = time.perf_counter() - started
-        app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
-        return response
+        try:
+            with relay.cutter.guard():
+                serve, exact_tokens = await _hit_fits(app, call, info, kind)
+        except BaseException:
+            if opening is not None:
+                relay.abandon(opening)
+            raise
+        if serve:
+            if opening is not None:
+                relay.abandon(opening)
+            response = await stage.serve_hit(
+                request,
+                result,
+                kind,
+                body,
+                info.model,
+                info.stream,
+                exact_tokens or info.view.num_prompt_tokens,
+            )
+            elapsed_s = time.perf_counter() - started
+            app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
+            return response
+        # The gateway cannot tell whether a worker would take it: a worker answers instead.
+        result = CacheResult("bypass", result.category, reason="context_unchecked")
     call = msgspec.structs.replace(call, observer=stage.tap(result, kind))
     return await relay.forward(request, call, opening)
+
+
+async def _hit_fits(
+    app: web.Application, call: UpstreamCall, info: RouteInfo, kind: Kind
+) -> tuple[bool, int | None]:
+    """Whether a cache hit may be answered, and the prompt's exact length in the workers' tokens
+    (None when the gateway lacks their tokenizer: the usage then takes the parser's guess, ~4
+    characters a token). Raises the workers' 400 `context_length_exceeded` when every worker of
+    the model would refuse the request (gateway/hit_context.py). The workers: the healthy ones,
+    or, with none healthy (the cache still answers), every one that serves the model."""
+    fleet, cache = app[keys.FLEET], app[keys.FLEET_CACHE]
+    workers = fleet.candidates(info.model) or [w for w in fleet.workers if info.model in w.models]
+    exact_tokens = await cache.prompt_tokens(call, workers)
+    param = "messages" if kind == "chat" else "prompt"
+    limits = cache.context_limits(workers)
+    max_tokens = info.view.max_tokens or None
+    return may_serve_hit(limits, exact_tokens, max_tokens, param=param), exact_tokens
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -41,10 +41,17 @@ from backends.openai_upstream import (
     UpstreamUnavailable,
 )
 from config.protocol import HEADER_DEADLINE_MS, error_body
-from gateway.errors import gateway_busy, no_healthy_worker, upstream_failed, upstream_timeout
+from gateway.errors import (
+    gateway_busy,
+    gateway_shutting_down,
+    no_healthy_worker,
+    upstream_failed,
+    upstream_timeout,
+)
 from gateway.fleet import FleetView, WorkerState
 from gateway.metrics import GatewayMetrics
 from gateway.reply_check import ReplyBroken, check_whole, error_reply
+from gateway.reply_cut import ReplyCutter, ShutdownCut
 from policies.routing import RequestView, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -132,6 +139,7 @@ class Relay:
         self._read_timeout_s = read_timeout_s
         self._max_reply_bytes = max_reply_bytes  # a whole reply held in memory, at most
         self._cache = cache  # the fleet's KV caches and load; None = in-flight counts only
+        self.cutter = ReplyCutter()  # ends the replies still relayed when shutdown's grace ends
 
     def pick(
         self, call: UpstreamCall, exclude: set[str], ticket: Ticket | None = None
@@ -144,12 +152,6 @@ class Relay:
             return self._cache.pick(call, candidates, self._router, ticket=ticket)
         views = [w.view() for w in candidates]
         return candidates[self._router.select(call.view, views, time.monotonic())]
-
-    async def prompt_tokens(self, call: UpstreamCall) -> int | None:
-        """The exact prompt length of `call` when the gateway has its workers' tokenizer."""
-        if self._cache is None:
-            return None
-        return await self._cache.prompt_tokens(call, self._fleet.candidates(call.model))
 
     async def forward(
         self,
@@ -176,9 +178,11 @@ class Relay:
             self._metrics.error("client_disconnected")
             raise
 
-    def shutting_down(self) -> None:
-        """The gateway is stopping: requests waiting for a worker slot are answered 503 now."""
+    def shutting_down(self, grace_s: float) -> None:
+        """The gateway is stopping: requests waiting for a worker slot are answered 503 now; the
+        replies being relayed get `grace_s` to finish, then are ended (gateway/reply_cut.py)."""
         self._dispatch.close()
+        self.cutter.start(grace_s)
 
     def abandon(self, opening: asyncio.Future[Opened]) -> None:
         """Drop an `open` that is no longer wanted (the cache answered): a worker that has the
@@ -195,7 +199,8 @@ class Relay:
         on other workers as the module's rules say. The caller must `deliver` (or `abandon`) the
         result: the worker's in-flight slot and connection are held until then."""
         try:
-            return await self._open(call)
+            with self.cutter.guard():
+                return await self._open(call)
         except BaseException:
             self._dispatch.wake(call.model)  # a slot handed to this request may be unused now
             raise
@@ -282,11 +287,12 @@ class Relay:
         """Relay an opened reply to the client; always closes it and releases the worker."""
         worker, reply = opened.worker, opened.reply
         try:
-            if call.stream and reply.status == 200:
-                response = await self._stream(request, opened, call.observer)
-            else:
-                response = await self._whole(worker, reply, opened.first, call.observer)
-                worker.progress += 1
+            with self.cutter.watch(reply):
+                if call.stream and reply.status == 200:
+                    response = await self._stream(request, opened, call.observer)
+                else:
+                    response = await self._whole(worker, reply, opened.first, call.observer)
+                    worker.progress += 1
         finally:
             reply.close()
             self._fleet.release(worker)
@@ -314,6 +320,9 @@ class Relay:
             raise upstream_timeout(self._read_timeout_s) from exc
         except UpstreamUnavailable as exc:
             raise upstream_failed(f"reply broke off: {exc}") from exc
+        except ShutdownCut as exc:
+            self._metrics.error("shutdown_cut")
+            raise gateway_shutting_down() from exc
         body = first + rest if rest else first
         status = reply.status
         headers = {"Content-Type": reply.content_type}
@@ -347,10 +356,12 @@ class Relay:
         piped = request.version == HttpVersion11 and request.transport is not None
         if piped:
             response.enable_chunked_encoding()  # the framing `_pipe` writes itself
-        await response.prepare(request)
         tail: deque[bytes] = deque((first,), maxlen=_TAIL_CHUNKS)  # where `[DONE]` must be
         ending = b""  # what the gateway adds at the end: an error event and `[DONE]`
         try:
+            # Inside the `try`: a client that left (or half-closed) before the first chunk came
+            # fails the head's write; that is a hang-up, not a 500 (aiohttp then sees the reset).
+            await response.prepare(request)
             await response.write(first)  # the headers leave with the first chunk
             own_s = time.monotonic() - opened.first_in_s
             self._metrics.own_time.labels("to_client").observe(own_s)
@@ -386,6 +397,13 @@ class Relay:
             if isinstance(exc, UpstreamUnavailable):
                 self._fleet.mark_failed(worker, f"stream broke off: {exc}")
             ending = _error_event(f"the worker's stream broke off ({kind})", kind)
+        except ShutdownCut:
+            self._metrics.error("shutdown_cut")
+            message = (
+                f"the gateway is shutting down: the stream was cut after {self.cutter.grace_s:g} s"
+                " of grace; retry (another gateway, or this one restarted)"
+            )
+            ending = _error_event(message, "gateway_shutting_down", 503)
         try:
             if ending:
                 if not b"".join(tail).endswith(b"\n\n"):
@@ -397,9 +415,9 @@ class Relay:
         return response
 
 
-def _error_event(message: str, code: str) -> bytes:
+def _error_event(message: str, code: str, status: int = 502) -> bytes:
     """An SSE error event in OpenAI's error shape, then `[DONE]`: how a stream fails."""
-    event = error_body(502, message, code=code, type="server_error")
+    event = error_body(status, message, code=code, type="server_error" if status == 502 else None)
     return b"data: " + event + b"\n\n" + _SSE_DONE
 
 

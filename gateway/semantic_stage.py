@@ -240,10 +240,13 @@ class SemanticStage:
             status=200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"} | headers,
         )
-        await response.prepare(request)
-        for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            for chunk in chunks:
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:  # the client left (or half-closed): a hang-up, not a 500
+            log.debug("client of a cache hit replay went away")
         return response
 
     def store_later(self, tap: ReplyTap, data: bytes, *, streamed: bool) -> None:

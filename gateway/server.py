@@ -10,6 +10,12 @@ from aiohttp import web
 from config.gateway import GatewayConfig
 from config.protocol import MAX_HEADER_BYTES
 from gateway.app import create_app
+from gpu_worker.framing_log import FramingErrorLog
+
+# How long after the gateway's own cut (gateway/reply_cut.py) aiohttp closes what is still open:
+# the handlers the cut ended are answering meanwhile. Were it the same moment, aiohttp's wait
+# could end as a handler finishes, which aiohttp logs as an error (its waiter is set twice).
+AIOHTTP_CUT_AFTER_S = 1.0
 
 
 class RunningGateway:
@@ -37,13 +43,17 @@ async def start_gateway(
     # connection, which makes the worker drop the request (no generating for nobody).
     # max_field_size: header lines up to 32 KiB (config.protocol.MAX_HEADER_BYTES). Beyond it
     # aiohttp's HTTP parser answers 400 in plain text before any handler runs: framing errors
-    # never reach the API layer, so they cannot be in OpenAI's error shape.
+    # never reach the API layer, so they cannot be in OpenAI's error shape; `logger` logs each
+    # as one WARNING line rather than an ERROR with a traceback (gpu_worker/framing_log.py).
     runner = web.AppRunner(
         create_app(cfg, worker_urls, **app_options),
         access_log=None,
         handler_cancellation=True,
         max_field_size=MAX_HEADER_BYTES,
-        shutdown_timeout=cfg.shutdown_timeout_s,
+        logger=FramingErrorLog(),
+        # The gateway ends what is left at `shutdown_timeout_s` itself, with a reason for each
+        # client (gateway/reply_cut.py); aiohttp's cut, which closes connections, comes later.
+        shutdown_timeout=cfg.shutdown_timeout_s + AIOHTTP_CUT_AFTER_S,
     )
     await runner.setup()
     site = web.TCPSite(runner, host or cfg.host, cfg.port if port is None else port)

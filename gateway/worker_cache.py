@@ -33,9 +33,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
+from config.context_length import ContextLimit
 from config.gateway import FleetViewConfig
 from config.protocol import HEADER_CACHE_SALT, KvEventBatch, WorkerStats
 from gateway.fleet import FleetView, WorkerState
+from gateway.hit_context import limit_of
 from gateway.prefix_index import EventPrefixIndex, RoutedPrefixIndex
 from gateway.relay import UpstreamCall
 from gateway.request_tokens import (
@@ -141,10 +143,19 @@ class WorkerCache:
 class FleetCache:
     """Per-worker caches of a `FleetView`, and the routing step that reads them."""
 
-    def __init__(self, fleet: FleetView, cfg: FleetViewConfig, needs_hashes: bool) -> None:
+    def __init__(
+        self,
+        fleet: FleetView,
+        cfg: FleetViewConfig,
+        needs_hashes: bool,
+        needs_tokens: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.workers = {w.worker_id: WorkerCache(w, cfg) for w in fleet.workers}
         self.needs_hashes = needs_hashes
+        # Exact prompt lengths are wanted without hashes too (the semantic cache's hits): the
+        # tokenizers that take long to build are then built as well (`prepare`).
+        self.needs_tokens = needs_tokens or needs_hashes
         self._tokens: dict[Profile, RequestTokens | None] = {}
         self._loading: dict[Profile, asyncio.Future[object]] = {}
         self.ahead = TokenizeAhead(cfg.tokenize_queue_max, cfg.tokenize_inline_max_chars)
@@ -198,10 +209,14 @@ class FleetCache:
             ticket.release()
         return None
 
+    def context_limits(self, workers: Sequence[WorkerState]) -> list[ContextLimit | None]:
+        """The context limits `workers` report in `/stats` (None for one that reports none)."""
+        return [limit_of(self.workers[w.worker_id].stats) for w in workers]
+
     async def prepare(self, profile: Profile | None) -> None:
         """Build the tokenizer of `profile` off the event loop when it is slow to build (once;
         concurrent callers share the build). Routing uses it from then on."""
-        if not self.needs_hashes or profile is None or profile in self._tokens:
+        if not self.needs_tokens or profile is None or profile in self._tokens:
             return
         if loads_instantly(profile.tokenizer):
             return  # `_tokenizer` builds it on first use

@@ -15,9 +15,11 @@ from typing import Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from config import protocol as p
+from config.context_length import ContextLimit
 from config.hint_headers import header_int
 from config.protocol import RequestError
 from gpu_worker.engine_api import EngineRequest, RequestMeta, RequestOutput, SamplingParams
@@ -75,7 +77,9 @@ async def _read_body(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[STATE_KEY].cfg.max_body_bytes
         raise RequestError(413, f"the request body is larger than {limit} bytes") from exc
-    except RequestPayloadError as exc:  # cut short, or not in its declared Content-Encoding
+    # Cut short, not in its declared Content-Encoding, or its chunked framing broken (aiohttp's
+    # pure-Python parser raises the framing error itself rather than a RequestPayloadError).
+    except (RequestPayloadError, HttpProcessingError) as exc:
         # As the gateway does: the rest of the body is not ours to read, so it ends here (else
         # aiohttp drains it after the reply, fails again and logs a traceback at ERROR), and the
         # connection closes after the reply.
@@ -111,26 +115,14 @@ def _sampling(
     state: WorkerState, req: p.ChatCompletionRequest | p.CompletionRequest, num_prompt: int
 ) -> SamplingParams:
     engine = state.engine
-    if num_prompt > engine.max_prompt_tokens:
-        raise RequestError(
-            400,
-            f"the prompt has {num_prompt} tokens; this worker takes at most"
-            f" {engine.max_prompt_tokens} (context {engine.max_model_len})",
-            param="messages" if isinstance(req, p.ChatCompletionRequest) else "prompt",
-            code="context_length_exceeded",
-        )
-    room = engine.max_model_len - num_prompt
+    limit = ContextLimit(
+        max_model_len=engine.max_model_len, max_prompt_tokens=engine.max_prompt_tokens
+    )
     max_tokens = req.requested_max_tokens()
+    param = "messages" if isinstance(req, p.ChatCompletionRequest) else "prompt"
+    limit.check(num_prompt, max_tokens, param=param)
     if max_tokens is None:
-        max_tokens = min(state.cfg.default_max_tokens, room)
-    elif max_tokens > room:
-        raise RequestError(
-            400,
-            f"max_tokens {max_tokens} + the prompt's {num_prompt} tokens exceed the context of"
-            f" {engine.max_model_len} tokens",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
+        max_tokens = min(state.cfg.default_max_tokens, engine.max_model_len - num_prompt)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,

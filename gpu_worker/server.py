@@ -17,6 +17,7 @@ from aiohttp import web
 from config.protocol import MAX_HEADER_BYTES, ModelCard, ModelList, RequestError, error_body
 from config.worker import WorkerConfig
 from gpu_worker.engine_api import Engine
+from gpu_worker.framing_log import FramingErrorLog
 from gpu_worker.openai_handlers import check_model, handle_chat, handle_completion
 from gpu_worker.worker_state import STATE_KEY, WorkerState
 
@@ -177,6 +178,7 @@ async def start_worker(
         shutdown_timeout=cfg.shutdown_timeout_s,
         access_log=None,
         max_field_size=MAX_HEADER_BYTES,
+        logger=FramingErrorLog(),  # a request aiohttp cannot frame: one WARNING line
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

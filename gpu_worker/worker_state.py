@@ -82,6 +82,7 @@ class WorkerState:
             pending_requests=len(self._pending),
             max_pending_requests=self.cfg.max_pending_requests,
             max_model_len=self.engine.max_model_len,
+            max_prompt_tokens=self.engine.max_prompt_tokens,
             kv_seq=self.kv_hub.seq,
             **stats,
         )

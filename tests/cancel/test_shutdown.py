@@ -56,10 +56,11 @@ async def test_shutdown_answers_dispatch_waiters_and_cuts_long_streams(stack: St
         assert status == 503 and b"gateway_shutting_down" in body
         assert "retry-after: 1" in c.head
     assert not holder.task.done()
-    # ...the stream in progress gets the grace period, then its connection is closed: the
-    # client sees the chunked body end without its last chunk, never a hang.
+    # ...the stream in progress gets the grace period, then the gateway ends it with the reason
+    # (an error event, `[DONE]`, the body's last chunk: gateway/reply_cut.py), never a hang.
     status, body = await holder.result(GRACE_S + 5)
-    assert status == 200 and not body.endswith(b"0\r\n\r\n")
+    assert status == 200 and body.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert b'"code":"gateway_shutting_down"' in body
     assert await stopping < 2 * GRACE_S + 2
     await until(lambda: worker.state.num_pending == 0, "worker dropped the cut stream", 3)
 
@@ -88,8 +89,8 @@ async def test_shutdown_with_requests_waiting_for_the_tokenizer(
     took_s = await stop(stack, gw)  # the thread stays held: they are cut after the grace
     assert took_s < 2 * GRACE_S + 2
     for c in clients:
-        status, _ = await c.result(1)
-        assert status == 0  # the connection closed, no reply
+        status, body = await c.result(1)
+        assert status == 503 and b"gateway_shutting_down" in body  # cut after the grace
     blocked.release()
     for w in workers:
         await until(lambda w=w: w.state.num_pending == 0, "no request reached a worker")
@@ -117,8 +118,9 @@ async def test_shutdown_with_lookups_waiting_for_the_embedder(
     await until(lambda: embedder.queued == 2, "lookups queued")
     stopping = asyncio.create_task(stop(stack, gw))
     for c in [first, *rest]:
-        status, _ = await c.result(GRACE_S + 5)
-        assert status == 0  # cut after the grace period (the embedder is held)
+        status, body = await c.result(GRACE_S + 5)
+        # Cut after the grace period (the embedder is held), with the reason.
+        assert status == 503 and b"gateway_shutting_down" in body
     blocked.release()  # the embedder's thread ends its jobs; shutdown closes it
     assert await stopping < 2 * GRACE_S + 5
     await until(lambda: worker.state.num_pending == 0, "worker dropped parallel opens", 3)
