@@ -188,6 +188,7 @@ ContrastCheck = Literal[
     "grouping",
     "opposite_pole",
     "letter_swapped",
+    "logic_changed",
 ]
 # The default checks (session 6: the wider operator and direction readings).
 DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
@@ -200,11 +201,13 @@ DEFAULT_CONTRAST_CHECKS: tuple[ContrastCheck, ...] = (
     "antonym",
     "antonym_added",
     # Session 9: numbers in other roles, arithmetic grouped otherwise (role_checks.py);
-    # opposite poles of a scale, another single letter (scale_checks.py).
+    # opposite poles of a scale, another single letter (scale_checks.py); conditions joined
+    # by "and" against "or".
     "number_roles",
     "grouping",
     "opposite_pole",
     "letter_swapped",
+    "logic_changed",
 )
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from policies.semantic.edit_shape import stem
 from policies.semantic.operators import arithmetic_changed, operator_changed
 from policies.semantic.pair_features import _ANTONYMS, _STOPWORDS
-from policies.semantic.role_checks import grouping, number_roles, swapped_words
+from policies.semantic.role_checks import grouping, logic_changed, number_roles, swapped_words
 from policies.semantic.scale_checks import letter_swapped, opposite_pole
 
 Tokens = Sequence[str]
@@ -63,8 +63,11 @@ _NEGATION_REACH = 4
 
 
 def _stem(word: str) -> str:
-    # The guard's stemmer keeping four letters ("strings" -> "string", but "string" stays).
-    return stem(word, keep=4)
+    # The guard's stemmer keeping four letters ("strings" -> "string", but "string" stays),
+    # then a final "e" off, so that both forms of a word meet: it takes "es" off "primes" and
+    # "states" ("prim", "stat"), where "prime" and "state" keep theirs.
+    stemmed = stem(word, keep=4)
+    return stemmed[:-1] if len(stemmed) > 4 and stemmed.endswith("e") else stemmed
 
 
 def _topic(token: str) -> bool:
@@ -72,14 +75,21 @@ def _topic(token: str) -> bool:
 
 
 def negated_words(tokens: Tokens) -> tuple[frozenset[str], frozenset[str]]:
-    """(stems of the words under a negation, stems of the other topic words)."""
+    """(stems of the words under a negation, stems of the other topic words); "X-free" and
+    "X free" negate X ("egg-free", "gluten free"; not the verb, "free up port 8080")."""
     negated: set[str] = set()
     plain: set[str] = set()
     pending = 0
-    for token in tokens:
+    for k, token in enumerate(tokens):
         if token in _NEGATORS:
             pending = _NEGATION_REACH
             continue
+        if token == "free" and k > 0 and tokens[k + 1 : k + 2] != ("up",):  # not "free up"
+            word = tokens[k - 2] if tokens[k - 1] == "-" and k > 1 else tokens[k - 1]
+            if _topic(word):
+                plain.discard(_stem(word))
+                negated.add(_stem(word))
+                continue
         if _topic(token):
             (negated if pending else plain).add(_stem(token))
             pending = 0
@@ -358,4 +368,5 @@ CHECKS: dict[str, Check] = {
     "grouping": grouping,
     "opposite_pole": opposite_pole,
     "letter_swapped": letter_swapped,
+    "logic_changed": logic_changed,
 }

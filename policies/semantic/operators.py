@@ -39,6 +39,7 @@ _MULTI = frozenset(
     "~= |= &>".split()
 )
 _ARROWS = frozenset("-> => <- <-> --> <-- ==> <=>".split())
+_RANGES = frozenset(".. ..= ... ..<".split())
 _ANYWHERE = frozenset("&|^<>=")
 # Python's matrix product "@" counts between operands only ("A @ B", not "@property" or an
 # address).
@@ -125,6 +126,18 @@ def operator_sequence(tokens: Tokens) -> list[str]:
     n = len(tokens)
     while k < n:
         token = tokens[k]
+        if token == "." and tokens[k + 1 : k + 2] == (".",) and k > 0:
+            # Ranges between operands: Rust's "1..5" / "1..=5", Swift's "1...5" / "1..<5".
+            end = k
+            while end < n and tokens[end] in (".", "=", "<"):
+                end += 1
+            run = "".join(tokens[k:end])
+            if run in _RANGES and _operand(tokens[k - 1]) and end < n and _operand(tokens[end]):
+                out.append(OP + run)
+                k = end
+                continue
+        if token == "(" and out and out[-1] == ")":
+            out.append(OP + "*")  # "(3 + 4i)(1 - 2i)": brackets side by side multiply
         if token in _CHARS:
             end = k
             while end < n and tokens[end] in _CHARS:
@@ -189,6 +202,11 @@ def operator_changed(a: Tokens, b: Tokens) -> bool:
     seq_a, seq_b = operator_sequence(a), operator_sequence(b)
     x = {t for t in seq_a if t.startswith(OP)}
     y = {t for t in seq_b if t.startswith(OP)}
+    # A range ("1..5") is told only from another range ("1..=5"): against prose ("between 1
+    # and 5") it is a way of writing the numbers, not an operation.
+    ranges = {OP + r for r in _RANGES}
+    if not (x & ranges and y & ranges):
+        x, y = x - ranges, y - ranges
     if not x or not y:
         return False
     if x - y and y - x:

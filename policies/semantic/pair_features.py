@@ -71,7 +71,13 @@ _ANTONYM_PAIRS = (
     "multiply divide|stop start|keep discard|keep delete|get set|read write|"
     "send receive|client server|sync async|inside outside|long short|fast slow|hot cold|"
     "summer winter|morning evening|day night|sunrise sunset|"
-    "light dark|more less|most least|many few"
+    "light dark|more less|most least|many few|"
+    # Session 9: more common pairs of opposite actions and states.
+    "create delete|create remove|create destroy|insert delete|insert remove|add delete|"
+    "include exclude|grant revoke|attach detach|join leave|"
+    "expand collapse|maximize minimize|increase reduce|deposit withdraw|credit debit|"
+    "borrow lend|pass fail|success failure|positive negative|public private|enter exit|"
+    "arrive depart|arrival departure|visible hidden|online offline|valid invalid"
 )
 _ANTONYMS: dict[str, set[str]] = {}
 for _pair in _ANTONYM_PAIRS.split("|"):

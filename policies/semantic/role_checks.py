@@ -15,6 +15,8 @@ the contrast-check sense (True = another question; a check only ever vetoes):
   20", "divide 10 by 2" / "divide 2 by 10"): the numbers traded roles.
 - `grouping`: the same arithmetic (numbers and operators in the same order) grouped by brackets
   differently ("8 / 2 * 4" / "8 / (2 * 4)").
+- `logic_changed`: conditions joined by "and" (&, &&) on one side and by "or" (|, ||) on the
+  other ("price > 100 and qty < 5" / "price>100 | qty<5").
 
 The word lists are closed classes (coordinating connectives, commutative operators,
 prepositions). Pure string work over `PromptTerms.tokens`, microseconds per pair; each check is
@@ -124,3 +126,39 @@ def grouping(a: Tokens, b: Tokens) -> bool:
     flat_b, groups_b = _arithmetic(b)
     operators = sum(1 for s in flat_a if not _number(s))
     return operators >= 2 and flat_a == flat_b and groups_a != groups_b
+
+
+# Connectives that join two conditions: one class requires both, the other either.
+_BOTH = frozenset("and &".split())
+_EITHER = frozenset("or |".split())
+_CONDITION = frozenset("< > = ≤ ≥ ≠".split())
+# A connective joins conditions when a number or comparison sign is this near on each side.
+_CONDITION_REACH = 4
+
+
+def _joins_conditions(tokens: Tokens, k: int) -> bool:
+    before = tokens[max(0, k - _CONDITION_REACH) : k]
+    after = tokens[k + 1 : k + 1 + _CONDITION_REACH]
+    if "between" in before:
+        return False  # "between 1 and 30" is a range
+    return _condition_near(before) and _condition_near(after)
+
+
+def _condition_near(side: Tokens) -> bool:
+    return any(_number(t) or t in _CONDITION for t in side)
+
+
+def connectives(tokens: Tokens) -> set[str]:
+    """"both" / "either" for each connective joining two conditions ("price > 100 and qty <
+    5", "x > 0 || y > 0", "over 100 OR under 5"); "&&" and "||" count once."""
+    out: set[str] = set()
+    for k, t in enumerate(tokens):
+        if (t in _BOTH or t in _EITHER) and _joins_conditions(tokens, k):
+            out.add("both" if t in _BOTH else "either")
+    return out
+
+
+def logic_changed(a: Tokens, b: Tokens) -> bool:
+    """One side joins its conditions with "and" (&, &&), the other with "or" (|, ||)."""
+    x, y = connectives(a), connectives(b)
+    return len(x) == 1 and len(y) == 1 and x != y

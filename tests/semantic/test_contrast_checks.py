@@ -90,6 +90,21 @@ DIFFERENT = [
     ("negated_word", "ideas for a party theme, nothing scary", "scary party theme ideas"),
     ("operator_class", "torch: what does x @ w compute", "torch: what does x * w compute"),
     ("operator_class", "what is 3/4 multiplied by 2/5", "(3/4) / (2/5) = ?"),
+    ("operator_class", "rust: is 10 in 0..10", "rust: is 10 in 0..=10"),
+    ("operator_class", "(2 + 3i)(4 - i) = ?", "(2 + 3i) + (4 - i) = ?"),
+    (
+        "logic_changed",
+        "sql: rows where age > 30 and salary < 5000",
+        "sql rows with age>30 or salary<5000",
+    ),
+    ("logic_changed", "filter where x > 0 && y > 0", "filter where x > 0 || y > 0"),
+    ("negated_word", "dairy-free dessert ideas", "dessert ideas with lots of dairy"),
+    (
+        "negated_word",
+        "count the integers from 1 to 50 that are not prime",
+        "how many primes up to 50",
+    ),
+    ("antonym", "how to create a branch in git", "git delete a branch"),
     ("grouping", "what is (6 + 2) * 5", "6 + 2 * 5 = ?"),
 ]
 
@@ -128,6 +143,10 @@ SAME = [
     ("solve for x: 2x + 3 = 7", "2x + 3 = 7, find x"),
     ("send an email to bob@example.com from python", "python: email bob@example.com"),
     ("what is 6 multiplied by 7", "6 times 7"),
+    ("gluten free brownie recipe", "recipe for gluten-free brownies"),
+    ("linux free up port 8080", "kill whatever is using port 8080 on linux"),
+    ("squares of the even numbers between 1 and 20", "squares of even numbers in 1..20"),
+    ("rows where a > 1 and b > 2", "rows with a > 1 & b > 2"),
 ]
 
 
