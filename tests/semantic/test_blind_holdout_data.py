@@ -22,6 +22,7 @@ SETS = [
     ("holdout7_prompts.jsonl", r"t\d{4}"),
     ("holdout8_prompts.jsonl", r"u\d{4}"),
     ("holdout9_prompts.jsonl", r"v\d{4}"),
+    ("holdout10_prompts.jsonl", r"w\d{4}"),
 ]
 KINDS = {
     "number",
