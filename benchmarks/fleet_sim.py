@@ -77,9 +77,14 @@ def load_trace(path: str | Path, limit: int | None = None) -> list[TraceRecord]:
 
 
 def simulate(
-    trace: list[TraceRecord], policy: RoutingPolicy, spec: FleetSpec, load_factor: float
+    trace: list[TraceRecord],
+    policy: RoutingPolicy,
+    spec: FleetSpec,
+    load_factor: float,
+    keep: list[SimRequest] | None = None,
 ) -> RunResult:
-    """Replay `trace` with arrival times divided by `load_factor` (2 = twice as fast)."""
+    """Replay `trace` with arrival times divided by `load_factor` (2 = twice as fast). `keep`,
+    when given, receives every simulated request (in trace order) for a per-request look."""
     started = time.perf_counter()
     workers = [
         SimWorker(
@@ -126,6 +131,8 @@ def simulate(
     prefill_in_window = [w.prefill_busy_s for w in workers]
     for w in workers:
         w.advance(math.inf)
+    if keep is not None:
+        keep.extend(requests)
     return _summarise(
         requests,
         spec.num_workers,
