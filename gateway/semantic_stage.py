@@ -92,6 +92,7 @@ def completion_query(body: bytes, tenant: str, headers: Mapping[str, str]) -> Ca
         tenant=tenant,
         model=req.model,
         text=str(prompt),
+        endpoint="completions",
         temperature=req.temperature,
         top_p=req.top_p,
         seed=req.seed,

@@ -67,6 +67,9 @@ class CacheQuery:
     # request would have been cut short). Stop strings are part of the partition.
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    # "chat" or "completions": part of the partition (a raw prompt is continued, a chat
+    # message answered).
+    endpoint: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,7 @@ class SemanticCache:
             top_p=q.top_p,
             seed=q.seed,
             stop=q.stop,
+            endpoint=q.endpoint,
         )
         store = {} if control.no_store else {"vector": vector, "terms": terms}
         if control.no_cache:

@@ -49,19 +49,21 @@ def partition_key(
     top_p: float | None,
     seed: int | None,
     stop: tuple[str, ...] = (),
+    endpoint: str = "chat",
 ) -> bytes:
     """16-byte key of everything a hit must match exactly.
 
     `earlier_turns` is every message before the last user message, as (role, content): a
     multi-turn request hits only an entry stored under the very same conversation so far.
     `stop`: the request's stop strings (as a set): a reply cut at one stop string is not the
-    answer to a request with other ones, or none.
+    answer to a request with other ones, or none. `endpoint`: "chat" or "completions": a chat
+    answer to a message is not the continuation of the same text sent as a raw prompt.
     """
     sampling: list[object] = []
     if policy.partition_sampling and is_sampled(temperature):
         sampling = [temperature, top_p, seed]
     payload = json.dumps(
-        [tenant, model, system_prompt, earlier_turns, sampling, sorted(set(stop))],
+        [endpoint, tenant, model, system_prompt, earlier_turns, sampling, sorted(set(stop))],
         ensure_ascii=False,
     ).encode()
     return hashlib.blake2b(payload, digest_size=16).digest()

@@ -107,6 +107,26 @@ async def test_other_tenant_and_other_earlier_turn_miss(make_gateway, client):
     assert (await ask(client(gw), PY, earlier=other))[0] == "miss"
 
 
+async def test_chat_and_completions_do_not_share_entries(make_gateway, client):
+    """A raw prompt is continued, a chat message answered: the same text on the other endpoint
+    must not be served the stored reply."""
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+    assert (await ask(c, PY))[0] == "miss"
+    await settle(gw)
+
+    async def complete() -> str:
+        raw = await c.completions.with_raw_response.create(
+            model=MODEL, prompt=PY, max_tokens=16, stop=STOP, temperature=0
+        )
+        return raw.headers["x-kvgate-cache"]
+
+    assert await complete() == "miss"  # the chat entry is not a candidate
+    await settle(gw)
+    assert await complete() == "hit"  # completions are cached among themselves
+    assert (await ask(c, PY))[0] == "hit"  # and the chat entry is still there
+
+
 async def test_negated_prompt_misses(make_gateway, client):
     gw = await make_gateway({"categories": categories()})
     c = client(gw)
