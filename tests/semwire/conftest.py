@@ -61,10 +61,19 @@ async def make_gateway(
 
 
 @pytest.fixture
-def client() -> Callable[..., openai.AsyncOpenAI]:
-    def make(gw: RunningGateway, api_key: str = "sk-a") -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
-        )
+async def client() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
+    made: list[openai.AsyncOpenAI] = []
 
-    return make
+    def make(gw: RunningGateway, api_key: str = "sk-a") -> openai.AsyncOpenAI:
+        made.append(
+            openai.AsyncOpenAI(
+                base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
+            )
+        )
+        return made[-1]
+
+    yield make
+    # Closed in this test's loop: a client left to the garbage collector closes its
+    # connections in a later test's loop, or after this one is closed, and logs an error there.
+    for c in made:
+        await c.close()
