@@ -73,10 +73,17 @@ async def gateway(two_workers: list[SimWorker], make_gateway) -> RunningGateway:
 
 
 @pytest.fixture
-def openai_client() -> Callable[..., openai.AsyncOpenAI]:
-    def make(gw: RunningGateway, api_key: str = "unused") -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
-        )
+async def openai_client() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
+    made: list[openai.AsyncOpenAI] = []
 
-    return make
+    def make(gw: RunningGateway, api_key: str = "unused") -> openai.AsyncOpenAI:
+        made.append(
+            openai.AsyncOpenAI(
+                base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
+            )
+        )
+        return made[-1]
+
+    yield make
+    for c in made:  # in this test's loop, not a later one's (see tests/semwire/conftest.py)
+        await c.close()

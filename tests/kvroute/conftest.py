@@ -50,6 +50,7 @@ class Stack:
     def __init__(self) -> None:
         self.workers: list[WorkerHandle] = []
         self.gateways: list[RunningGateway] = []
+        self.clients: list[openai.AsyncOpenAI] = []
 
     async def worker(self, time_scale: float = 0.01, port: int = 0) -> WorkerHandle:
         self.workers.append(await sim_worker(time_scale, port))
@@ -83,13 +84,15 @@ class Stack:
         for cache in self.caches(gw):
             await cache.wait_until(lambda c=cache: c.events.synced, WAIT_S)
 
-    @staticmethod
-    def client(gw: RunningGateway) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20
+    def client(self, gw: RunningGateway) -> openai.AsyncOpenAI:
+        self.clients.append(
+            openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20)
         )
+        return self.clients[-1]
 
     async def close(self) -> None:
+        for c in self.clients:  # in this test's loop, not a later one's
+            await c.close()
         for gw in self.gateways:
             await gw.stop()
         for w in self.workers:
