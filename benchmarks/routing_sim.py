@@ -87,12 +87,10 @@ class IdleHolderLMetric(LMetricPolicy):
 
     name = "lmetric_idle_holder"
 
-    def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
-        scores = [self.score(request, w) for w in workers]
-        pick = self._rotation.pick(argmin_tied(scores), len(workers))
+    def keepers(self, request: RequestView, workers: Sequence[WorkerView], pick: int) -> list[int]:
         c = workers[pick]
         own, wait = uncached_tokens(request, c), new_prefill_tokens(request, c)
-        better = [
+        return [
             i
             for i, w in enumerate(workers)
             if uncached_tokens(request, w) < own
@@ -101,12 +99,6 @@ class IdleHolderLMetric(LMetricPolicy):
                 w.queued_prefill_tokens == 0 or uncached_tokens(request, w) * w.load <= own * c.load
             )
         ]
-        if not better:
-            return pick
-        fewest = min(uncached_tokens(request, workers[i]) for i in better)
-        better = [i for i in better if uncached_tokens(request, workers[i]) == fewest]
-        low = min(scores[i] for i in better)
-        return self._rotation.pick([i for i in better if scores[i] == low], len(workers))
 
 
 ABLATIONS: dict[str, Callable[[], RoutingPolicy]] = {

@@ -75,10 +75,15 @@ class LMetricPolicy(RoutingPolicy):
     def score(self, request: RequestView, worker: WorkerView) -> int:
         return new_prefill_tokens(request, worker) * (worker.load + self._incoming)
 
+    def keepers(self, request: RequestView, workers: Sequence[WorkerView], pick: int) -> list[int]:
+        """The workers that may take the request instead of the product's `pick` (the "keep
+        the prefix" step); a subclass in the routing simulation tries other conditions."""
+        return no_worse_and_cheaper(request, workers, pick)
+
     def select(self, request: RequestView, workers: Sequence[WorkerView], now: float) -> int:
         scores = [self.score(request, w) for w in workers]
         pick = self._rotation.pick(argmin_tied(scores), len(workers))
-        better = no_worse_and_cheaper(request, workers, pick)
+        better = self.keepers(request, workers, pick)
         if not better:
             return pick
         fewest = min(uncached_tokens(request, workers[i]) for i in better)
