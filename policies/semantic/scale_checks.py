@@ -26,6 +26,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from policies.semantic.pair_features import _NEGATIONS
+
 Tokens = Sequence[str]
 
 # Evaluative or verb senses stay out: "great" (good), "little" (a bit), "light" (mode, bulb),
@@ -46,8 +48,8 @@ _LOWER = frozenset(
 _BEFORE = frozenset("before preceded precede precedes preceding prior predecessor earlier".split())
 _AFTER = frozenset("after followed succeeded succeed succeeds successor later subsequent".split())
 _MODIFIERS = {"more": 1, "most": 1, "less": -1, "least": -1}
-# Sentence negators: what follows is `negated_word`'s to judge.
-_NEGATORS = frozenset("not no never without nothing none dont doesnt isnt arent".split())
+# What follows a negator is `negated_word`'s to judge (the guard's negation words).
+_NEGATORS = _NEGATIONS | {"nothing"}
 # Single letters that are English words.
 _WORD_LETTERS = frozenset("a i".split())
 # An edit this close (difflib ratio over the tokens) is a near-duplicate.
