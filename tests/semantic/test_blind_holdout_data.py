@@ -23,6 +23,7 @@ SETS = [
     ("holdout8_prompts.jsonl", r"u\d{4}"),
     ("holdout9_prompts.jsonl", r"v\d{4}"),
     ("holdout10_prompts.jsonl", r"w\d{4}"),
+    ("holdout11_prompts.jsonl", r"x\d{4}"),
 ]
 KINDS = {
     "number",
