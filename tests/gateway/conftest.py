@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import openai
 import pytest
 
 from config.gateway import GatewayConfig
 from config.loader import build
 from gateway.server import RunningGateway, start_gateway
+from tests.openai_clients import OpenAIClients
 from tests.sim_process import SimWorker
 
 MODEL = "sim-llama"
@@ -73,17 +73,7 @@ async def gateway(two_workers: list[SimWorker], make_gateway) -> RunningGateway:
 
 
 @pytest.fixture
-async def openai_client() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
-    made: list[openai.AsyncOpenAI] = []
-
-    def make(gw: RunningGateway, api_key: str = "unused") -> openai.AsyncOpenAI:
-        made.append(
-            openai.AsyncOpenAI(
-                base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
-            )
-        )
-        return made[-1]
-
-    yield make
-    for c in made:  # in this test's loop, not a later one's (see tests/semwire/conftest.py)
-        await c.close()
+async def openai_client() -> AsyncIterator[OpenAIClients]:
+    clients = OpenAIClients()
+    yield clients
+    await clients.close()

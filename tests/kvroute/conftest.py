@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
 import pytest
 
 from config.cost_model import CostModelConfig
@@ -20,6 +19,7 @@ from gateway.worker_cache import WorkerCache
 from gpu_worker.byte_tokenizer import ByteTokenizer
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
+from tests.openai_clients import OpenAIClients
 
 MODEL = "sim-llama"
 WAIT_S = 10.0  # longest wait for the fleet view to catch up (it normally takes milliseconds)
@@ -50,7 +50,7 @@ class Stack:
     def __init__(self) -> None:
         self.workers: list[WorkerHandle] = []
         self.gateways: list[RunningGateway] = []
-        self.clients: list[openai.AsyncOpenAI] = []
+        self.client = OpenAIClients()
 
     async def worker(self, time_scale: float = 0.01, port: int = 0) -> WorkerHandle:
         self.workers.append(await sim_worker(time_scale, port))
@@ -84,15 +84,8 @@ class Stack:
         for cache in self.caches(gw):
             await cache.wait_until(lambda c=cache: c.events.synced, WAIT_S)
 
-    def client(self, gw: RunningGateway) -> openai.AsyncOpenAI:
-        self.clients.append(
-            openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20)
-        )
-        return self.clients[-1]
-
     async def close(self) -> None:
-        for c in self.clients:  # in this test's loop, not a later one's
-            await c.close()
+        await self.client.close()  # in this test's loop, not a later one's
         for gw in self.gateways:
             await gw.stop()
         for w in self.workers:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import openai
 import pytest
 
 from config.cost_model import CostModelConfig
@@ -16,6 +15,7 @@ from config.worker import SimEngineConfig, WorkerConfig
 from gateway.server import RunningGateway, start_gateway
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
+from tests.openai_clients import OpenAIClients
 
 MODEL = "sim-sem"
 API_KEYS = {"sk-a": "team-a", "sk-b": "team-b"}
@@ -61,19 +61,7 @@ async def make_gateway(
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
-    made: list[openai.AsyncOpenAI] = []
-
-    def make(gw: RunningGateway, api_key: str = "sk-a") -> openai.AsyncOpenAI:
-        made.append(
-            openai.AsyncOpenAI(
-                base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0
-            )
-        )
-        return made[-1]
-
-    yield make
-    # Closed in this test's loop: a client left to the garbage collector closes its
-    # connections in a later test's loop, or after this one is closed, and logs an error there.
-    for c in made:
-        await c.close()
+async def client() -> AsyncIterator[OpenAIClients]:
+    clients = OpenAIClients(api_key="sk-a")
+    yield clients
+    await clients.close()
