@@ -63,6 +63,21 @@ class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         return "".join(part.text for part in self.content)
 
 
+class Prediction(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's Predicted Outputs: text the answer is expected to repeat, mostly as it is (a
+    file being edited, an earlier answer). A hint, never an instruction: the answer is what
+    the model would write without it; a kvgate worker checks the prediction's tokens in one
+    forward pass and keeps the leading ones the model would have produced itself."""
+
+    type: str = "content"
+    content: str | list[ContentPart] = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
 class _SamplingFields(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: str
     max_tokens: int | None = None
@@ -75,6 +90,7 @@ class _SamplingFields(msgspec.Struct, kw_only=True, omit_defaults=True):
     stream_options: StreamOptions | None = None
     n: int | None = None
     user: str | None = None
+    prediction: Prediction | None = None
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -157,7 +173,15 @@ class PromptTokensDetails(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class CompletionTokensDetails(msgspec.Struct, kw_only=True):
+    """Predicted Outputs' accounting, as OpenAI reports it: prediction tokens the answer kept
+    (`accepted`) and those it did not (`rejected`); the answer's tokens are `completion_tokens`."""
+
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+
+
+class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -165,6 +189,8 @@ class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens_details: PromptTokensDetails | None = msgspec.field(
         default_factory=PromptTokensDetails
     )
+    # Set only when the request carried a `prediction`.
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 def make_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> Usage:
@@ -383,6 +409,14 @@ def validate_sampling(req: _SamplingFields) -> None:
         raise RequestError(400, "only n=1 is supported", param="n")
     if isinstance(req.stop, list) and len(req.stop) > 16:
         raise RequestError(400, "at most 16 stop strings are allowed", param="stop")
+    if req.prediction is not None:
+        if req.prediction.type != "content":
+            raise RequestError(400, 'prediction.type must be "content"', param="prediction.type")
+        parts = req.prediction.content
+        if isinstance(parts, list) and any(p.type != "text" for p in parts):
+            raise RequestError(
+                400, "only text parts are supported in a prediction", param="prediction.content"
+            )
 
 
 def validate_chat(req: ChatCompletionRequest) -> None:

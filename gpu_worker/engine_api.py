@@ -47,6 +47,10 @@ class EngineRequest(msgspec.Struct, frozen=True, kw_only=True):
     prompt_token_ids: list[int]
     sampling: SamplingParams = SamplingParams()
     meta: RequestMeta = RequestMeta()
+    # Predicted Outputs: tokens the answer is expected to start with. The engine checks them in
+    # one forward pass and keeps the leading ones it would have produced itself; the answer is
+    # the same as without them (exactly for greedy requests, in distribution when sampling).
+    prediction_token_ids: list[int] = msgspec.field(default_factory=list)
 
 
 class RequestOutput(msgspec.Struct, kw_only=True):
@@ -58,6 +62,10 @@ class RequestOutput(msgspec.Struct, kw_only=True):
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
     num_output_tokens: int = 0  # generated so far, in total
+    # Predicted Outputs, final once the prediction is checked (the first output with tokens):
+    # prediction tokens kept as the answer's first tokens, and those dropped.
+    num_accepted_prediction_tokens: int = 0
+    num_rejected_prediction_tokens: int = 0
 
 
 class EngineStats(msgspec.Struct, kw_only=True):
