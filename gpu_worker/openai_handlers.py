@@ -146,11 +146,16 @@ async def _serve(
     meta = request_meta(request.headers, time.monotonic())
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
     request_id = prefix + uuid.uuid4().hex
+    predicted = _prediction_ids(state, req)
     engine_request = EngineRequest(
-        request_id=request_id, prompt_token_ids=prompt_ids, sampling=sampling, meta=meta
+        request_id=request_id,
+        prompt_token_ids=prompt_ids,
+        sampling=sampling,
+        meta=meta,
+        prediction_token_ids=predicted or [],
     )
     outputs = state.submit(engine_request)
-    reply = _Reply(kind, request_id, req.model, int(time.time()))
+    reply = _Reply(kind, request_id, req.model, int(time.time()), predicted is not None)
     finished = False
     resp: web.StreamResponse | None = None
     try:
@@ -211,6 +216,17 @@ async def _serve(
             state.abort(request_id)
 
 
+def _prediction_ids(
+    state: WorkerState, req: p.ChatCompletionRequest | p.CompletionRequest
+) -> list[int] | None:
+    """The request's `prediction` as token ids; None when it has none. The answer's text is
+    tokenized alone, as the model writes it after the prompt's generation header."""
+    if req.prediction is None:
+        return None
+    text = req.prediction.text()
+    return state.engine.tokenizer.encode(text) if text else []
+
+
 def _coalesce(first: Item, outputs: asyncio.Queue[Item]) -> Item:
     """`first` merged with every output already queued behind it: when the client or the loop
     lags the engine, one SSE event carries several tokens instead of one write per token."""
@@ -234,14 +250,20 @@ def _coalesce(first: Item, outputs: asyncio.Queue[Item]) -> Item:
     merged.num_prompt_tokens = last.num_prompt_tokens
     merged.num_cached_tokens = last.num_cached_tokens
     merged.num_output_tokens = last.num_output_tokens
+    merged.num_accepted_prediction_tokens = last.num_accepted_prediction_tokens
+    merged.num_rejected_prediction_tokens = last.num_rejected_prediction_tokens
     return merged
 
 
 class _Reply:
     """Builds the response structs of one request (chat or completion)."""
 
-    def __init__(self, kind: Kind, request_id: str, model: str, created: int) -> None:
+    def __init__(
+        self, kind: Kind, request_id: str, model: str, created: int, predicted: bool = False
+    ) -> None:
+        """`predicted`: the request carried a `prediction` (usage then reports its tokens)."""
         self.kind = kind
+        self.predicted = predicted
         self.id = request_id
         self.model = model
         self.created = created
@@ -252,6 +274,11 @@ class _Reply:
         self.usage = p.make_usage(
             out.num_prompt_tokens, out.num_output_tokens, out.num_cached_tokens
         )
+        if self.predicted:
+            self.usage.completion_tokens_details = p.CompletionTokensDetails(
+                accepted_prediction_tokens=out.num_accepted_prediction_tokens,
+                rejected_prediction_tokens=out.num_rejected_prediction_tokens,
+            )
         if out.finished:
             # "abort" never reaches a client (its handler is gone); anything else maps to OpenAI's.
             self.finish_reason = "length" if out.finish_reason == "length" else "stop"
