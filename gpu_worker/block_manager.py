@@ -88,7 +88,7 @@ class BlockManager:
         compute (its logits give the next token)."""
         if not self._caching:
             return []
-        max_blocks = (seq.num_tokens - 1) // self.block_size
+        max_blocks = (seq.num_matchable_tokens - 1) // self.block_size
         self._extend_hashes(seq, max_blocks)
         matched: list[int] = []
         for i in range(max_blocks):
@@ -207,8 +207,38 @@ class BlockManager:
     def free(self, seq: Sequence) -> None:
         """Drop every reference of `seq`. Cached blocks stay cached (tail first to the policy, so
         a recency policy gives up a prompt's tail before its head)."""
+        self._release(seq.block_table)
+        seq.block_table = []
+        seq.num_committed_blocks = 0
+
+    def rewind(self, seq: Sequence, num_valid_tokens: int) -> None:
+        """Forget the K/V of `seq` past its first `num_valid_tokens` tokens (a prediction's
+        rejected part), so the next tokens are written from there. Blocks wholly past go back;
+        cached ones stay cached, their K/V being right for the tokens they were computed from.
+        The block that holds position `num_valid_tokens` is kept when it is private (not in the
+        prefix cache, one reference), and then rewritten in place; otherwise it goes too and the
+        valid part of it is recomputed (`num_computed_tokens` falls to its start)."""
+        bs = self.block_size
+        b = num_valid_tokens // bs
+        keep = b
+        computed = b * bs
+        if b < len(seq.block_table):
+            block = self.blocks[seq.block_table[b]]
+            if block.hash is None and block.ref_count == 1:
+                keep, computed = b + 1, num_valid_tokens
+        self._release(seq.block_table[keep:])
+        del seq.block_table[keep:]
+        del seq.block_hashes[b:]
+        seq.num_committed_blocks = min(seq.num_committed_blocks, b)
+        seq.num_computed_tokens = min(seq.num_computed_tokens, computed)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _release(self, block_ids: list[int]) -> None:
+        """Drop one reference to each block, last first; an unreferenced block stays cached if
+        it holds cached content, else it is free."""
         now = self._clock()
-        for block_id in reversed(seq.block_table):
+        for block_id in reversed(block_ids):
             block = self.blocks[block_id]
             block.ref_count -= 1
             assert block.ref_count >= 0, f"block {block_id} released twice"
@@ -217,10 +247,6 @@ class BlockManager:
                     self._policy.release(block.hash, now)
                 else:
                     self._free.append(block_id)
-        seq.block_table = []
-        seq.num_committed_blocks = 0
-
-    # ---- internals -----------------------------------------------------------------------
 
     def _take_block(self) -> int:
         if self._free:

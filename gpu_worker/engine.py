@@ -159,6 +159,16 @@ class TorchEngine:
             arrival=self._arrivals,
             generator=generator,
         )
+        predicted = request.prediction_token_ids
+        if predicted:
+            seq.num_predicted_tokens = len(predicted)
+            if min(predicted) >= 0 and max(predicted) < vocab:
+                # Checked only as far as the answer can go: max_tokens and the context, one
+                # token short of each (the model's choice after the last kept one is the next).
+                room = min(request.sampling.max_tokens, self.max_model_len - len(prompt)) - 1
+                seq.prediction = list(predicted[: max(room, 0)])
+                seq.token_ids.extend(seq.prediction)
+                seq.verdicts = [0] * (len(seq.prediction) + 1) if seq.prediction else []
         self._seqs[request.request_id] = seq
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, request.sampling.stop)
@@ -179,7 +189,7 @@ class TorchEngine:
         if not batch.seqs and not batch.swap_out:
             return outputs
         started = time.perf_counter()
-        tokens = self.runner.run(batch)  # makes the batch's swap copies even with no sequences
+        step = self.runner.run(batch)  # makes the batch's swap copies even with no sequences
         num_prefill = batch.num_tokens - batch.num_decodes
         elapsed_s = time.perf_counter() - started
         self.scheduler.cost.observe_step(num_prefill, elapsed_s)
@@ -187,9 +197,13 @@ class TorchEngine:
         self._num_prefill_steps += num_prefill > 0
         self._busy_s += elapsed_s
         self.scheduler.postprocess(batch)
-        for seq, token in zip(batch.seqs, tokens, strict=True):
-            if token is not None:
-                outputs.append(self._append(seq, token))
+        for i, (seq, token) in enumerate(zip(batch.seqs, step.tokens, strict=True)):
+            if i in step.verdicts:
+                out = self._check_prediction(seq, step.verdicts[i])
+                if out is not None:
+                    outputs.append(out)
+            elif token is not None:
+                outputs.append(self._append(seq, [token]))
         return outputs
 
     def stats(self) -> EngineStats:
@@ -216,14 +230,38 @@ class TorchEngine:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _append(self, seq: Sequence, token: int) -> RequestOutput:
-        seq.token_ids.append(token)
+    def _check_prediction(
+        self, seq: Sequence, verdicts: list[tuple[int, int]]
+    ) -> RequestOutput | None:
+        """Record the model's tokens after the checked positions of this step; once the whole
+        prediction is computed, keep its leading tokens the model chose too, add the model's
+        own token after them, and rewind the K/V past them."""
+        base = seq.num_prompt_tokens - 1
+        for pos, token in verdicts:
+            seq.verdicts[pos - base] = token
+        if seq.num_computed_tokens < seq.num_tokens:
+            return None  # more of the prediction to compute
+        predicted, chosen = seq.prediction, seq.verdicts
+        kept = next((j for j, t in enumerate(predicted) if chosen[j] != t), len(predicted))
+        seq.prediction, seq.verdicts = [], []
+        seq.num_accepted_prediction_tokens = kept
+        del seq.token_ids[seq.num_prompt_tokens :]
+        self.block_manager.rewind(seq, seq.num_prompt_tokens + kept)
+        return self._append(seq, [*predicted[:kept], chosen[kept]])
+
+    def _append(self, seq: Sequence, tokens: list[int]) -> RequestOutput:
+        """Add the model's next tokens (several when a prediction was kept) up to the first
+        that ends the request."""
         sp = seq.sampling
         reason: FinishReason | None = None
-        if token in self._eos and not sp.ignore_eos:
-            reason = "stop"
-        elif seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
-            reason = "length"
+        for token in tokens:
+            seq.token_ids.append(token)
+            if token in self._eos and not sp.ignore_eos:
+                reason = "stop"
+            elif seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
+                reason = "length"
+            if reason is not None:
+                break
         new = seq.token_ids[seq.num_prompt_tokens + seq.num_emitted_tokens :]
         seq.num_emitted_tokens = seq.num_output_tokens
         detok = self._detoks.get(seq.request_id)
@@ -259,4 +297,6 @@ class TorchEngine:
             num_prompt_tokens=seq.num_prompt_tokens,
             num_cached_tokens=seq.num_cached_tokens,
             num_output_tokens=seq.num_output_tokens,
+            num_accepted_prediction_tokens=seq.num_accepted_prediction_tokens,
+            num_rejected_prediction_tokens=seq.num_rejected_prediction_tokens,
         )

@@ -9,6 +9,8 @@ it is the step's time on CUDA too (a step that samples nothing waits for the dev
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from gpu_worker.device_upload import upload_list
@@ -42,7 +44,7 @@ class ModelRunner:
         self.sampler = Sampler(seed, device)
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> list[int | None]:
+    def run(self, batch: ScheduledBatch) -> StepTokens:
         self.kv_cache.ensure_zeroed(batch.num_blocks_used)
         if batch.swap_out or batch.swap_in:
             assert self.host_cache is not None, "swaps scheduled without a swap space"
@@ -50,22 +52,31 @@ class ModelRunner:
                 self.kv_cache.swap_out(batch.swap_out, self.host_cache)
             if batch.swap_in:
                 self.kv_cache.swap_in(batch.swap_in, self.host_cache)
+        result = StepTokens([None] * len(batch.seqs), {})
         if not batch.seqs:
-            return []
+            return result
         input_ids: list[int] = []
         positions: list[int] = []
         context_lens: list[int] = []
         logits_rows: list[int] = []
-        sampled: list[int] = []  # index in batch.seqs of each logits row
+        # Per logits row: index in batch.seqs, and the position it follows for a sequence
+        # whose prediction is being checked (None: the row samples the sequence's next token).
+        owners: list[tuple[int, int | None]] = []
         for i, (seq, num_new) in enumerate(zip(batch.seqs, batch.query_lens, strict=True)):
             start = seq.num_computed_tokens
             end = start + num_new
+            first_row = len(input_ids)
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
             context_lens.append(end)
-            if end == seq.num_tokens:
+            if seq.prediction:
+                # The model's choice after every position from the prompt's last token on.
+                for pos in range(max(start, seq.num_prompt_tokens - 1), end):
+                    logits_rows.append(first_row + pos - start)
+                    owners.append((i, pos))
+            elif end == seq.num_tokens:
                 logits_rows.append(len(input_ids) - 1)
-                sampled.append(i)
+                owners.append((i, None))
         meta = build_metadata(
             batch.query_lens,
             context_lens,
@@ -82,21 +93,37 @@ class ModelRunner:
             meta,
             upload_list(logits_rows, dev),
         )
-        out: list[int | None] = [None] * len(batch.seqs)
-        if not sampled:
+        if not owners:
             if dev.type == "cuda":
                 # A prefill chunk that ends nowhere: wait for it, or the engine would time only
                 # the kernel launches and the cost model would see an absurd prefill rate.
                 torch.cuda.synchronize(dev)
-            return out
-        params = [batch.seqs[i].sampling for i in sampled]
+            return result
+        params = [batch.seqs[i].sampling for i, _ in owners]
+        # A checked position draws as a plain next token would: the prediction's token is kept
+        # exactly when the draw equals it, which is speculative sampling's rule for a draft that
+        # puts all its mass on one token (greedy: the argmax), so the answer keeps its
+        # distribution.
         tokens = self.sampler.sample(
             logits,
             [p.temperature for p in params],
             [p.top_p for p in params],
             [p.top_k for p in params],
-            [batch.seqs[i].generator for i in sampled],
+            [batch.seqs[i].generator for i, _ in owners],
         ).tolist()
-        for i, token in zip(sampled, tokens, strict=True):
-            out[i] = token
-        return out
+        for (i, pos), token in zip(owners, tokens, strict=True):
+            if pos is None:
+                result.tokens[i] = token
+            else:
+                result.verdicts.setdefault(i, []).append((pos, token))
+        return result
+
+
+@dataclass
+class StepTokens:
+    """What a step produced: the next token of each sequence that reached its end (None for the
+    others, by batch index), and for sequences checking a prediction, (position, the model's
+    token after it) for every checked position the step computed."""
+
+    tokens: list[int | None]
+    verdicts: dict[int, list[tuple[int, int]]]

@@ -43,10 +43,30 @@ class Sequence:
     num_emitted_tokens: int = 0  # output tokens already reported
     admitted_once: bool = False
     finish_reason: FinishReason | None = None
+    # Predicted Outputs. While `prediction` is set, `token_ids` is the prompt followed by the
+    # prediction, and the model's own choice after each position from the prompt's last token on
+    # is collected in `verdicts` (verdicts[j] follows token num_prompt_tokens - 1 + j). Once all
+    # are computed, the prediction's leading tokens that match become output and the rest go.
+    prediction: list[int] = field(default_factory=list)
+    verdicts: list[int] = field(default_factory=list)
+    num_predicted_tokens: int = 0  # as asked, before any cut to max_tokens / the context
+    num_accepted_prediction_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def num_matchable_tokens(self) -> int:
+        """Leading tokens whose K/V the prefix cache may serve: while a prediction is being
+        checked, only the prompt's (the model must see the prediction to judge it)."""
+        return self.num_prompt_tokens if self.prediction else len(self.token_ids)
+
+    @property
+    def num_rejected_prediction_tokens(self) -> int:
+        if self.prediction:
+            return 0  # not checked yet
+        return self.num_predicted_tokens - self.num_accepted_prediction_tokens
 
     @property
     def num_output_tokens(self) -> int:

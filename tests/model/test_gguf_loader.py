@@ -142,12 +142,19 @@ def test_greedy_continuation_of_capital_of_france_is_paris(our_model, tokenizer)
     assert continuation.startswith(" Paris."), continuation
 
 
-def run_engine(engine, request_id: str, prompt: list[int], max_tokens: int):
+def run_engine(
+    engine, request_id: str, prompt: list[int], max_tokens: int, prediction_token_ids=()
+):
     from gpu_worker.engine_api import EngineRequest, SamplingParams
 
     sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     engine.add_request(
-        EngineRequest(request_id=request_id, prompt_token_ids=prompt, sampling=sampling)
+        EngineRequest(
+            request_id=request_id,
+            prompt_token_ids=prompt,
+            sampling=sampling,
+            prediction_token_ids=list(prediction_token_ids),
+        )
     )
     tokens, last = [], None
     while engine.has_work():
@@ -172,3 +179,28 @@ def test_engine_chat_reply_stops_at_im_end(smollm2_engine, tokenizer):
     assert last.finish_reason == "stop", (last.finish_reason, tokenizer.decode(tokens))
     assert tokens[-1] == tokenizer.im_end_id
     assert tokenizer.decode(tokens).strip()
+
+
+@pytest.mark.smollm2
+def test_engine_keeps_its_own_answer_as_a_prediction(smollm2_engine, tokenizer):
+    """SmolLM2 greedy: an earlier answer, re-tokenized from its text as the worker does, is kept
+    whole; one with a word changed is kept up to the change; the answer is the same."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name three colours."}])
+    plain, _ = run_engine(smollm2_engine, "plain", prompt, max_tokens=24)
+    text = tokenizer.decode(plain)
+    right = tokenizer.encode(text)
+    words = text.split(" ")
+    words[len(words) // 2] = "zebra"
+    edited = tokenizer.encode(" ".join(words))
+    for name, prediction in (("right", right), ("edited", edited)):
+        tokens, last = run_engine(
+            smollm2_engine, name, prompt, max_tokens=24, prediction_token_ids=prediction
+        )
+        assert tokens == plain, name
+        lead = next(
+            (j for j, (a, b) in enumerate(zip(prediction, plain, strict=False)) if a != b), None
+        )
+        assert lead is not None or name == "right"
+        expected = min(len(prediction), len(plain) - 1) if lead is None else lead
+        assert last.num_accepted_prediction_tokens == expected, name
+    assert expected >= 2  # the edit is past the answer's first tokens
