@@ -185,9 +185,11 @@ class Evaluator:
         model: GuardModel | None = None,
         margin: float | None = None,
         false_log: list[dict[str, object]] | None = None,
+        hit_log: list[dict[str, object]] | None = None,
     ) -> tuple[Tallies, int]:
         """Tallies by labelled category, and how often the categorizer agreed with the label.
-        `false_log` receives each false hit: the query's and the served entry's ids."""
+        `false_log` receives each false hit: the query's and the served entry's ids; `hit_log`
+        every hit, the same and `wrong` and the category the cache chose."""
         if isinstance(thresholds, float):
             thresholds = dict.fromkeys(CATEGORIES, thresholds)
         cfg = self.config(thresholds, mode, cut, margin)
@@ -218,6 +220,15 @@ class Evaluator:
                     tally.hits += 1
                     wrong = cluster_of_reply[result.reply.text] != row["cluster"]
                     tally.false_hits += wrong
+                    if hit_log is not None:
+                        hit_log.append(
+                            {
+                                "query": row["id"],
+                                "served": result.reply.text.split("::")[1],
+                                "wrong": wrong,
+                                "category": result.category,
+                            }
+                        )
                     if wrong and false_log is not None:
                         served = result.reply.text.split("::")[1]
                         false_log.append(
