@@ -8,6 +8,9 @@ Rules:
   result may be stored, keeps the reply bytes (bounded) and inserts the reply after the relay
   finished, as a background task, so the relay is never delayed. Failed, truncated
   (`finish_reason != "stop"`) or over-long replies are never stored.
+- A verify (a hit in a `verify: true` category) goes to the relay as a miss does, its body
+  carrying the cached answer as `prediction` (gateway/verified_hit.py); its tap also counts the
+  prediction tokens the worker's reply kept and dropped, after the relay finished.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 import orjson
@@ -33,6 +36,7 @@ from config.protocol import (
 )
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
+from gateway.verified_hit import PredictionTally, counts_in_json
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +130,13 @@ class ReplyTap:
         self.keep = result.vector is not None  # storable: a miss or no-cache, not no-store
         self._parts: list[bytes] = []
         self._size = 0
+        # A verify's reply reports how much of the prediction it kept (plain misses: None).
+        self.tally = PredictionTally() if result.status == "verify" else None
 
     def feed(self, chunk: bytes) -> None:
         """A streamed chunk as relayed (kept only, parsed at the end)."""
+        if self.tally is not None:
+            self.tally.feed(chunk)
         if not self.keep:
             return
         self._size += len(chunk)
@@ -140,10 +148,14 @@ class ReplyTap:
 
     def finish_stream(self) -> None:
         """The stream ended normally (the relay calls this only then)."""
+        if self.tally is not None:
+            self._stage.count_later(self.result.category, self.tally.counts)
         if self.keep:
             self._stage.store_later(self, b"".join(self._parts), streamed=True)
 
     def finish_whole(self, status: int, body: bytes) -> None:
+        if self.tally is not None and status == 200:
+            self._stage.count_later(self.result.category, lambda: counts_in_json(body))
         if self.keep and status == 200 and len(body) <= MAX_KEPT_REPLY_BYTES:
             self._stage.store_later(self, body, streamed=False)
 
@@ -250,6 +262,20 @@ class SemanticStage:
             log.debug("client of a cache hit replay went away")
         return response
 
+    def count_later(self, category: str, counts: Callable[[], tuple[int, int] | None]) -> None:
+        """Add a verify reply's prediction counts (parsed by `counts`) after the relay is done."""
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._count, category, counts)
+
+    def _count(self, category: str, counts: Callable[[], tuple[int, int] | None]) -> None:
+        try:
+            found = counts()
+        except Exception:  # an odd reply counts nothing; it must not break anything
+            log.warning("semantic cache: prediction counts not read", exc_info=True)
+            return
+        if found is not None:
+            self.cache.stats_by_category.add_prediction(category, *found)
+
     def store_later(self, tap: ReplyTap, data: bytes, *, streamed: bool) -> None:
         task = asyncio.create_task(self._store(tap, data, streamed))
         self._pending.add(task)
@@ -276,7 +302,17 @@ class SemanticStage:
 class CacheCollector(Collector):
     """Per-category cache counters and gauges on /metrics, read from `stats()` at scrape time."""
 
-    COUNTERS = ("lookups", "hits", "misses", "bypasses", "evictions", "expirations")
+    COUNTERS = (
+        "lookups",
+        "hits",
+        "misses",
+        "bypasses",
+        "verifies",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+        "evictions",
+        "expirations",
+    )
 
     def __init__(self, cache: SemanticCache) -> None:
         self._cache = cache
