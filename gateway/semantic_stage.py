@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import msgspec
 import orjson
@@ -36,7 +36,7 @@ from config.protocol import (
 )
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
-from gateway.verified_hit import PredictionTally, counts_in_json
+from gateway.verified_hit import PredictionTally
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,11 @@ class ReplyTap:
         self._parts: list[bytes] = []
         self._size = 0
         # A verify's reply reports how much of the prediction it kept (plain misses: None).
-        self.tally = PredictionTally() if result.status == "verify" else None
+        self.tally = (
+            PredictionTally(stage.cache.stats_by_category, result.category)
+            if result.status == "verify"
+            else None
+        )
 
     def feed(self, chunk: bytes) -> None:
         """A streamed chunk as relayed (kept only, parsed at the end)."""
@@ -149,13 +153,13 @@ class ReplyTap:
     def finish_stream(self) -> None:
         """The stream ended normally (the relay calls this only then)."""
         if self.tally is not None:
-            self._stage.count_later(self.result.category, self.tally.counts)
+            self.tally.finish_stream()
         if self.keep:
             self._stage.store_later(self, b"".join(self._parts), streamed=True)
 
     def finish_whole(self, status: int, body: bytes) -> None:
         if self.tally is not None and status == 200:
-            self._stage.count_later(self.result.category, lambda: counts_in_json(body))
+            self.tally.finish_whole(body)
         if self.keep and status == 200 and len(body) <= MAX_KEPT_REPLY_BYTES:
             self._stage.store_later(self, body, streamed=False)
 
@@ -261,20 +265,6 @@ class SemanticStage:
         except ConnectionError:  # the client left (or half-closed): a hang-up, not a 500
             log.debug("client of a cache hit replay went away")
         return response
-
-    def count_later(self, category: str, counts: Callable[[], tuple[int, int] | None]) -> None:
-        """Add a verify reply's prediction counts (parsed by `counts`) after the relay is done."""
-        loop = asyncio.get_running_loop()
-        loop.call_soon(self._count, category, counts)
-
-    def _count(self, category: str, counts: Callable[[], tuple[int, int] | None]) -> None:
-        try:
-            found = counts()
-        except Exception:  # an odd reply counts nothing; it must not break anything
-            log.warning("semantic cache: prediction counts not read", exc_info=True)
-            return
-        if found is not None:
-            self.cache.stats_by_category.add_prediction(category, *found)
 
     def store_later(self, tap: ReplyTap, data: bytes, *, streamed: bool) -> None:
         task = asyncio.create_task(self._store(tap, data, streamed))

@@ -12,11 +12,18 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
 import msgspec
 import orjson
 
 from config.protocol import ChatCompletionRequest, CompletionRequest, Prediction
 from gateway.semantic.replay import Kind
+from gateway.semantic.stats import CacheStats
+
+log = logging.getLogger(__name__)
 
 TAIL_BYTES = 16_384  # a stream's usage chunk is its last event but one (before `[DONE]`)
 _DETAILS = b'"completion_tokens_details"'
@@ -86,11 +93,15 @@ def counts_in_sse(tail: bytes) -> tuple[int, int] | None:
 
 
 class PredictionTally:
-    """The last `TAIL_BYTES` of a relayed stream, for `counts_in_sse` once it ended."""
+    """Counts one verify reply's prediction tokens into `stats` under `category`: keeps the last
+    `TAIL_BYTES` of a relayed stream, and parses (a stream's tail, or a whole reply) in a later
+    loop turn than the relay's, so the relay never waits for it."""
 
-    __slots__ = ("_tail",)
+    __slots__ = ("_category", "_stats", "_tail")
 
-    def __init__(self) -> None:
+    def __init__(self, stats: CacheStats, category: str) -> None:
+        self._stats = stats
+        self._category = category
         self._tail = bytearray()
 
     def feed(self, chunk: bytes) -> None:
@@ -100,3 +111,20 @@ class PredictionTally:
 
     def counts(self) -> tuple[int, int] | None:
         return counts_in_sse(bytes(self._tail[-TAIL_BYTES:]))
+
+    def finish_stream(self) -> None:
+        """The stream ended normally."""
+        asyncio.get_running_loop().call_soon(self._add, self.counts)
+
+    def finish_whole(self, body: bytes) -> None:
+        """A whole 200 reply."""
+        asyncio.get_running_loop().call_soon(self._add, lambda: counts_in_json(body))
+
+    def _add(self, counts: Callable[[], tuple[int, int] | None]) -> None:
+        try:
+            found = counts()
+        except Exception:  # an odd reply counts nothing; it must not break anything
+            log.warning("semantic cache: prediction counts not read", exc_info=True)
+            return
+        if found is not None:
+            self._stats.add_prediction(self._category, *found)

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from config.protocol import ChatCompletionRequest, CompletionRequest, decode_request
+from gateway.semantic.stats import CacheStats
 from gateway.verified_hit import (
     TAIL_BYTES,
     PredictionTally,
@@ -77,11 +78,11 @@ def test_counts_from_a_stream_tail_in_any_chunking():
     stream = content + _event({"choices": [], "usage": _usage(7, 3)}) + b"data: [DONE]\n\n"
     assert len(stream) > 2 * TAIL_BYTES
     for size in (1, 7, 4096, len(stream)):
-        tally = PredictionTally()
+        tally = PredictionTally(CacheStats(), "code")
         for i in range(0, len(stream), size):
             tally.feed(stream[i : i + size])
         assert tally.counts() == (7, 3), size
-    no_usage = PredictionTally()
+    no_usage = PredictionTally(CacheStats(), "code")
     no_usage.feed(content + b"data: [DONE]\n\n")
     assert no_usage.counts() is None
     # A tail that begins inside the usage event has no counts to read, and says so.
