@@ -239,3 +239,20 @@ async def test_sampled_requests_follow_the_categorys_temperature_rule(make_gatew
     await settle(gw)
     status, *_ = await ask(c, PY, temperature=0.7)  # serve_sampled false: not looked up
     assert status == "bypass" and engine.last_prediction() is None
+
+
+async def test_completions_endpoint_verifies_too(make_gateway, client, engine):
+    gw = await make_gateway({"categories": categories()})
+    c = client(gw)
+
+    async def complete() -> tuple[str, str, Any]:
+        raw = await c.completions.with_raw_response.create(model=MODEL, prompt=PY, **ASK)
+        reply = raw.parse()
+        return raw.headers["x-kvgate-cache"], reply.choices[0].text, reply.usage
+
+    status, cached, usage = await complete()
+    assert status == "miss" and usage.completion_tokens_details is None
+    await settle(gw)
+    status, text, usage = await complete()
+    assert (status, text, engine.last_prediction()) == ("verify", cached, cached)
+    assert usage.completion_tokens_details.accepted_prediction_tokens == len(cached.encode())
