@@ -3,13 +3,14 @@ prediction's longest prefix that the answer repeats, and accepted tokens skip th
 
 from __future__ import annotations
 
+import openai
 import pytest
 
 from config.cost_model import CostModelConfig
-from config.worker import SimEngineConfig
+from config.worker import SimEngineConfig, WorkerConfig
 from gpu_worker.engine_api import EngineRequest, RequestOutput, SamplingParams
+from gpu_worker.server import start_worker
 from gpu_worker.sim_engine import SimEngine
-from tests.openai_clients import OpenAIClients
 
 PROMPTS = ([5, 6, 7] * 7, list(range(40, 90)), [9] * 33)
 
@@ -132,45 +133,41 @@ def test_accepted_tokens_skip_decode_steps_and_prediction_is_prefilled():
 
 async def test_worker_reports_counts_in_usage_streamed_and_not():
     """Through the worker's HTTP server and the real openai client."""
-    from config.worker import WorkerConfig
-    from gpu_worker.server import start_worker
-
     engine = SimEngine(
         SimEngineConfig(num_blocks=128, cost_model=CostModelConfig(time_scale=0.001)),
         model_id="sim-verify",
     )
     handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model="sim-verify"))
-    clients = OpenAIClients()
     try:
-        import openai
-
-        c = openai.AsyncOpenAI(base_url=handle.url + "/v1", api_key="none", max_retries=0)
-        clients._made.append(c)
-        ask = {"model": "sim-verify", "prompt": "the sky is", "max_tokens": 12, "temperature": 0}
-        plain = await c.completions.create(**ask)
-        assert plain.usage.completion_tokens_details is None  # no prediction, no details
-        answer = plain.choices[0].text
-        exact = await c.completions.create(**ask, extra_body={"prediction": _content(answer)})
-        assert exact.choices[0].text == answer
-        details = exact.usage.completion_tokens_details
-        assert details.accepted_prediction_tokens == len(answer.encode()) == 12
-        assert details.rejected_prediction_tokens == 0
-        wrong = "z" + answer[1:]
-        stream = await c.completions.create(
-            **ask,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"prediction": _content(wrong)},
-        )
-        text, usage = "", None
-        async for chunk in stream:
-            text += "".join(ch.text for ch in chunk.choices)
-            usage = chunk.usage or usage
-        assert text == answer
-        assert usage.completion_tokens_details.accepted_prediction_tokens == 0
-        assert usage.completion_tokens_details.rejected_prediction_tokens == 12
+        async with openai.AsyncOpenAI(
+            base_url=handle.url + "/v1", api_key="none", max_retries=0
+        ) as c:
+            ask = {"model": "sim-verify", "prompt": "the sky is", "max_tokens": 12}
+            plain = await c.completions.create(**ask, temperature=0)
+            assert plain.usage.completion_tokens_details is None  # no prediction, no details
+            answer = plain.choices[0].text
+            exact = await c.completions.create(
+                **ask, temperature=0, extra_body={"prediction": _content(answer)}
+            )
+            assert exact.choices[0].text == answer
+            details = exact.usage.completion_tokens_details
+            assert details.accepted_prediction_tokens == len(answer.encode()) == 12
+            assert details.rejected_prediction_tokens == 0
+            stream = await c.completions.create(
+                **ask,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"prediction": _content("z" + answer[1:])},
+            )
+            text, usage = "", None
+            async for chunk in stream:
+                text += "".join(ch.text for ch in chunk.choices)
+                usage = chunk.usage or usage
+            assert text == answer
+            assert usage.completion_tokens_details.accepted_prediction_tokens == 0
+            assert usage.completion_tokens_details.rejected_prediction_tokens == 12
     finally:
-        await clients.close()
         await handle.close()
 
 
