@@ -38,6 +38,11 @@ class CategoryPolicy(Frozen):
     # When sampled requests are served, their sampling settings join the hard partition, so a
     # temperature 1.2 request never gets a reply drawn at temperature 0.
     partition_sampling: bool = True
+    # Verified hits (docs/semantic_cache.md): a hit is not served from the cache; the request
+    # goes to a worker as a miss does, with the cached answer as its Predicted Outputs
+    # `prediction`. The client gets the model's own answer (no false hit is possible); a true
+    # paraphrase costs the worker one prefill of prompt + prediction instead of a full decode.
+    verify: bool = False
 
 
 def _default_categories() -> dict[str, CategoryPolicy]:

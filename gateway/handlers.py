@@ -32,6 +32,7 @@ from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
 from gateway.semantic import CacheResult
 from gateway.semantic.replay import Kind
+from gateway.verified_hit import predicted_body
 from policies.semantic.categorizer import named_category
 
 Parser = Callable[[bytes, str], RouteInfo]
@@ -185,6 +186,12 @@ async def _proxy(
             return response
         # The gateway cannot tell whether a worker would take it: a worker answers instead.
         result = CacheResult("bypass", result.category, reason="context_unchecked")
+    elif result.status == "verify":
+        assert result.reply is not None
+        if opening is not None:  # sent without the prediction: it goes again, with it
+            relay.abandon(opening)
+            opening = None
+        call = msgspec.structs.replace(call, body=predicted_body(body, kind, result.reply.text))
     call = msgspec.structs.replace(call, observer=stage.tap(result, kind))
     return await relay.forward(request, call, opening)
 

@@ -8,6 +8,9 @@ Rules:
   result may be stored, keeps the reply bytes (bounded) and inserts the reply after the relay
   finished, as a background task, so the relay is never delayed. Failed, truncated
   (`finish_reason != "stop"`) or over-long replies are never stored.
+- A verify (a hit in a `verify: true` category) goes to the relay as a miss does, its body
+  carrying the cached answer as `prediction` (gateway/verified_hit.py); its tap also counts the
+  prediction tokens the worker's reply kept and dropped, after the relay finished.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from config.protocol import (
 )
 from gateway.semantic import CachedReply, CacheQuery, CacheResult, SemanticCache, cache_headers
 from gateway.semantic.replay import Kind, response_body, sse_chunks
+from gateway.verified_hit import PredictionTally
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +130,17 @@ class ReplyTap:
         self.keep = result.vector is not None  # storable: a miss or no-cache, not no-store
         self._parts: list[bytes] = []
         self._size = 0
+        # A verify's reply reports how much of the prediction it kept (plain misses: None).
+        self.tally = (
+            PredictionTally(stage.cache.stats_by_category, result.category)
+            if result.status == "verify"
+            else None
+        )
 
     def feed(self, chunk: bytes) -> None:
         """A streamed chunk as relayed (kept only, parsed at the end)."""
+        if self.tally is not None:
+            self.tally.feed(chunk)
         if not self.keep:
             return
         self._size += len(chunk)
@@ -140,10 +152,14 @@ class ReplyTap:
 
     def finish_stream(self) -> None:
         """The stream ended normally (the relay calls this only then)."""
+        if self.tally is not None:
+            self.tally.finish_stream()
         if self.keep:
             self._stage.store_later(self, b"".join(self._parts), streamed=True)
 
     def finish_whole(self, status: int, body: bytes) -> None:
+        if self.tally is not None and status == 200:
+            self.tally.finish_whole(body)
         if self.keep and status == 200 and len(body) <= MAX_KEPT_REPLY_BYTES:
             self._stage.store_later(self, body, streamed=False)
 
@@ -276,7 +292,17 @@ class SemanticStage:
 class CacheCollector(Collector):
     """Per-category cache counters and gauges on /metrics, read from `stats()` at scrape time."""
 
-    COUNTERS = ("lookups", "hits", "misses", "bypasses", "evictions", "expirations")
+    COUNTERS = (
+        "lookups",
+        "hits",
+        "misses",
+        "bypasses",
+        "verifies",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+        "evictions",
+        "expirations",
+    )
 
     def __init__(self, cache: SemanticCache) -> None:
         self._cache = cache

@@ -10,6 +10,14 @@ its next token preempts the newest running one (recompute, as vLLM does). What i
 step's duration (slept in the engine thread) and the generated text (a deterministic word stream
 seeded by the prompt and the request's seed; it never emits eos, so a request runs to max_tokens
 or a stop string).
+
+Predicted Outputs (`EngineRequest.prediction_token_ids`), as the torch engine treats them: the
+prediction, cut to the tokens the answer could hold (max_tokens, the model length), is computed
+with the prompt's last prefill chunk (its tokens are charged to that step as prompt tokens are).
+Its longest prefix that equals the sim's own token stream is accepted, and the first output
+carries those tokens at once plus the next token of the stream (the model's own token after the
+last accepted one, known from the same pass) instead of one decode step each. The answer is
+exactly the answer without a prediction; only its timing changes.
 """
 
 from __future__ import annotations
@@ -56,10 +64,19 @@ class _WordStream:
 
 
 class _Seq:
-    def __init__(self, req: EngineRequest, tokenizer: Tokenizer, model_id: str) -> None:
+    def __init__(
+        self, req: EngineRequest, tokenizer: Tokenizer, model_id: str, max_model_len: int
+    ) -> None:
         self.req = req
         self.token_ids = list(req.prompt_token_ids)
         self.num_prompt = len(self.token_ids)
+        # Predicted Outputs: tokens past max_tokens (or the model length) can never be part of
+        # the answer, so they are never checked (nor counted as rejected).
+        room = max(0, min(req.sampling.max_tokens, max_model_len - self.num_prompt))
+        self.prediction = req.prediction_token_ids[:room]
+        self.prediction_pending = bool(self.prediction)  # checked with the first output
+        self.num_accepted = 0
+        self.num_rejected = 0
         self.root = root_hash(extra_key(model_id, req.meta.cache_salt))
         self.block_hash_cache: list[int] = []  # chained hashes of the leading full blocks
         self.held: list[int] = []  # hashes of the leading full blocks this sequence references
@@ -123,7 +140,7 @@ class SimEngine:
     # ---------------------------------------------------------------- Engine protocol
 
     def add_request(self, request: EngineRequest) -> None:
-        seq = _Seq(request, self.tokenizer, self.model_id)
+        seq = _Seq(request, self.tokenizer, self.model_id, self.max_model_len)
         if not seq.token_ids or seq.num_prompt > self.max_prompt_tokens:
             self._outputs.append(self._final(seq, "length"))  # the server validates first
             return
@@ -152,6 +169,12 @@ class SimEngine:
         if not scheduled:
             return outputs
         prefill = sum(n for seq, n in scheduled if seq.num_computed < seq.prefill_end)
+        # A prediction is computed with the prompt's last chunk (the step that samples first).
+        prefill += sum(
+            len(seq.prediction)
+            for seq, n in scheduled
+            if seq.prediction_pending and seq.num_computed + n == len(seq.token_ids)
+        )
         decodes = [seq for seq, _ in scheduled if seq.num_computed >= seq.prefill_end]
         context = sum(len(seq.token_ids) for seq in decodes)
         duration_s = step_time_s(self.cfg.cost_model, prefill, len(decodes), context)
@@ -176,7 +199,9 @@ class SimEngine:
             total_blocks=self.cfg.num_blocks,
             cached_blocks=self._pool.num_cached,
             queued_prefill_tokens=sum(
-                max(0, s.prefill_end - s.num_computed) for s in self._running
+                max(0, s.prefill_end - s.num_computed)
+                + (len(s.prediction) if s.prediction_pending else 0)
+                for s in self._running
             ),
             block_size=self.cfg.block_size,
             num_preemptions=self._num_preemptions,
@@ -269,23 +294,55 @@ class SimEngine:
             seq.held.append(h)
 
     def _sample(self, seq: _Seq) -> RequestOutput:
-        token = seq.words.next_token()
-        seq.token_ids.append(token)
-        seq.num_output += 1
-        text = seq.detok.add([token])
+        checked = seq.prediction_pending
+        tokens = self._verify(seq) if checked else [seq.words.next_token()]
         sampling = seq.req.sampling
         reason = None
-        if seq.detok.stopped:
-            reason = "stop"
-        elif seq.num_output >= sampling.max_tokens or len(seq.token_ids) >= self.max_model_len:
-            reason = "length"
-            text += seq.detok.flush()
-        out = self._output(seq, [token], text)
+        text = ""
+        emitted: list[int] = []
+        for token in tokens:  # one at a time: a stop string or the length may end it early
+            emitted.append(token)
+            seq.token_ids.append(token)
+            seq.num_output += 1
+            text += seq.detok.add([token])
+            if seq.detok.stopped:
+                reason = "stop"
+            elif seq.num_output >= sampling.max_tokens or len(seq.token_ids) >= self.max_model_len:
+                reason = "length"
+                text += seq.detok.flush()
+            if reason is not None:
+                break
+        if checked:  # the accepted tokens' KV came with the prompt's: only the last one is new
+            seq.num_accepted = min(seq.num_accepted, len(emitted))
+            seq.num_rejected = len(seq.prediction) - seq.num_accepted
+            seq.num_computed = len(seq.token_ids) - 1
+        out = self._output(seq, emitted, text)
         if reason is not None:
             self._finish(seq)
             out.finished = True
             out.finish_reason = reason
         return out
+
+    def _verify(self, seq: _Seq) -> list[int]:
+        """The first output's tokens for a sequence with a prediction: the stream's tokens while
+        they equal the prediction's, then the stream's next one (the model's own token where the
+        prediction went wrong, or after its end), within max_tokens and the model length."""
+        seq.prediction_pending = False
+        room = min(
+            seq.req.sampling.max_tokens - seq.num_output, self.max_model_len - len(seq.token_ids)
+        )
+        own: list[int] = []
+        for predicted in seq.prediction:
+            if len(own) >= room:
+                break
+            own.append(seq.words.next_token())
+            if own[-1] != predicted:
+                break
+            seq.num_accepted += 1
+        if len(own) == seq.num_accepted and len(own) < room:
+            own.append(seq.words.next_token())
+        seq.num_rejected = len(seq.prediction) - seq.num_accepted
+        return own
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -309,6 +366,8 @@ class SimEngine:
             num_prompt_tokens=seq.num_prompt,
             num_cached_tokens=seq.num_cached or 0,
             num_output_tokens=seq.num_output,
+            num_accepted_prediction_tokens=seq.num_accepted,
+            num_rejected_prediction_tokens=seq.num_rejected,
         )
 
     def _final(self, seq: _Seq, reason: str, text: str = "") -> RequestOutput:

@@ -3,7 +3,9 @@
 Rules for callers (the gateway):
 - Build once with `build_semantic_cache(cfg)` (loads the model: seconds, do it at start-up),
   `await cache.start()` inside the event loop, `await cache.close()` at shutdown.
-- `lookup` never raises for a cache reason: it answers hit, miss or bypass. After a miss or a
+- `lookup` never raises for a cache reason: it answers hit, miss, bypass or verify (a hit in a
+  `verify: true` category: the caller sends the request upstream with the cached reply as its
+  `prediction`, and stores the upstream's reply as a miss's). After a miss, a verify or a
   `no-cache` bypass, call `insert(result, reply)` once the upstream reply is complete and
   successful; `insert` ignores results that must not be stored (no-store, sampled, ...).
 - The clock is injectable (`clock`): TTLs and entry values use it, tests pass a fake one.
@@ -41,7 +43,7 @@ from policies.semantic.request_rules import (
 from policies.semantic.token_alignment import TokenStateCache
 from policies.semantic.word_alignment import WordVectors
 
-Status = Literal["hit", "miss", "bypass"]
+Status = Literal["hit", "miss", "bypass", "verify"]
 EXPIRY_SWEEP = 64  # expired entries removed per lookup/insert: bounded work per call
 
 
@@ -221,6 +223,16 @@ class SemanticCache:
         )
         if found is not None:
             entry, similarity = found
+            if policy.verify:  # the worker checks the cached reply; its own one is stored
+                return CacheResult(
+                    "verify",
+                    category,
+                    similarity=similarity,
+                    reply=entry.reply,  # type: ignore[arg-type]
+                    partition=partition,
+                    tenant=q.tenant,
+                    **store,
+                )
             return CacheResult("hit", category, similarity=similarity, reply=entry.reply)  # type: ignore[arg-type]
         return CacheResult("miss", category, partition=partition, tenant=q.tenant, **store)
 

@@ -16,6 +16,11 @@ class CategoryCounters:
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
+    # Verified hits (`verify: true` categories): found, then sent to a worker with the cached
+    # answer as `prediction`; and the prediction tokens the workers' replies kept / dropped.
+    verifies: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
     evictions: int = 0
     expirations: int = 0
     entries: int = 0
@@ -40,6 +45,8 @@ class CacheStats:
             c.hits += 1
         elif status == "miss":
             c.misses += 1
+        elif status == "verify":
+            c.verifies += 1
         else:
             c.bypasses += 1
         c.latency_s_sum += latency_s
@@ -48,6 +55,11 @@ class CacheStats:
     def count(self, category: str, name: str) -> None:
         c = self._get(category)
         setattr(c, name, getattr(c, name) + 1)
+
+    def add_prediction(self, category: str, accepted: int, rejected: int) -> None:
+        c = self._get(category)
+        c.accepted_prediction_tokens += accepted
+        c.rejected_prediction_tokens += rejected
 
     def set_entries(self, category: str, entries: int) -> None:
         self._get(category).entries = entries
@@ -61,6 +73,9 @@ class CacheStats:
                 "hits": c.hits,
                 "misses": c.misses,
                 "bypasses": c.bypasses,
+                "verifies": c.verifies,
+                "accepted_prediction_tokens": c.accepted_prediction_tokens,
+                "rejected_prediction_tokens": c.rejected_prediction_tokens,
                 "evictions": c.evictions,
                 "expirations": c.expirations,
                 "entries": c.entries,
