@@ -27,6 +27,7 @@ from gpu_worker.model import LlamaForCausalLM
 from gpu_worker.model_loading import LoadedModel, load_model
 from gpu_worker.model_runner import ModelRunner
 from gpu_worker.preemption import HostBlockPool, PreemptionCost
+from gpu_worker.reference_drafts import ReferenceDrafter
 from gpu_worker.scheduler import Scheduler
 from gpu_worker.sequence import Sequence
 from policies.block_hash import extra_key
@@ -160,15 +161,9 @@ class TorchEngine:
             generator=generator,
         )
         predicted = request.prediction_token_ids
-        if predicted:
-            seq.num_predicted_tokens = len(predicted)
-            if min(predicted) >= 0 and max(predicted) < vocab:
-                # Checked only as far as the answer can go: max_tokens and the context, one
-                # token short of each (the model's choice after the last kept one is the next).
-                room = min(request.sampling.max_tokens, self.max_model_len - len(prompt)) - 1
-                seq.prediction = list(predicted[: max(room, 0)])
-                seq.token_ids.extend(seq.prediction)
-                seq.verdicts = [0] * (len(seq.prediction) + 1) if seq.prediction else []
+        if predicted and min(predicted) >= 0 and max(predicted) < vocab:
+            seq.drafter = ReferenceDrafter(list(predicted))
+            self._draft(seq, list(predicted))
         self._seqs[request.request_id] = seq
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, request.sampling.stop)
@@ -198,12 +193,16 @@ class TorchEngine:
         self._busy_s += elapsed_s
         self.scheduler.postprocess(batch)
         for i, (seq, token) in enumerate(zip(batch.seqs, step.tokens, strict=True)):
+            out = None
             if i in step.verdicts:
                 out = self._check_prediction(seq, step.verdicts[i])
-                if out is not None:
-                    outputs.append(out)
             elif token is not None:
-                outputs.append(self._append(seq, [token]))
+                out = self._append(seq, [token])
+            if out is None:
+                continue
+            outputs.append(out)
+            if not out.finished and seq.drafter is not None:
+                self._draft(seq, seq.drafter.propose(seq.output_token_ids, seq.sampling.max_tokens))
         return outputs
 
     def stats(self) -> EngineStats:
@@ -230,23 +229,37 @@ class TorchEngine:
 
     # ---- internals -------------------------------------------------------------------------
 
+    def _draft(self, seq: Sequence, draft: list[int]) -> None:
+        """Put `draft` after the tokens of `seq`, to be checked by the next step that computes
+        them; cut to where the answer can go (max_tokens and the context, one token short of
+        each: the model's own token after the last kept one comes with the check)."""
+        room = seq.sampling.max_tokens - seq.num_output_tokens
+        room = min(room, self.max_model_len - seq.num_tokens) - 1
+        if room <= 0 or not draft:
+            return
+        seq.prediction = draft[:room]
+        seq.draft_start = seq.num_tokens
+        seq.token_ids.extend(seq.prediction)
+        seq.verdicts = [0] * (len(seq.prediction) + 1)
+
     def _check_prediction(
         self, seq: Sequence, verdicts: list[tuple[int, int]]
     ) -> RequestOutput | None:
         """Record the model's tokens after the checked positions of this step; once the whole
-        prediction is computed, keep its leading tokens the model chose too, add the model's
-        own token after them, and rewind the K/V past them."""
-        base = seq.num_prompt_tokens - 1
+        draft is computed, keep its leading tokens the model chose too, add the model's own
+        token after them, and rewind the K/V past them."""
+        base = seq.draft_start - 1
         for pos, token in verdicts:
             seq.verdicts[pos - base] = token
         if seq.num_computed_tokens < seq.num_tokens:
-            return None  # more of the prediction to compute
+            return None  # more of the draft to compute
         predicted, chosen = seq.prediction, seq.verdicts
         kept = next((j for j, t in enumerate(predicted) if chosen[j] != t), len(predicted))
         seq.prediction, seq.verdicts = [], []
-        seq.num_accepted_prediction_tokens = kept
-        del seq.token_ids[seq.num_prompt_tokens :]
-        self.block_manager.rewind(seq, seq.num_prompt_tokens + kept)
+        seq.num_accepted_prediction_tokens += kept
+        seq.num_rejected_prediction_tokens += len(predicted) - kept
+        del seq.token_ids[seq.draft_start :]
+        self.block_manager.rewind(seq, seq.draft_start + kept)
         return self._append(seq, [*predicted[:kept], chosen[kept]])
 
     def _append(self, seq: Sequence, tokens: list[int]) -> RequestOutput:

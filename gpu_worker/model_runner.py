@@ -70,8 +70,8 @@ class ModelRunner:
             positions.extend(range(start, end))
             context_lens.append(end)
             if seq.prediction:
-                # The model's choice after every position from the prompt's last token on.
-                for pos in range(max(start, seq.num_prompt_tokens - 1), end):
+                # The model's choice after every position from the one before the draft on.
+                for pos in range(max(start, seq.draft_start - 1), end):
                     logits_rows.append(first_row + pos - start)
                     owners.append((i, pos))
             elif end == seq.num_tokens:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gpu_worker.engine_api import FinishReason, RequestMeta, SamplingParams
+from gpu_worker.reference_drafts import ReferenceDrafter
 
 
 class Status(enum.Enum):
@@ -43,14 +44,18 @@ class Sequence:
     num_emitted_tokens: int = 0  # output tokens already reported
     admitted_once: bool = False
     finish_reason: FinishReason | None = None
-    # Predicted Outputs. While `prediction` is set, `token_ids` is the prompt followed by the
-    # prediction, and the model's own choice after each position from the prompt's last token on
-    # is collected in `verdicts` (verdicts[j] follows token num_prompt_tokens - 1 + j). Once all
-    # are computed, the prediction's leading tokens that match become output and the rest go.
+    # Predicted Outputs. While a draft is being checked (`prediction` set), `token_ids` ends with
+    # it from index `draft_start` on, and the model's own choice after each position from
+    # draft_start - 1 on is collected in `verdicts` (verdicts[j] follows token draft_start-1+j).
+    # Once all are computed, the draft's leading tokens that match become output and the rest
+    # go. The first draft is the whole prediction right after the prompt; later ones come from
+    # `drafter` (gpu_worker/reference_drafts.py) as the answer re-joins the prediction.
     prediction: list[int] = field(default_factory=list)
     verdicts: list[int] = field(default_factory=list)
-    num_predicted_tokens: int = 0  # as asked, before any cut to max_tokens / the context
-    num_accepted_prediction_tokens: int = 0
+    draft_start: int = 0
+    drafter: ReferenceDrafter | None = None
+    num_accepted_prediction_tokens: int = 0  # draft tokens kept, over all drafts
+    num_rejected_prediction_tokens: int = 0  # draft tokens checked and not kept
 
     @property
     def num_tokens(self) -> int:
@@ -58,20 +63,16 @@ class Sequence:
 
     @property
     def num_matchable_tokens(self) -> int:
-        """Leading tokens whose K/V the prefix cache may serve: while a prediction is being
-        checked, only the prompt's (the model must see the prediction to judge it)."""
-        return self.num_prompt_tokens if self.prediction else len(self.token_ids)
-
-    @property
-    def num_rejected_prediction_tokens(self) -> int:
-        if self.prediction:
-            return 0  # not checked yet
-        return self.num_predicted_tokens - self.num_accepted_prediction_tokens
+        """Leading tokens whose K/V the prefix cache may serve: while a draft is being checked,
+        only those before it (the model must see the draft to judge it)."""
+        return self.draft_start if self.prediction else len(self.token_ids)
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        """Tokens of the answer so far (a draft being checked is not part of it yet)."""
+        return len(self.token_ids) - self.num_prompt_tokens - len(self.prediction)
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens :]
+        start = self.num_prompt_tokens
+        return self.token_ids[start : start + self.num_output_tokens]
