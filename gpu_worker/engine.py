@@ -163,7 +163,7 @@ class TorchEngine:
         predicted = request.prediction_token_ids
         if predicted and min(predicted) >= 0 and max(predicted) < vocab:
             seq.drafter = ReferenceDrafter(list(predicted))
-            self._draft(seq, list(predicted))
+            self._draft(seq)
         self._seqs[request.request_id] = seq
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, request.sampling.stop)
@@ -202,7 +202,7 @@ class TorchEngine:
                 continue
             outputs.append(out)
             if not out.finished and seq.drafter is not None:
-                self._draft(seq, seq.drafter.propose(seq.output_token_ids, seq.sampling.max_tokens))
+                self._draft(seq)
         return outputs
 
     def stats(self) -> EngineStats:
@@ -229,18 +229,21 @@ class TorchEngine:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _draft(self, seq: Sequence, draft: list[int]) -> None:
-        """Put `draft` after the tokens of `seq`, to be checked by the next step that computes
-        them; cut to where the answer can go (max_tokens and the context, one token short of
-        each: the model's own token after the last kept one comes with the check)."""
+    def _draft(self, seq: Sequence) -> None:
+        """Put the drafter's next draft after the tokens of `seq`, to be checked by the next
+        step that computes them; cut to where the answer can go (max_tokens and the context,
+        one token short of each: the model's own token after the last kept one comes with the
+        check)."""
+        assert seq.drafter is not None
         room = seq.sampling.max_tokens - seq.num_output_tokens
         room = min(room, self.max_model_len - seq.num_tokens) - 1
-        if room <= 0 or not draft:
+        draft = seq.drafter.propose(seq.output_token_ids, room)
+        if not draft:
             return
-        seq.prediction = draft[:room]
+        seq.prediction = draft
         seq.draft_start = seq.num_tokens
-        seq.token_ids.extend(seq.prediction)
-        seq.verdicts = [0] * (len(seq.prediction) + 1)
+        seq.token_ids.extend(draft)
+        seq.verdicts = [0] * (len(draft) + 1)
 
     def _check_prediction(
         self, seq: Sequence, verdicts: list[tuple[int, int]]
@@ -258,6 +261,8 @@ class TorchEngine:
         seq.prediction, seq.verdicts = [], []
         seq.num_accepted_prediction_tokens += kept
         seq.num_rejected_prediction_tokens += len(predicted) - kept
+        assert seq.drafter is not None
+        seq.drafter.checked(len(predicted), kept)
         del seq.token_ids[seq.draft_start :]
         self.block_manager.rewind(seq, seq.draft_start + kept)
         return self._append(seq, [*predicted[:kept], chosen[kept]])
