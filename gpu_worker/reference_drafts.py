@@ -12,12 +12,13 @@ Rules: a match needs the answer's last two tokens at least (one common token say
 what follows); the longest match wins, and among equally long ones the first at or after where
 the previous draft ended, so a draft walks the reference forwards.
 
-How long a draft is: a checked token that is not kept costs compute for nothing (on the 2-core
-CPU, SmolLM2: ~2.2 ms a draft token against ~50 ms a decode step; on a GPU at small batch, far
-less). A draft starts at `FIRST_DRAFT_TOKENS`, doubles after a draft kept whole, and falls back
-after one that was not: a right prediction of n tokens is checked in ~log2(n / 8) steps, and a
-wrong one wastes at most 8 tokens' compute a step (measured: checking answers to paraphrases
-whole made requests 4-6 % slower than none; docs/benchmarks.md, "Predicted Outputs").
+How long a draft is: a checked token that is not kept costs compute for nothing (on a CPU a
+few percent of a decode step each; on a GPU at small batch, far less). A draft starts at
+`FIRST_DRAFT_TOKENS`, doubles after a draft kept whole, and falls back after one that was not:
+a right prediction of n tokens is checked in ~log2(n / 8) steps, and a wrong one wastes at most
+8 tokens' compute a step (measured: checking each draft whole made answers to paraphrases 4-6 %
+slower than no prediction; docs/benchmarks.md, "Session 10: Predicted Outputs and verified hits
+on the torch engine").
 """
 
 from __future__ import annotations
