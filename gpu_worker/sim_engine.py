@@ -11,9 +11,11 @@ step's duration (slept in the engine thread) and the generated text (a determini
 seeded by the prompt and the request's seed; it never emits eos, so a request runs to max_tokens
 or a stop string).
 
-Predicted Outputs (`EngineRequest.prediction_token_ids`), as the torch engine treats them: the
-prediction, cut to the tokens the answer could hold (max_tokens, the model length), is computed
-with the prompt's last prefill chunk (its tokens are charged to that step as prompt tokens are).
+Predicted Outputs (`EngineRequest.prediction_token_ids`), in one check where the torch engine
+makes several (drafts of 8 tokens and up, re-joining the prediction after a departure;
+docs/engine.md): the prediction, cut to the tokens the answer could hold (max_tokens, the model
+length), is computed with the prompt's last prefill chunk (its tokens are charged to that step
+as prompt tokens are).
 Its longest prefix that equals the sim's own token stream is accepted, and the first output
 carries those tokens at once plus the next token of the stream (the model's own token after the
 last accepted one, known from the same pass) instead of one decode step each. The answer is
