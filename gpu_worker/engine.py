@@ -272,22 +272,24 @@ class TorchEngine:
         that ends the request."""
         sp = seq.sampling
         reason: FinishReason | None = None
+        detok = self._detoks.get(seq.request_id)
+        text = ""
         for token in tokens:
             seq.token_ids.append(token)
             if token in self._eos and not sp.ignore_eos:
                 reason = "stop"
             elif seq.num_output_tokens >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
                 reason = "length"
+            if detok is not None:
+                # Token by token, so a stop string ends the answer (and its token count) where
+                # it would without a prediction.
+                text += detok.add([token])
+                if detok.stopped:
+                    reason = "stop"
             if reason is not None:
                 break
         new = seq.token_ids[seq.num_prompt_tokens + seq.num_emitted_tokens :]
         seq.num_emitted_tokens = seq.num_output_tokens
-        detok = self._detoks.get(seq.request_id)
-        text = ""
-        if detok is not None:
-            text = detok.add(new)
-            if detok.stopped:
-                reason = "stop"
         if reason is not None:
             return self._finish(seq, reason, new, text)
         return self._output(seq, new, None, text)

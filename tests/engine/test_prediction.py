@@ -175,3 +175,38 @@ def test_sampling_with_a_prediction_keeps_the_distribution(make_engine, req, run
     assert 0.05 < share_plain < 0.95  # the test has something to tell apart
     assert abs(share_pred - share_plain) < spread
     assert kept == share_pred  # kept exactly when the draw is the predicted token
+
+
+def test_a_stop_string_inside_a_kept_prediction_ends_where_it_would(make_engine, req, prompts):
+    """Kept tokens go through the stop-string check one by one: the same text and the same
+    token count as without a prediction."""
+    p = prompts(1, seed=27, lo=10, hi=11)[0]
+
+    def answer(stop: tuple[str, ...], prediction: list[int]) -> tuple[str, int, list[int]]:
+        engine = make_engine()
+        if engine.tokenizer is None:
+            pytest.skip("the tiny model has no tokenizer")
+        r = req("a", p, max_tokens=16, stop=stop)
+        engine.add_request(predicted(r, prediction))
+        text, last = "", None
+        while engine.has_work():
+            for out in engine.step():
+                text += out.text_delta
+                last = out
+        return text, last.num_output_tokens, engine.block_manager.ref_counts()
+
+    free, _, _ = answer((), [])
+    engine = make_engine()
+    engine.add_request(req("ids", p, max_tokens=16))
+    ids = []
+    while engine.has_work():
+        for out in engine.step():
+            ids += out.new_token_ids
+    # A character of the answer that first appears past its start (the tiny model writes bytes).
+    stop = next((c for i, c in enumerate(free) if i >= 3 and c.isalnum() and c not in free[:i]), "")
+    if not stop:
+        pytest.skip("no usable stop character in the tiny model's text")
+    plain_text, plain_count, _ = answer((stop,), [])
+    text, count, refs = answer((stop,), ids)
+    assert (text, count) == (plain_text, plain_count)
+    assert count < 16 and all(c == 0 for c in refs)
