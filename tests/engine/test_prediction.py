@@ -210,3 +210,59 @@ def test_a_stop_string_inside_a_kept_prediction_ends_where_it_would(make_engine,
     text, count, refs = answer((stop,), ids)
     assert (text, count) == (plain_text, plain_count)
     assert count < 16 and all(c == 0 for c in refs)
+
+
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_mixed_predictions_under_pressure_and_aborts(
+    make_engine, req, run_all, prompts, preemption
+):
+    """Many requests at once with right, partly right, wrong or no predictions, greedy and
+    seeded-sampled, in a tiny pool (preemption either way), small steps, and aborts: every
+    greedy answer equals its plain one, every request finishes once, no block is left held."""
+    ps = prompts(16, seed=28, lo=4, hi=28)
+    base = [req(f"g{i}", p, max_tokens=6 + i % 9) for i, p in enumerate(ps)]
+    plain = plain_answers(make_engine, run_all, base)
+    reqs = []
+    for i, r in enumerate(base):
+        answer = plain[r.request_id]
+        choice = [
+            [],
+            answer,
+            answer[: i % 5] + garbage(7, offset=i),
+            garbage(10, offset=i),
+            garbage(3, offset=i) + answer[2:],
+        ][i % 5]
+        reqs.append(predicted(r, choice))
+        if i % 4 == 0:  # a sampled twin with the same prediction
+            twin = req(f"s{i}", r.prompt_token_ids, max_tokens=8, temperature=0.8, seed=i)
+            reqs.append(predicted(twin, choice))
+    swap = {"num_swap_blocks": 64} if preemption == "swap" else {}
+    engine = make_engine(
+        num_blocks=24, max_batch_size=6, max_tokens_per_step=16, preemption=preemption, **swap
+    )
+    finished: dict[str, object] = {}
+    tokens: dict[str, list[int]] = {}
+    aborted = set()
+    for k, r in enumerate(reqs):
+        engine.add_request(r)
+        if k % 6 == 5:
+            victim = reqs[k - 3].request_id
+            engine.abort(victim)
+            aborted.add(victim)
+        for out in engine.step():
+            assert out.request_id not in finished
+            tokens.setdefault(out.request_id, []).extend(out.new_token_ids)
+            if out.finished:
+                finished[out.request_id] = out
+    rest, last = run_all(engine)
+    for rid, more in rest.items():
+        assert rid not in finished
+        tokens.setdefault(rid, []).extend(more)
+    finished |= last
+    assert set(finished) == {r.request_id for r in reqs}
+    for r in base:
+        if r.request_id not in aborted and finished[r.request_id].finish_reason != "abort":
+            assert tokens[r.request_id] == plain[r.request_id], r.request_id
+    assert engine.stats().num_preemptions > 0
+    assert (engine.scheduler.num_swap_outs > 0) == (preemption == "swap")
+    assert all(c == 0 for c in engine.block_manager.ref_counts())
