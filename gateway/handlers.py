@@ -185,6 +185,7 @@ async def _proxy(
             app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
             return response
         # The gateway cannot tell whether a worker would take it: a worker answers instead.
+        stage.cache.stats_by_category.hit_sent_on(result.category)
         result = CacheResult("bypass", result.category, reason="context_unchecked")
     elif result.status == "verify":
         assert result.reply is not None

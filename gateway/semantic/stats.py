@@ -52,6 +52,13 @@ class CacheStats:
         c.latency_s_sum += latency_s
         c.recent_latency_s.append(latency_s)
 
+    def hit_sent_on(self, category: str) -> None:
+        """A lookup recorded as a hit went to a worker after all (the gateway could not check
+        that a worker would take the request): it counts as the bypass it became."""
+        c = self._get(category)
+        c.hits -= 1
+        c.bypasses += 1
+
     def count(self, category: str, name: str) -> None:
         c = self._get(category)
         setattr(c, name, getattr(c, name) + 1)

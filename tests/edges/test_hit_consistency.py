@@ -110,3 +110,6 @@ async def test_a_hit_the_gateway_cannot_check_goes_to_the_worker(stack: Stack, s
     assert too_long[:2] == (400, "bypass")
     assert too_long[2]["code"] == "context_length_exceeded"
     assert (await ask(gw, "chat", max_tokens=40))[:2] == (200, "bypass")
+    # The stats count what the client got: one miss, two bypasses, no hit.
+    counts = next(iter(gw.app[SEMANTIC].cache.stats_by_category.snapshot().values()))
+    assert (counts["hits"], counts["misses"], counts["bypasses"]) == (0, 1, 2)
