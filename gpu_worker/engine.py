@@ -265,7 +265,13 @@ class TorchEngine:
         seq.drafter.checked(len(predicted), kept)
         del seq.token_ids[seq.draft_start :]
         self.block_manager.rewind(seq, seq.draft_start + kept)
-        return self._append(seq, [*predicted[:kept], chosen[kept]])
+        before = seq.num_output_tokens
+        out = self._append(seq, [*predicted[:kept], chosen[kept]])
+        cut = kept - (seq.num_output_tokens - before)
+        if cut > 0:  # the answer ended (eos, stop string) inside the kept tokens
+            seq.num_accepted_prediction_tokens -= cut
+            out.num_accepted_prediction_tokens = seq.num_accepted_prediction_tokens
+        return out
 
     def _append(self, seq: Sequence, tokens: list[int]) -> RequestOutput:
         """Add the model's next tokens (several when a prediction was kept) up to the first
