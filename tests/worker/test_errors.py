@@ -47,6 +47,16 @@ BAD_REQUESTS = [
     ("/v1/completions", _with(COMPLETION, prompt="x" * 5000), "prompt", 400),  # > whole cache
     ("/v1/completions", _with(COMPLETION, prompt="x" * 100, max_tokens=8100), "max_tokens", 400),
     ("/v1/completions", _with(COMPLETION, n=3), "n", 400),
+    ("/v1/chat/completions", _with(CHAT, prediction="hi"), "prediction", 400),
+    ("/v1/chat/completions", _with(CHAT, prediction={"type": "x"}), "prediction.type", 400),
+    ("/v1/chat/completions", _with(CHAT, prediction={"content": 5}), "prediction.content", 400),
+    (
+        "/v1/chat/completions",
+        _with(CHAT, prediction={"content": [{"type": "image_url", "text": ""}]}),
+        "prediction.content",
+        400,
+    ),
+    ("/v1/completions", _with(COMPLETION, prediction={"type": "json"}), "prediction.type", 400),
     ("/v1/completions", _with(COMPLETION, model="nope"), "model", 404),
 ]
 
