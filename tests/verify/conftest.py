@@ -3,20 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from config.cost_model import CostModelConfig
-from config.gateway import GatewayConfig
-from config.loader import build
 from config.worker import SimEngineConfig, WorkerConfig
-from gateway.server import RunningGateway, start_gateway
 from gpu_worker.engine_api import EngineRequest
 from gpu_worker.server import WorkerHandle, start_worker
 from gpu_worker.sim_engine import SimEngine
 from tests.openai_clients import OpenAIClients
+from tests.semantic_gateways import MakeGateway, gateway_factory
 
 MODEL = "sim-verify"
 API_KEYS = {"sk-a": "team-a"}
@@ -60,26 +58,9 @@ async def worker(engine: RecordingSim) -> AsyncIterator[WorkerHandle]:
 @pytest.fixture
 async def make_gateway(
     worker: WorkerHandle, st_model: object, clock: Callable[[], float]
-) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
-    gateways: list[RunningGateway] = []
-
-    async def make(semantic: dict[str, Any] | None = None, **overrides: Any) -> RunningGateway:
-        cfg: dict[str, Any] = {
-            "port": 0,
-            "health": {"interval_s": 30.0, "timeout_s": 2.0},
-            "api_keys": API_KEYS,
-            "admin_keys": [ADMIN_KEY],
-            "semantic_cache": semantic or {},
-        } | overrides
-        gw = await start_gateway(
-            build(cfg, GatewayConfig), [worker.url], semantic_model=st_model, clock=clock
-        )
-        gateways.append(gw)
-        return gw
-
-    yield make
-    for gw in gateways:
-        await gw.stop()
+) -> AsyncIterator[MakeGateway]:
+    async with gateway_factory(worker.url, st_model, clock, API_KEYS, ADMIN_KEY) as make:
+        yield make
 
 
 @pytest.fixture
