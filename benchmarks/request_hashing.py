@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 from config.gateway import FleetViewConfig
-from config.protocol import WorkerStats
+from config.worker_wire import WorkerStats
 from gateway.fleet import FleetView
 from gateway.metrics import GatewayMetrics
 from gateway.parse import parse_chat

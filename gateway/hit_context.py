@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from config.context_length import ContextLimit
-from config.protocol import RequestError, WorkerStats
+from config.protocol import RequestError
+from config.worker_wire import WorkerStats
 
 
 def limit_of(stats: WorkerStats | None) -> ContextLimit | None:

@@ -25,7 +25,7 @@ import msgspec
 
 from backends.openai_upstream import UpstreamClient, UpstreamError
 from config.gateway import FleetViewConfig
-from config.protocol import KvEventBatch
+from config.worker_wire import KvEventBatch
 from gateway.worker_cache import WorkerCache
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import msgspec
 
 from backends.openai_upstream import UpstreamClient, UpstreamError, UpstreamStatusError
 from config.gateway import FleetViewConfig
-from config.protocol import WorkerStats
+from config.worker_wire import WorkerStats
 from gateway.worker_cache import FleetCache, WorkerCache
 
 log = logging.getLogger(__name__)

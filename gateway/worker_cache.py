@@ -35,7 +35,8 @@ import msgspec
 
 from config.context_length import ContextLimit
 from config.gateway import FleetViewConfig
-from config.protocol import HEADER_CACHE_SALT, KvEventBatch, WorkerStats
+from config.protocol import HEADER_CACHE_SALT
+from config.worker_wire import KvEventBatch, WorkerStats
 from gateway.fleet import FleetView, WorkerState
 from gateway.hit_context import limit_of
 from gateway.prefix_index import EventPrefixIndex, RoutedPrefixIndex

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from config.protocol import KvEventBatch
+from config.worker_wire import KvEventBatch
 
 
 class KvSubscriber:

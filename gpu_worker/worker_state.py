@@ -12,8 +12,9 @@ import time
 import msgspec
 from aiohttp import web
 
-from config.protocol import RequestError, WorkerStats
+from config.protocol import RequestError
 from config.worker import WorkerConfig
+from config.worker_wire import WorkerStats
 from gpu_worker.engine_api import Engine, EngineRequest, RequestOutput
 from gpu_worker.engine_thread import EngineThread
 from gpu_worker.kv_events import KvEventHub

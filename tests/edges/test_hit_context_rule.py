@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from config.context_length import ContextLimit
-from config.protocol import RequestError, WorkerStats
+from config.protocol import RequestError
+from config.worker_wire import WorkerStats
 from gateway.hit_context import limit_of, may_serve_hit
 
 SMALL = ContextLimit(max_model_len=100, max_prompt_tokens=99)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from backends.openai_upstream import UpstreamClient
 from config.gateway import FleetViewConfig, UpstreamConfig
-from config.protocol import KvEventBatch
+from config.worker_wire import KvEventBatch
 from gateway.fleet import WorkerState
 from gateway.kv_events import KvEventSubscriber
 from gateway.request_tokens import RequestTokens, load_tokenizer

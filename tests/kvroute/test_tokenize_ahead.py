@@ -12,8 +12,8 @@ import pytest
 
 from config.cost_model import CostModelConfig
 from config.gateway import FleetViewConfig
-from config.protocol import WorkerStats
 from config.worker import SimEngineConfig, WorkerConfig
+from config.worker_wire import WorkerStats
 from gateway.fleet import FleetView
 from gateway.keys import FLEET_CACHE, METRICS
 from gateway.metrics import GatewayMetrics

@@ -13,12 +13,12 @@ from config.protocol import (
     ChatCompletionRequest,
     ChatDelta,
     CompletionRequest,
-    KvEventBatch,
     RequestError,
     decode_request,
     error_body,
     validate_completion,
 )
+from config.worker_wire import KvEventBatch
 from gpu_worker.engine_api import RequestMeta, RequestOutput
 from gpu_worker.kv_events import KvEventHub
 from gpu_worker.openai_handlers import _coalesce, request_meta

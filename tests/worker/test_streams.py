@@ -8,7 +8,7 @@ import time
 import httpx
 import msgspec
 
-from config.protocol import KvEventBatch
+from config.worker_wire import KvEventBatch
 from gpu_worker.server import WorkerHandle
 from policies.block_hash import block_hashes, extra_key
 
