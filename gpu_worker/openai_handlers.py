@@ -32,6 +32,7 @@ Kind = Literal["chat", "completion"]
 # A deadline hint further out than this (ms, ~285,000 years) is a client's mistake: it no longer
 # adds to a float clock (and 10**400 does not convert to one at all).
 MAX_DEADLINE_MS = 2**53
+MAX_CHARS_PER_TOKEN = 16  # generous: text tokens average ~4 characters
 
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
@@ -223,8 +224,11 @@ def _prediction_ids(
     tokenized alone, as the model writes it after the prompt's generation header."""
     if req.prediction is None:
         return None
-    text = req.prediction.text()
-    return state.engine.tokenizer.encode(text) if text else []
+    # No answer outgrows the context, so neither does a useful prediction: a longer one is cut
+    # (to a generous number of characters first, so a 16 MB one is not tokenized on the loop).
+    limit = state.engine.max_model_len
+    text = req.prediction.text()[: limit * MAX_CHARS_PER_TOKEN]
+    return state.engine.tokenizer.encode(text)[:limit] if text else []
 
 
 def _coalesce(first: Item, outputs: asyncio.Queue[Item]) -> Item:

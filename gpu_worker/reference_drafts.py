@@ -23,8 +23,14 @@ on the torch engine").
 
 from __future__ import annotations
 
+import bisect
+
 MIN_MATCH_TOKENS = 2
 FIRST_DRAFT_TOKENS = 8
+# Bounds on the work of one match, which runs on the engine's thread after every token of a
+# sequence with a prediction: a repetitive reference ("a a a …") has a pair at every position.
+MAX_CANDIDATES = 64  # occurrences of the answer's last pair looked at, nearest the cursor
+MAX_MATCH_TOKENS = 64  # a tail this long is as good as any longer one
 
 
 class ReferenceDrafter:
@@ -77,13 +83,18 @@ class ReferenceDrafter:
         if not starts:
             return None
         ref = self.reference
+        if len(starts) > MAX_CANDIDATES:  # a repetitive reference: those nearest the cursor
+            at = bisect.bisect_left(starts, self._cursor - MIN_MATCH_TOKENS)
+            lo = max(0, min(at - MAX_CANDIDATES // 2, len(starts) - MAX_CANDIDATES))
+            starts = starts[lo : lo + MAX_CANDIDATES]
+        longest = min(len(tokens), MAX_MATCH_TOKENS)
         best, best_len = None, 0
         for i in starts:
             follow = i + MIN_MATCH_TOKENS
             if follow >= len(ref):
                 continue  # the match ends the reference: nothing to propose
             n = MIN_MATCH_TOKENS
-            while n < len(tokens) and follow - 1 - n >= 0 and ref[follow - 1 - n] == tokens[-1 - n]:
+            while n < longest and follow - 1 - n >= 0 and ref[follow - 1 - n] == tokens[-1 - n]:
                 n += 1
             forward = best is not None and follow >= self._cursor > best
             if n > best_len or (n == best_len and forward):

@@ -57,3 +57,10 @@ def test_equal_matches_walk_forwards():
     d.checked(2, 1)
     assert d.propose([3, 4], max_tokens=10) == [9, 9, 9, 9, 9]
     assert rejoining(ref).propose([3, 4], max_tokens=10) == [5, 6, 3, 4, 9, 9, 9, 9]
+
+
+def test_a_repetitive_reference_is_matched_in_bounded_work():
+    ref = [7] * 200_000 + [1, 2, 3]
+    d = rejoining(ref)
+    assert d.propose([7] * 50_000, max_tokens=4) == [7, 7, 7, 7]  # instant, not 10**10 steps
+    assert rejoining(ref).propose([5, 7, 7], max_tokens=4) == [7, 7, 7, 7]

@@ -205,3 +205,15 @@ async def test_cache_salt_isolates_the_prefix_cache(worker: WorkerHandle) -> Non
         same = await http.post(url, json=body, headers={"x-kvgate-cache-salt": "tenant-a"})
     assert other.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert same.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+async def test_a_prediction_longer_than_the_context_is_cut_not_refused(
+    client: AsyncOpenAI,
+) -> None:
+    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    plain = await client.chat.completions.create(**kwargs)
+    huge = {"type": "content", "content": "word " * 2_000_000}  # 10 MB
+    reply = await client.chat.completions.create(prediction=huge, **kwargs)
+    assert reply.choices[0].message.content == plain.choices[0].message.content
+    details = reply.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens + details.rejected_prediction_tokens <= 8
