@@ -195,7 +195,7 @@ class TorchEngine:
         for i, (seq, token) in enumerate(zip(batch.seqs, step.tokens, strict=True)):
             out = None
             if i in step.verdicts:
-                out = self._check_prediction(seq, step.verdicts[i])
+                out = self._check_draft(seq, step.verdicts[i])
             elif token is not None:
                 out = self._append(seq, [token])
             if out is None:
@@ -240,14 +240,12 @@ class TorchEngine:
         draft = seq.drafter.propose(seq.output_token_ids, room)
         if not draft:
             return
-        seq.prediction = draft
+        seq.draft = draft
         seq.draft_start = seq.num_tokens
         seq.token_ids.extend(draft)
         seq.verdicts = [0] * (len(draft) + 1)
 
-    def _check_prediction(
-        self, seq: Sequence, verdicts: list[tuple[int, int]]
-    ) -> RequestOutput | None:
+    def _check_draft(self, seq: Sequence, verdicts: list[tuple[int, int]]) -> RequestOutput | None:
         """Record the model's tokens after the checked positions of this step; once the whole
         draft is computed, keep its leading tokens the model chose too, add the model's own
         token after them, and rewind the K/V past them."""
@@ -256,9 +254,9 @@ class TorchEngine:
             seq.verdicts[pos - base] = token
         if seq.num_computed_tokens < seq.num_tokens:
             return None  # more of the draft to compute
-        predicted, chosen = seq.prediction, seq.verdicts
+        predicted, chosen = seq.draft, seq.verdicts
         kept = next((j for j, t in enumerate(predicted) if chosen[j] != t), len(predicted))
-        seq.prediction, seq.verdicts = [], []
+        seq.draft, seq.verdicts = [], []
         seq.num_accepted_prediction_tokens += kept
         seq.num_rejected_prediction_tokens += len(predicted) - kept
         assert seq.drafter is not None

@@ -60,7 +60,7 @@ class ModelRunner:
         context_lens: list[int] = []
         logits_rows: list[int] = []
         # Per logits row: index in batch.seqs, and the position it follows for a sequence
-        # whose prediction is being checked (None: the row samples the sequence's next token).
+        # whose draft is being checked (None: the row samples the sequence's next token).
         owners: list[tuple[int, int | None]] = []
         for i, (seq, num_new) in enumerate(zip(batch.seqs, batch.query_lens, strict=True)):
             start = seq.num_computed_tokens
@@ -69,7 +69,7 @@ class ModelRunner:
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
             context_lens.append(end)
-            if seq.prediction:
+            if seq.draft:
                 # The model's choice after every position from the one before the draft on.
                 for pos in range(max(start, seq.draft_start - 1), end):
                     logits_rows.append(first_row + pos - start)
@@ -100,7 +100,7 @@ class ModelRunner:
                 torch.cuda.synchronize(dev)
             return result
         params = [batch.seqs[i].sampling for i, _ in owners]
-        # A checked position draws as a plain next token would: the prediction's token is kept
+        # A checked position draws as a plain next token would: the draft's token is kept
         # exactly when the draw equals it, which is speculative sampling's rule for a draft that
         # puts all its mass on one token (greedy: the argmax), so the answer keeps its
         # distribution.
@@ -122,7 +122,7 @@ class ModelRunner:
 @dataclass
 class StepTokens:
     """What a step produced: the next token of each sequence that reached its end (None for the
-    others, by batch index), and for sequences checking a prediction, (position, the model's
+    others, by batch index), and for sequences checking a draft, (position, the model's
     token after it) for every checked position the step computed."""
 
     tokens: list[int | None]

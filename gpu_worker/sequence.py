@@ -44,13 +44,13 @@ class Sequence:
     num_emitted_tokens: int = 0  # output tokens already reported
     admitted_once: bool = False
     finish_reason: FinishReason | None = None
-    # Predicted Outputs. While a draft is being checked (`prediction` set), `token_ids` ends with
-    # it from index `draft_start` on, and the model's own choice after each position from
+    # Predicted Outputs. While a draft is being checked (`draft` set), `token_ids` ends with it
+    # from index `draft_start` on, and the model's own choice after each position from
     # draft_start - 1 on is collected in `verdicts` (verdicts[j] follows token draft_start-1+j).
     # Once all are computed, the draft's leading tokens that match become output and the rest
-    # go. The first draft is the whole prediction right after the prompt; later ones come from
-    # `drafter` (gpu_worker/reference_drafts.py) as the answer re-joins the prediction.
-    prediction: list[int] = field(default_factory=list)
+    # go. Drafts come from `drafter` (gpu_worker/reference_drafts.py): the prediction's start
+    # right after the prompt, then its continuation as the answer follows or re-joins it.
+    draft: list[int] = field(default_factory=list)
     verdicts: list[int] = field(default_factory=list)
     draft_start: int = 0
     drafter: ReferenceDrafter | None = None
@@ -65,12 +65,12 @@ class Sequence:
     def num_matchable_tokens(self) -> int:
         """Leading tokens whose K/V the prefix cache may serve: while a draft is being checked,
         only those before it (the model must see the draft to judge it)."""
-        return self.draft_start if self.prediction else len(self.token_ids)
+        return self.draft_start if self.draft else len(self.token_ids)
 
     @property
     def num_output_tokens(self) -> int:
         """Tokens of the answer so far (a draft being checked is not part of it yet)."""
-        return len(self.token_ids) - self.num_prompt_tokens - len(self.prediction)
+        return len(self.token_ids) - self.num_prompt_tokens - len(self.draft)
 
     @property
     def output_token_ids(self) -> list[int]:
