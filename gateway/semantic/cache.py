@@ -26,7 +26,7 @@ import numpy as np
 from config.semantic import SemanticCacheConfig
 from gateway.semantic.cross_encoder import LookupPairs, joint_encoder
 from gateway.semantic.embedder import Embedder, EmbedderOverloaded, load_model
-from gateway.semantic.entries import Entry, EntryTable
+from gateway.semantic.entries import Entry, EntryTable, text_key
 from gateway.semantic.index import HnswIndex
 from gateway.semantic.pair_model import pair_probability_for
 from gateway.semantic.stats import CacheStats
@@ -98,6 +98,7 @@ class CacheResult:
     partition: bytes = b""
     terms: PromptTerms | None = field(default=None, repr=False)
     tenant: str = ""
+    text_key: bytes = field(default=b"", repr=False)
 
 
 def fits(reply: CachedReply, max_tokens: int | None) -> bool:
@@ -213,7 +214,8 @@ class SemanticCache:
             stop=q.stop,
             endpoint=q.endpoint,
         )
-        store = {} if control.no_store else {"vector": vector, "terms": terms}
+        key = text_key(q.text)
+        store = {} if control.no_store else {"vector": vector, "terms": terms, "text_key": key}
         if control.no_cache:
             return CacheResult(
                 "bypass", category, "no-cache", partition=partition, tenant=q.tenant, **store
@@ -223,7 +225,11 @@ class SemanticCache:
         )
         if found is not None:
             entry, similarity = found
-            if policy.verify:  # the worker checks the cached reply; its own one is stored
+            # In a verify category the worker checks the cached reply (its own is stored), unless
+            # the request is identical to the one the reply answered (same text, and the same
+            # partition: tenant, model, system prompt, earlier turns, sampling): that one cannot
+            # be a false hit, and greedy, the worker would write the same reply again.
+            if policy.verify and entry.text_key != key:
                 return CacheResult(
                     "verify",
                     category,
@@ -365,6 +371,7 @@ class SemanticCache:
                 tenant=result.tenant,
                 category=result.category,
                 terms=result.terms,
+                text_key=result.text_key,
                 reply=reply,
                 created_s=now,
                 expires_s=now + policy.ttl_s,

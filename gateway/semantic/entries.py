@@ -5,12 +5,18 @@ Owned by one SemanticCache; every method runs on the embedder's executor thread.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from dataclasses import dataclass, field
 
 from policies.semantic.entry_value import EntryStats, least_valuable
 from policies.semantic.pair_features import PromptTerms
+
+
+def text_key(text: str) -> bytes:
+    """A digest of the exact text a lookup compares: equal for the identical text only."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(slots=True)
@@ -25,6 +31,7 @@ class Entry:
     expires_s: float
     seq: int = 0  # unique per insert: tells a stale expiry-heap item from a live one
     hits: int = 0
+    text_key: bytes = b""  # digest of the exact compared text (`text_key`)
 
     def stats(self) -> EntryStats:
         return EntryStats(created_s=self.created_s, expires_s=self.expires_s, hits=self.hits)
