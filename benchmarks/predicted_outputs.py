@@ -22,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,10 +37,27 @@ from gpu_worker.engine_api import EngineRequest, RequestOutput, SamplingParams  
 CASES = ("none", "right", "half", "wrong")
 
 
+def smollm2_engine() -> TorchEngine:
+    """SmolLM2 on the CPU, float32, prefix caching off: every run computes its own prompt."""
+    return TorchEngine(
+        EngineConfig(model="smollm2", device="cpu", num_blocks=256, enable_prefix_caching=False)
+    )
+
+
+@dataclass
+class Alone:
+    """One greedy request run alone on an idle engine."""
+
+    tokens: list[int]
+    text: str
+    last: RequestOutput
+    seconds: float
+    steps: int
+
+
 def run(
     engine: TorchEngine, rid: str, prompt: list[int], max_tokens: int, prediction: list[int]
-) -> tuple[list[int], RequestOutput, float, int]:
-    """Greedy tokens, last output, wall time and engine steps of one request alone."""
+) -> Alone:
     steps_before = engine.stats().num_steps
     request = EngineRequest(
         request_id=rid,
@@ -50,14 +68,17 @@ def run(
     started = time.perf_counter()
     engine.add_request(request)
     tokens: list[int] = []
+    parts: list[str] = []
     last: RequestOutput | None = None
     while engine.has_work():
         for out in engine.step():
             tokens += out.new_token_ids
+            parts.append(out.text_delta)
             last = out
     elapsed = time.perf_counter() - started
     assert last is not None and last.finished
-    return tokens, last, elapsed, engine.stats().num_steps - steps_before
+    steps = engine.stats().num_steps - steps_before
+    return Alone(tokens, "".join(parts), last, elapsed, steps)
 
 
 def main() -> None:
@@ -71,16 +92,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = random.Random(args.seed).sample(load_rows(args.data), args.prompts)
-    engine = TorchEngine(
-        EngineConfig(model="smollm2", device="cpu", num_blocks=256, enable_prefix_caching=False)
-    )
+    engine = smollm2_engine()
     tok = engine.tokenizer
     run(engine, "warm", tok.apply_chat_template([{"role": "user", "content": "Hi."}]), 8, [])
     filler = tok.encode(" ".join(r["prompt"] for r in rows))  # unrelated text to draw from
     results: list[dict[str, object]] = []
     for k, row in enumerate(rows):
         prompt = tok.apply_chat_template([{"role": "user", "content": row["prompt"]}])
-        answer, _, _, _ = run(engine, f"{k}-answer", prompt, args.max_tokens, [])
+        answer = run(engine, f"{k}-answer", prompt, args.max_tokens, []).tokens
         body = [t for t in answer if t not in tok.eos_token_ids]
         half = len(body) // 2
         other = filler[k * 7 : k * 7 + len(body)]
@@ -93,15 +112,13 @@ def main() -> None:
         row_out: dict[str, object] = {"id": row["id"], "answer_tokens": len(answer)}
         for j in range(len(CASES)):
             name = CASES[(j + k) % len(CASES)]  # rotate which case runs first
-            tokens, last, seconds, steps = run(
-                engine, f"{k}-{name}", prompt, args.max_tokens, predictions[name]
-            )
-            if tokens != answer:
+            alone = run(engine, f"{k}-{name}", prompt, args.max_tokens, predictions[name])
+            if alone.tokens != answer:
                 raise AssertionError(f"prompt {row['id']}: case {name} changed the answer")
             row_out[name] = {
-                "s": seconds,
-                "steps": steps,
-                "kept": last.num_accepted_prediction_tokens,
+                "s": alone.seconds,
+                "steps": alone.steps,
+                "kept": alone.last.num_accepted_prediction_tokens,
             }
         results.append(row_out)
     summary: dict[str, dict[str, float]] = {}

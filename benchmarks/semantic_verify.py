@@ -26,26 +26,24 @@ import json
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from benchmarks.predicted_outputs import run, smollm2_engine  # noqa: E402
 from benchmarks.semantic_quality import (  # noqa: E402
     Evaluator,
     MemoModel,
     load_rows,
     shipped_categorizer,
 )
-from config.engine import EngineConfig  # noqa: E402
 from config.semantic import SemanticCacheConfig  # noqa: E402
 from gateway.semantic.cache import shipped_guard_weights  # noqa: E402
 from gateway.semantic.embedder import load_model  # noqa: E402
 from gpu_worker.device_upload import upload_list  # noqa: E402
-from gpu_worker.engine import TorchEngine  # noqa: E402
-from gpu_worker.engine_api import EngineRequest, RequestOutput, SamplingParams  # noqa: E402
+from gpu_worker.engine_api import RequestOutput  # noqa: E402
 from gpu_worker.paged_attention import build_metadata  # noqa: E402
 from policies.semantic.guard import GuardModel  # noqa: E402
 
@@ -72,9 +70,7 @@ async def cache_hits(rows: list[dict[str, str]], seed: int) -> list[dict[str, ob
 
 class Runner:
     def __init__(self, max_tokens: int) -> None:
-        self.engine = TorchEngine(
-            EngineConfig(model="smollm2", device="cpu", num_blocks=256, enable_prefix_caching=False)
-        )
+        self.engine = smollm2_engine()
         self.max_tokens = max_tokens
         self._next = 0
 
@@ -86,24 +82,8 @@ class Runner:
     ) -> tuple[str, RequestOutput, float]:
         """Greedy answer text, its last output, and the wall time of the request."""
         self._next += 1
-        rid = f"r{self._next}"
-        request = EngineRequest(
-            request_id=rid,
-            prompt_token_ids=prompt,
-            sampling=SamplingParams(max_tokens=self.max_tokens, temperature=0.0),
-            prediction_token_ids=prediction or [],
-        )
-        started = time.perf_counter()
-        self.engine.add_request(request)
-        parts: list[str] = []
-        last: RequestOutput | None = None
-        while self.engine.has_work():
-            for out in self.engine.step():
-                parts.append(out.text_delta)
-                last = out
-        elapsed = time.perf_counter() - started
-        assert last is not None and last.finished
-        return "".join(parts), last, elapsed
+        alone = run(self.engine, f"r{self._next}", prompt, self.max_tokens, prediction or [])
+        return alone.text, alone.last, alone.seconds
 
 
 @torch.inference_mode()
