@@ -7,12 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from config.cost_model import CostModelConfig
-from config.worker import SimEngineConfig, WorkerConfig
-from gpu_worker.server import WorkerHandle, start_worker
-from gpu_worker.sim_engine import SimEngine
+from gpu_worker.server import WorkerHandle
 from tests.openai_clients import OpenAIClients
-from tests.semantic_gateways import MakeGateway, gateway_factory
+from tests.semantic_gateways import MakeGateway, fast_sim, gateway_factory, running_worker
 
 MODEL = "sim-sem"
 API_KEYS = {"sk-a": "team-a", "sk-b": "team-b"}
@@ -21,15 +18,8 @@ ADMIN_KEY = "adm-secret"
 
 @pytest.fixture
 async def worker() -> AsyncIterator[WorkerHandle]:
-    engine = SimEngine(
-        SimEngineConfig(num_blocks=256, cost_model=CostModelConfig(time_scale=0.001)),
-        model_id=MODEL,
-    )
-    handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model=MODEL))
-    try:
+    async with running_worker(fast_sim(MODEL), MODEL) as handle:
         yield handle
-    finally:
-        await handle.close()
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from config.cost_model import CostModelConfig
-from config.worker import SimEngineConfig, WorkerConfig
 from gateway.keys import FLEET, PROBER
 from gateway.server import RunningGateway, start_gateway
-from gpu_worker.server import WorkerHandle, start_worker
-from gpu_worker.sim_engine import SimEngine
+from gpu_worker.server import WorkerHandle
+from tests.semantic_gateways import fast_sim, running_worker
 from tests.upfuzz.bad_worker import GOOD_MODEL, BadWorker
 from tests.upfuzz.client_checks import fuzz_config
 
@@ -29,15 +27,8 @@ async def bad_worker() -> AsyncIterator[BadWorker]:
 
 @pytest.fixture
 async def good_worker() -> AsyncIterator[WorkerHandle]:
-    engine = SimEngine(
-        SimEngineConfig(num_blocks=256, cost_model=CostModelConfig(time_scale=0.001)),
-        model_id=GOOD_MODEL,
-    )
-    handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model=GOOD_MODEL))
-    try:
+    async with running_worker(fast_sim(GOOD_MODEL), GOOD_MODEL) as handle:
         yield handle
-    finally:
-        await handle.close()
 
 
 @pytest.fixture

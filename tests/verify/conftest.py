@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from config.cost_model import CostModelConfig
-from config.worker import SimEngineConfig, WorkerConfig
+from config.worker import SimEngineConfig
 from gpu_worker.engine_api import EngineRequest
-from gpu_worker.server import WorkerHandle, start_worker
+from gpu_worker.server import WorkerHandle
 from gpu_worker.sim_engine import SimEngine
 from tests.openai_clients import OpenAIClients
-from tests.semantic_gateways import MakeGateway, gateway_factory
+from tests.semantic_gateways import MakeGateway, gateway_factory, running_worker
 
 MODEL = "sim-verify"
 API_KEYS = {"sk-a": "team-a"}
@@ -48,11 +48,8 @@ def engine() -> RecordingSim:
 
 @pytest.fixture
 async def worker(engine: RecordingSim) -> AsyncIterator[WorkerHandle]:
-    handle = await start_worker(engine, WorkerConfig(host="127.0.0.1", port=0, model=MODEL))
-    try:
+    async with running_worker(engine, MODEL) as handle:
         yield handle
-    finally:
-        await handle.close()
 
 
 @pytest.fixture
