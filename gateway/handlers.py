@@ -30,7 +30,6 @@ from gateway.errors import ApiError
 from gateway.hit_context import may_serve_hit
 from gateway.parse import RouteInfo, parse_chat, parse_completion, unknown_model
 from gateway.relay import UpstreamCall
-from gateway.semantic import CacheResult
 from gateway.semantic.replay import Kind
 from gateway.verified_hit import predicted_body
 from policies.semantic.categorizer import named_category
@@ -185,8 +184,7 @@ async def _proxy(
             app[keys.METRICS].observe(endpoint, response.status, elapsed_s, elapsed_s)
             return response
         # The gateway cannot tell whether a worker would take it: a worker answers instead.
-        stage.cache.stats_by_category.hit_sent_on(result.category)
-        result = CacheResult("bypass", result.category, reason="context_unchecked")
+        result = stage.send_on(result)
     elif result.status == "verify":
         assert result.reply is not None
         if opening is not None:  # sent without the prediction: it goes again, with it

@@ -224,6 +224,12 @@ class SemanticStage:
             return _UNCACHEABLE
         return await self.cache.lookup(query)
 
+    def send_on(self, hit: CacheResult) -> CacheResult:
+        """A hit the gateway sends to a worker after all (it cannot check that a worker would
+        take the request): a bypass, and counted as one."""
+        self.cache.stats_by_category.hit_sent_on(hit.category)
+        return CacheResult("bypass", hit.category, reason="context_unchecked")
+
     def tap(self, result: CacheResult, kind: Kind) -> ReplyTap:
         return ReplyTap(self, result, kind)
 
